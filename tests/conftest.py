@@ -1,0 +1,65 @@
+"""Shared fixtures: the tiny base model, a small training file and one trained adapter per session."""
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared" / "huatuo"  # the seed's public data, when present beside the checkout
+
+
+def seed_file(name: str) -> Path:
+    """A file of ../shared/huatuo, or skip the test cleanly when the folder is absent."""
+    path = SHARED / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present (the seed's reference data lives beside the checkout, in ../shared)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base() -> str:
+    """The embedded tiny LLaMA, built (or reused when current) exactly as the scripts do."""
+    from utils.tiny_base import ensure_tiny_base
+
+    logging.getLogger().setLevel(logging.INFO)
+    return ensure_tiny_base()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_base):
+    from utils.modeling import load_tokenizer
+
+    return load_tokenizer(tiny_base)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory) -> Path:
+    """160 records in the seed's format built from the repository's own data."""
+    records = [json.loads(line) for line in (REPO_ROOT / "data" / "infer.json").read_text().splitlines() if line.strip()]
+    data_file = REPO_ROOT / "data" / "llama_data.json"
+    if data_file.is_file():
+        records += [json.loads(line) for line in data_file.read_text().splitlines()[:148] if line.strip()]
+    while len(records) < 160:
+        records = records + [dict(r, instruction=r["instruction"] + "？") for r in records]
+    return write_jsonl(tmp_path_factory.mktemp("data") / "train.json", records[:160])
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(tiny_base, train_file, tmp_path_factory) -> Path:
+    """A LoRA adapter trained for a few steps on the tiny base (shared by inference tests)."""
+    import finetune
+
+    out = tmp_path_factory.mktemp("lora")
+    finetune.train(
+        base_model=tiny_base, data_path=str(train_file), output_dir=str(out), val_set_size=16,
+        micro_batch_size=16, batch_size=16, max_steps=6, learning_rate=3e-3, eval_steps=3, save_steps=3,
+        logging_steps=1, wandb_project="",
+    )  # fmt: skip
+    return out

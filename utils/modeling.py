@@ -1,0 +1,259 @@
+"""Load tokenizers, base models and LoRA adapters the same way in every script.
+
+* ``base_model=""`` means the embedded tiny LLaMA (built on first use, see ``utils/tiny_base.py``).
+* ``load_8bit`` / ``load_4bit`` go through ``BitsAndBytesConfig`` (CPU and GPU alike).
+* ``precision="auto"`` picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU
+  (fp16 on CPU overflows and is slow; CPU bf16 matmuls are slower than fp32 on most CPUs).
+* The pad token comes from the tokenizer, else unk, else eos: never a hard-coded 0 (a real token in
+  Llama-3 and Qwen vocabularies).
+* Adapters load from today's ``adapter_model.safetensors`` and from old peft's ``adapter_model.bin``
+  (keys without the adapter name, configs with since-removed fields) through a weights-only loader,
+  and a load that leaves LoRA weights unset is an error, not a warning.
+* Remote code runs only with ``trust_remote_code=True``.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+# ----------------------------------------------------------------------------------------------
+# devices and precision
+
+
+def world_info() -> tuple[int, int, int]:
+    """(world_size, rank, local_rank) from the torchrun / accelerate environment."""
+    return (
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """``auto`` -> bf16 on bf16-capable GPUs, fp16 on older GPUs, fp32 on CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+            logger.warning("precision %s requested without a GPU: CPU %s training is slow or unstable", precision, precision)
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def device_map_for(world_size: int, local_rank: int):
+    """Where the base model's weights go: one GPU per process under torchrun, else spread/auto."""
+    if not torch.cuda.is_available():
+        return {"": "cpu"}
+    if world_size > 1:
+        return {"": local_rank}
+    return "auto"
+
+
+# ----------------------------------------------------------------------------------------------
+# base model and tokenizer
+
+
+def resolve_base_model(base_model: str) -> str:
+    """The folder or hub id to load; "" builds/uses the embedded tiny base."""
+    if not base_model:
+        from utils.tiny_base import ensure_tiny_base
+
+        path = ensure_tiny_base()
+        logger.info("no --base_model given: using the embedded tiny LLaMA at %s", path)
+        return path
+    path = Path(base_model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"base model folder {path} has no config.json; pass a Hugging Face model folder "
+                "(config.json + weights + tokenizer), or leave --base_model empty for the embedded tiny LLaMA"
+            )
+        return str(path)
+    looks_like_hub_id = base_model.count("/") == 1 and not base_model.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise FileNotFoundError(
+            f"base model {base_model!r} not found (tried {path.resolve()}); pass a local model folder or a hub id, "
+            "or leave --base_model empty for the embedded tiny LLaMA"
+        )
+    return base_model  # a hub id such as meta-llama/Llama-2-7b-hf: transformers resolves it
+
+
+def resolve_pad_token(tokenizer) -> None:
+    """Give the tokenizer a pad token when it has none: unk if it has one, else eos."""
+    if tokenizer.pad_token_id is not None:
+        return
+    if tokenizer.unk_token_id is not None:
+        tokenizer.pad_token = tokenizer.unk_token
+    elif tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    else:
+        raise ValueError("the tokenizer has neither pad, unk nor eos token; cannot pad batches")
+    logger.info("tokenizer has no pad token: padding with %r (id %d)", tokenizer.pad_token, tokenizer.pad_token_id)
+
+
+def load_tokenizer(base_model: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code)
+    resolve_pad_token(tokenizer)
+    return tokenizer
+
+
+def quantization_config(load_8bit: bool, load_4bit: bool, compute_dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    if load_8bit and load_4bit:
+        raise ValueError("choose one of --load_8bit and --load_4bit")
+    if load_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if load_4bit:  # QLoRA: NF4 weights, double quantization, matmuls in the training precision
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    return None
+
+
+def load_model(
+    base_model: str,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    precision: str = "auto",
+    device_map=None,
+    trust_remote_code: bool = False,
+):
+    """Load a causal LM (quantized if asked) in the resolved precision."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = DTYPES[resolve_precision(precision)]
+    if device_map is None:
+        world_size, _, local_rank = world_info()
+        device_map = device_map_for(world_size, local_rank)
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model,
+        dtype=dtype,
+        quantization_config=quantization_config(load_8bit, load_4bit, dtype),
+        device_map=device_map,
+        trust_remote_code=trust_remote_code,
+    )
+    return model
+
+
+def sync_special_tokens(model, tokenizer) -> None:
+    """Make the model's config and generation config agree with the tokenizer's special tokens."""
+    model.config.pad_token_id = tokenizer.pad_token_id
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.pad_token_id = tokenizer.pad_token_id
+        if gen.eos_token_id is None:
+            gen.eos_token_id = tokenizer.eos_token_id
+
+
+# ----------------------------------------------------------------------------------------------
+# adapters
+
+
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_weights_file(folder: str | Path) -> Path | None:
+    for name in ADAPTER_WEIGHT_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def is_complete_adapter(folder: str | Path) -> bool:
+    """A folder holds a usable adapter: a config and a non-trivial weights file."""
+    folder = Path(folder)
+    weights = adapter_weights_file(folder)
+    return (folder / "adapter_config.json").is_file() and weights is not None and weights.stat().st_size > 1024
+
+
+def read_adapter_weights(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    # Pickle files run code on load; the weights-only unpickler refuses anything but tensors.
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling refusal becomes one clear message
+        raise ValueError(f"{path}: refused to load: not a plain tensor file ({type(err).__name__}: {err})") from None
+
+
+def load_adapter(model, lora_weights: str, is_trainable: bool = False):
+    """Wrap ``model`` with the LoRA adapter in ``lora_weights`` (new or old peft format)."""
+    from peft import LoraConfig, PeftModel, set_peft_model_state_dict
+
+    folder = Path(lora_weights)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"LoRA adapter folder {folder} not found (pass --lora_weights DIR, or --use_lora False)")
+    config_path = folder / "adapter_config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder} is not an adapter folder: no adapter_config.json")
+    weights_path = adapter_weights_file(folder)
+    if weights_path is None:
+        raise FileNotFoundError(f"{folder}: no {' or '.join(ADAPTER_WEIGHT_FILES)}")
+
+    raw = json.loads(config_path.read_text())
+    known = set(LoraConfig.__dataclass_fields__)
+    dropped = sorted(set(raw) - known)
+    if dropped:
+        logger.info("%s: ignoring config fields from an older peft: %s", config_path, ", ".join(dropped))
+    config = LoraConfig(**{k: v for k, v in raw.items() if k in known and k not in ("peft_type",)})
+    config.inference_mode = not is_trainable
+
+    weights = read_adapter_weights(weights_path)
+    if not weights:
+        raise ValueError(f"{weights_path} holds no tensors (an empty adapter, as old alpaca-lora runs saved)")
+    peft_model = PeftModel(model, config)
+    result = set_peft_model_state_dict(peft_model, weights)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
+    if unexpected or missing:
+        raise ValueError(
+            f"{weights_path} does not match the base model: {len(unexpected)} unexpected keys "
+            f"(e.g. {unexpected[:2]}), {len(missing)} LoRA weights left unset (e.g. {missing[:2]})"
+        )
+    if not is_trainable:
+        peft_model.eval()
+        for param in peft_model.parameters():
+            param.requires_grad_(False)
+    logger.info("loaded adapter %s (%d tensors, r=%s, targets=%s)", folder, len(weights), config.r, config.target_modules)
+    return peft_model
+
+
+def load_for_inference(
+    base_model: str = "",
+    lora_weights: str = "",
+    use_lora: bool = True,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    precision: str = "auto",
+    trust_remote_code: bool = False,
+):
+    """Tokenizer + eval-mode model (+ adapter) on one device, as infer/generate/evaluate use it."""
+    base_model = resolve_base_model(base_model)
+    tokenizer = load_tokenizer(base_model, trust_remote_code)
+    device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    model = load_model(base_model, load_8bit, load_4bit, precision, device_map, trust_remote_code)
+    if use_lora and lora_weights:
+        model = load_adapter(model, lora_weights)
+    sync_special_tokens(model, tokenizer)
+    model.eval()
+    return tokenizer, model, base_model

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up everything the tests need (idempotent), then run the test suite. Arguments go to pytest:
+#   bash scripts/run_tests.sh                 # everything
+#   bash scripts/run_tests.sh -m "not slow"   # the fast part
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+exec "$ROOT/.venv/bin/python" -m pytest "$@"

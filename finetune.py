@@ -12,6 +12,10 @@ adapter + run_config.json + metrics.json in ``output_dir``.
         --data_path ./data/llama_data.json --output_dir ./lora-llama-med \\
         --prompt_template_name med_template --micro_batch_size 128 --batch_size 128
 
+    # a chat model through its own chat template (loss on the assistant turns; see docs/MODELS.md)
+    python finetune.py --base_model Qwen/Qwen2.5-7B-Instruct --prompt_template_name chat \
+        --system_prompt "你是一名医生。" --data_path ./data/llama_data.json --output_dir ./lora-qwen-med
+
     # several GPUs (one process each)
     torchrun --nproc_per_node 4 finetune.py --base_model ... --data_path ...
 """

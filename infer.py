@@ -8,6 +8,7 @@ settings used. Questions are answered in left-padded batches (``--batch_size``).
     python infer.py --base_model decapoda-research/llama-7b-hf --load_8bit \\
         --lora_weights ./lora-llama-med --instruct_dir ./data/infer.json --output_file answers.jsonl
     python infer.py --use_lora False --prompt_template ori_template --instruct_dir ./data/infer.json
+    python infer.py --base_model Qwen/Qwen2.5-7B-Instruct --lora_weights ./lora-qwen-med --prompt_template chat
 """
 
 import json

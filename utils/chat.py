@@ -160,7 +160,6 @@ class ChatFormat:
             end_of_turn=-1,
         )
         fmt.end_of_turn = fmt._find_end_of_turn()
-        logger.info("chat template: end of turn %r (id %d)", tokenizer.convert_ids_to_tokens(fmt.end_of_turn), fmt.end_of_turn)
         return fmt
 
     def _find_end_of_turn(self) -> int:
@@ -234,7 +233,9 @@ class ChatPrompter:
 
     def format(self, tokenizer) -> ChatFormat:
         if id(tokenizer) not in self._formats:
-            self._formats[id(tokenizer)] = ChatFormat.of(tokenizer)
+            fmt = self._formats[id(tokenizer)] = ChatFormat.of(tokenizer)
+            eot = fmt.end_of_turn
+            logger.info("prompts through the tokenizer's chat template; end of turn %r (id %d)", tokenizer.convert_ids_to_tokens(eot), eot)
         return self._formats[id(tokenizer)]
 
     def prompt(self, tokenizer, record: dict) -> str:

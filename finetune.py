@@ -12,6 +12,10 @@ adapter + run_config.json + metrics.json in ``output_dir``.
         --data_path ./data/llama_data.json --output_dir ./lora-llama-med \\
         --prompt_template_name med_template --micro_batch_size 128 --batch_size 128
 
+    # a chat model through its own chat template (loss on the assistant turns; see docs/MODELS.md)
+    python finetune.py --base_model Qwen/Qwen2.5-7B-Instruct --prompt_template_name chat \
+        --system_prompt "你是一名医生。" --data_path ./data/llama_data.json --output_dir ./lora-qwen-med
+
     # several GPUs (one process each)
     torchrun --nproc_per_node 4 finetune.py --base_model ... --data_path ...
 """
@@ -26,8 +30,9 @@ import numpy as np
 import torch
 
 from utils import modeling
+from utils.chat import make_prompter, stop_token_ids
 from utils.data import IGNORE_INDEX, load_records, tokenize_records
-from utils.prompter import DEFAULT_TEMPLATE, Prompter
+from utils.prompter import DEFAULT_TEMPLATE
 from utils.runinfo import file_sha256, run_config, write_json
 from utils.tracking import setup_wandb
 
@@ -54,11 +59,12 @@ def train(
     lora_r: int = 8,  # rank of the update matrices
     lora_alpha: int = 16,  # scaling numerator (update scaled by alpha / r)
     lora_dropout: float = 0.05,  # dropout on the LoRA branch
-    lora_target_modules: list[str] | str = ("q_proj", "v_proj"),  # linear layers to adapt
+    lora_target_modules: list[str] | str = "auto",  # linear layers to adapt; auto = by architecture; all-linear
     # LLM
     train_on_inputs: bool = False,  # False: loss only on the answer (+EOS), prompt tokens masked
     group_by_length: bool = False,  # batch examples of similar length together (less padding)
-    prompt_template_name: str = DEFAULT_TEMPLATE,  # templates/NAME.json, or a path to one
+    prompt_template_name: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
+    system_prompt: str = "",  # chat template only: system message for records without one ("" = template default)
     # wandb
     wandb_project: str = "llama_med",  # "" turns wandb off; offline when no credentials
     wandb_run_name: str = "",  # run name shown in wandb
@@ -99,7 +105,7 @@ def train(
 
     # ------------------------------------------------------------------------------------------
     # tokenizer, prompts and data: read and tokenized once, before the model takes the memory
-    prompter = Prompter(prompt_template_name)
+    prompter = make_prompter(prompt_template_name, system_prompt)
     records = load_records(data_path).records  # bad data fails here, before any model is loaded
     base_model = modeling.resolve_base_model(base_model)
     tokenizer = modeling.load_tokenizer(base_model, trust_remote_code)
@@ -117,7 +123,8 @@ def train(
             "%d train / %d validation records left out: their prompt alone fills cutoff_len=%d", dropped, val_dropped, cutoff_len
         )
     lengths = [len(e["input_ids"]) for e in train_examples]
-    n_truncated = sum(1 for e in train_examples if e["input_ids"][-1] != tokenizer.eos_token_id)
+    stops = set(stop_token_ids(tokenizer))  # eos, or a chat template's end of turn
+    n_truncated = sum(1 for e in train_examples if e["input_ids"][-1] not in stops)
     answer_tokens = sum(sum(1 for l in e["labels"] if l != IGNORE_INDEX) for e in train_examples)
     logger.info(
         "train: %d examples, %d tokens (%d in answers), longest %d, %d cut at cutoff_len=%d; validation: %d examples",
@@ -151,6 +158,7 @@ def train(
         model = modeling.load_adapter(model, resume_from_checkpoint, is_trainable=True)
         resume_from_checkpoint = None
     else:
+        lora_target_modules = modeling.resolve_lora_targets(model, lora_target_modules)
         lora_config = LoraConfig(
             r=lora_r,
             lora_alpha=lora_alpha,

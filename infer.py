@@ -8,6 +8,7 @@ settings used. Questions are answered in left-padded batches (``--batch_size``).
     python infer.py --base_model decapoda-research/llama-7b-hf --load_8bit \\
         --lora_weights ./lora-llama-med --instruct_dir ./data/infer.json --output_file answers.jsonl
     python infer.py --use_lora False --prompt_template ori_template --instruct_dir ./data/infer.json
+    python infer.py --base_model Qwen/Qwen2.5-7B-Instruct --lora_weights ./lora-qwen-med --prompt_template chat
 """
 
 import json
@@ -15,8 +16,9 @@ import logging
 from pathlib import Path
 
 from utils import generation, modeling
+from utils.chat import make_prompter, prompts_for, question_of
 from utils.data import load_records
-from utils.prompter import DEFAULT_TEMPLATE, Prompter
+from utils.prompter import DEFAULT_TEMPLATE
 
 logger = logging.getLogger("infer")
 
@@ -34,7 +36,8 @@ def main(
     instruct_dir: str = "",  # questions file (JSON Lines or JSON array); "" = a few built-in questions
     use_lora: bool = True,  # apply the adapter in --lora_weights
     lora_weights: str = "./lora-llama-med",  # adapter folder written by finetune.py (or an old peft one)
-    prompt_template: str = DEFAULT_TEMPLATE,  # templates/NAME.json, or a path to one
+    prompt_template: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
+    system_prompt: str = "",  # chat template only: system message for records without one ("" = template default)
     output_file: str = "",  # write JSON Lines answers here ("" = print only)
     batch_size: int = 8,  # questions generated together
     max_new_tokens: int = generation.MAX_NEW_TOKENS,  # answer length limit, in tokens
@@ -51,7 +54,7 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    prompter = Prompter(prompt_template)
+    prompter = make_prompter(prompt_template, system_prompt)
     if instruct_dir:
         records = load_records(instruct_dir, require_output=False).records
     else:
@@ -64,7 +67,7 @@ def main(
         temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=do_sample
     )
     gen_config = generation.make_generation_config(model, tokenizer, **settings)
-    prompts = [prompter.generate_prompt(r["instruction"], r.get("input")) for r in records]
+    prompts = prompts_for(prompter, tokenizer, records)
     answers = generation.generate_answers(model, tokenizer, prompts, gen_config, batch_size)
 
     for record, answer in zip(records, answers):
@@ -72,7 +75,7 @@ def main(
             break
         print("###infering###")
         print("###instruction###")
-        print(record["instruction"])
+        print(question_of(record))
         if record.get("output") is not None:
             print("###golden output###")
             print(record["output"])
@@ -84,6 +87,7 @@ def main(
             "base_model": base_model,
             "lora_weights": lora_weights if use_lora else "",
             "prompt_template": prompter.template_name,
+            "system_prompt": system_prompt,
             "load_8bit": load_8bit,
             "load_4bit": load_4bit,
             **settings,

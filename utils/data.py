@@ -80,6 +80,10 @@ def check_record(record, require_output: bool = True) -> str | None:
     """Return ``"field 'x': problem"`` for an invalid record, or None when it is usable."""
     if not isinstance(record, dict):
         return f"record: expected a JSON object with 'instruction' and 'output', got {type(record).__name__}"
+    if "messages" in record:  # chat records (utils/chat.py)
+        from utils.chat import check_chat_fields
+
+        return check_chat_fields(record, require_output)
     for name in ("instruction", "output") if require_output else ("instruction",):
         value = record.get(name)
         if name not in record:
@@ -93,7 +97,9 @@ def check_record(record, require_output: bool = True) -> str | None:
     value = record.get("input")
     if value is not None and not isinstance(value, str):
         return f"field 'input': expected a string or null, got {type(value).__name__}"
-    return None
+    from utils.chat import check_chat_fields  # optional 'history' and 'system' fields
+
+    return check_chat_fields(record, require_output)
 
 
 def load_records(path: str | Path, require_output: bool = True, on_bad_record: str = "error") -> LoadedData:
@@ -200,8 +206,12 @@ def tokenize_records(tokenizer, prompter, records: list[dict], cutoff_len: int, 
     Returns (examples, dropped): ``dropped`` counts records whose prompt alone fills
     ``cutoff_len``, leaving no answer token to learn from.
     """
+    from utils import chat
+
+    if getattr(prompter, "is_chat", False):  # --prompt_template_name chat: the tokenizer's chat template
+        return chat.tokenize_chat_records(tokenizer, prompter, records, cutoff_len, train_on_inputs)
     eos = _eos_id(tokenizer, None)
-    prompts = [prompter.generate_prompt(r["instruction"], r.get("input")) for r in records]
+    prompts = chat.prompts_for(prompter, tokenizer, records)
     prompt_ids = tokenizer(prompts)["input_ids"]
     full_ids = tokenizer([p + r["output"] for p, r in zip(prompts, records)])["input_ids"]
     examples, dropped = [], 0

@@ -58,8 +58,11 @@ def make_generation_config(
     config.num_beams = num_beams
     config.do_sample = do_sample
     config.pad_token_id = tokenizer.pad_token_id
-    if config.eos_token_id is None:
-        config.eos_token_id = tokenizer.eos_token_id
+    # Stop at any of: the model's eos list, the tokenizer's eos (what finetune.py appends) and a chat
+    # template's end-of-turn token (<|im_end|>, <|eot_id|>: a base model's config often lacks it).
+    from utils.chat import stop_token_ids
+
+    config.eos_token_id = stop_token_ids(tokenizer, config.eos_token_id)
     if do_sample:
         config.temperature, config.top_p, config.top_k = temperature, top_p, top_k
     else:  # sampling knobs would only trigger warnings

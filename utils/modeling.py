@@ -4,8 +4,10 @@
 * ``load_8bit`` / ``load_4bit`` go through ``BitsAndBytesConfig`` (CPU and GPU alike).
 * ``precision="auto"`` picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU
   (fp16 on CPU overflows and is slow; CPU bf16 matmuls are slower than fp32 on most CPUs).
-* The pad token comes from the tokenizer, else unk, else eos: never a hard-coded 0 (a real token in
-  Llama-3 and Qwen vocabularies).
+* The pad token comes from the tokenizer, else unk, else a reserved pad token, else eos: never a
+  hard-coded 0 (a real token in Llama-3 and Qwen vocabularies).
+* LoRA targets ``auto`` are chosen from the architecture (``LORA_TARGETS``); unknown names are an
+  error listing the model's linear layers.
 * Adapters load from today's ``adapter_model.safetensors`` and from old peft's ``adapter_model.bin``
   (keys without the adapter name, configs with since-removed fields) through a weights-only loader,
   and a load that leaves LoRA weights unset is an error, not a warning.
@@ -89,12 +91,22 @@ def resolve_base_model(base_model: str) -> str:
     return base_model  # a hub id such as meta-llama/Llama-2-7b-hf: transformers resolves it
 
 
+# Tokens some vocabularies reserve for padding (Llama-3.1's <|finetune_right_pad_id|>, ...).
+PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]")
+
+
 def resolve_pad_token(tokenizer) -> None:
-    """Give the tokenizer a pad token when it has none: unk if it has one, else eos."""
+    """Give the tokenizer a pad token when it has none: unk, else a reserved pad token of its
+    vocabulary, else eos (Llama-3, Qwen chat). Padding is never learnt or attended to (the collator
+    builds the attention mask and pads labels with -100), so reusing eos is safe."""
     if tokenizer.pad_token_id is not None:
         return
+    vocab = tokenizer.get_vocab()
+    reserved = [token for token in PAD_CANDIDATES if token in vocab]
     if tokenizer.unk_token_id is not None:
         tokenizer.pad_token = tokenizer.unk_token
+    elif reserved:
+        tokenizer.pad_token = reserved[0]
     elif tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     else:
@@ -150,6 +162,65 @@ def load_model(
         trust_remote_code=trust_remote_code,
     )
     return model
+
+
+# model_type -> LoRA target modules for --lora_target_modules auto (the seed's q_proj,v_proj for
+# LLaMA); types not listed fall back to peft's own table.
+LORA_TARGETS = {
+    **dict.fromkeys(
+        ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
+         "glm", "glm4", "internlm", "phi", "opt", "gptj", "olmo", "olmo2", "starcoder2"),
+        ["q_proj", "v_proj"],
+    ),
+    **dict.fromkeys(("bloom", "gpt_neox", "falcon", "chatglm"), ["query_key_value"]),
+    "baichuan": ["W_pack"],
+    "internlm2": ["wqkv"],
+    "phi3": ["qkv_proj"],
+    "gpt2": ["c_attn"],
+    "mpt": ["Wqkv"],
+}  # fmt: skip
+
+
+def linear_layer_names(model) -> list[str]:
+    """Names (last component) of the model's linear layers a LoRA can adapt, output head excluded."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = set()
+    for name, module in model.named_modules():
+        if module is head or not name:
+            continue
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":  # bnb layers subclass Linear
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def resolve_lora_targets(model, requested: list[str] | str) -> list[str] | str:
+    """``auto`` -> the architecture's default targets; ``all-linear`` as is; other names checked to exist."""
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+    requested = [requested] if isinstance(requested, str) else list(requested)
+    model_type = getattr(model.config, "model_type", "?")
+    available = linear_layer_names(model)
+    if requested == ["all-linear"]:
+        logger.info("LoRA target modules: all linear layers (%s)", ",".join(available))
+        return "all-linear"
+    if requested in (["auto"], []):
+        targets = LORA_TARGETS.get(model_type) or PEFT_TARGETS.get(model_type)
+        if not targets:
+            raise ValueError(
+                f"no default LoRA targets for model type {model_type!r}: pass --lora_target_modules with some of its "
+                f"linear layers ({', '.join(available)}), or all-linear"
+            )
+        source = f"default for {model_type}"
+    else:
+        targets, source = requested, "--lora_target_modules"
+    unknown = [t for t in targets if t not in available]
+    if unknown:
+        raise ValueError(
+            f"--lora_target_modules {','.join(unknown)}: no such linear layer in this {model_type} model; "
+            f"its linear layers are {', '.join(available)} (or pass all-linear)"
+        )
+    logger.info("LoRA target modules (%s): %s", source, ",".join(targets))
+    return list(targets)
 
 
 def sync_special_tokens(model, tokenizer) -> None:

@@ -7,6 +7,7 @@ answer is the same as the one-at-a-time answer (tested).
 """
 
 import logging
+import threading
 
 import torch
 
@@ -102,3 +103,63 @@ def generate_answers(
                 answers[i] = answer
             bar.update(len(chunk))
     return answers
+
+
+# ----------------------------------------------------------------------------------------------
+# streaming (one prompt, token by token; used by generate.py)
+
+ENCODE_LOCK = threading.Lock()  # a fast tokenizer may refuse concurrent use ("Already borrowed")
+
+
+def stream_answer(model, tokenizer, prompt: str, generation_config, timeout: float = 600.0):
+    """Yield the answer to ``prompt`` so far (new tokens only, stripped) as it grows, token by token.
+
+    Generation runs in a thread feeding a ``TextIteratorStreamer``. Beam search (num_beams > 1)
+    cannot stream in transformers: the whole answer is then yielded once. Closing the generator
+    (a client that went away) stops the generation at the next token; an error in the generation
+    thread is raised here rather than leaving the caller waiting.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    class StopWhenSet(StoppingCriteria):
+        def __init__(self, event: threading.Event):
+            self.event = event
+
+        def __call__(self, input_ids, scores, **kwargs) -> bool:
+            return self.event.is_set()
+
+    with ENCODE_LOCK:
+        inputs = tokenizer(prompt, return_tensors="pt").to(model_device(model))
+    if generation_config.num_beams > 1:
+        with torch.inference_mode():
+            sequences = model.generate(**inputs, generation_config=generation_config)
+        yield tokenizer.decode(sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        return
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(
+                    **inputs, generation_config=generation_config, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([StopWhenSet(stop)]),
+                )  # fmt: skip
+        except BaseException as err:  # noqa: BLE001 - handed to the consuming thread and re-raised there
+            failure.append(err)
+            streamer.end()  # wake the consumer instead of letting it wait for the timeout
+
+    thread = threading.Thread(target=work, name="stream_answer", daemon=True)
+    thread.start()
+    text = ""
+    try:
+        for piece in streamer:
+            text += piece
+            yield text.strip()
+    finally:
+        stop.set()
+        thread.join()
+    if failure:
+        raise failure[0]

@@ -80,6 +80,22 @@ def clamp_settings(settings: dict, defaults: dict) -> tuple[dict, list[str]]:
     return fixed, notes
 
 
+def fit_prompt(tokenizer, prompter, history, question, extra_input, max_new_tokens, context) -> tuple[str, int]:
+    """(prompt, messages left out): the oldest turns are dropped until the prompt plus the answer fit
+    in ``context`` tokens (None = no limit); ValueError when the question alone does not fit."""
+    history = list(history or [])
+    for dropped in [*range(0, len(history), 2), len(history)]:  # whole turns (user + bot) at a time
+        prompt = prompter.generate_prompt(fold_history(history[dropped:], question), extra_input)
+        with generation.ENCODE_LOCK:
+            length = len(tokenizer(prompt)["input_ids"])
+        if context is None or length + max_new_tokens <= context:
+            return prompt, dropped
+    raise ValueError(
+        f"The question is too long: {length} prompt tokens + {max_new_tokens} new tokens exceed the model's "
+        f"context of {context} tokens. Shorten it or lower max new tokens."
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # model and page
 
@@ -89,7 +105,9 @@ def resolve_adapter(lora_weights: str, use_lora: bool) -> tuple[str, str]:
     the demo then answers with the plain base and says so; a folder the user named must exist."""
     if not use_lora or not lora_weights:
         return "", "**Adapter:** none (`--use_lora False`): answers come from the plain base model."
-    if not Path(lora_weights).exists() and lora_weights == DEFAULT_LORA:
+    if not Path(lora_weights).exists():
+        if lora_weights != DEFAULT_LORA:
+            raise FileNotFoundError(f"LoRA adapter folder {lora_weights} not found (pass --lora_weights DIR, or --use_lora False)")
         logger.warning("adapter folder %s not found: answering with the plain base model (train one with finetune.py)", lora_weights)
         return "", (
             f"**Adapter:** ⚠️ `{lora_weights}` not found — answers come from the **plain base model**, "
@@ -127,23 +145,13 @@ def build_demo(tokenizer, model, prompter: Prompter, defaults: dict, model_line:
         if settings["num_beams"] > 1:
             notes.append(f"beam search ({settings['num_beams']} beams) cannot stream: the answer appears when it is complete")
 
-        # Drop the oldest turns until the prompt and the answer fit in the model's context.
-        earlier = history
-        while True:
-            prompt = prompter.generate_prompt(fold_history(earlier, question), extra_input)
-            with generation.ENCODE_LOCK:
-                length = len(tokenizer(prompt)["input_ids"])
-            if context is None or length + settings["max_new_tokens"] <= context or not earlier:
-                break
-            earlier = earlier[2:]
-        if context is not None and length + settings["max_new_tokens"] > context:
-            yield history, (
-                f"The question is too long: {length} prompt tokens + {settings['max_new_tokens']} new tokens "
-                f"exceed the model's context of {context}. Shorten it or lower max new tokens."
-            ), gr.skip()
+        try:
+            prompt, dropped = fit_prompt(tokenizer, prompter, history, question, extra_input, settings["max_new_tokens"], context)
+        except ValueError as err:
+            yield history, str(err), gr.skip()
             return
-        if len(earlier) < len(history):
-            notes.append(f"the {(len(history) - len(earlier)) // 2} oldest turn(s) were left out to fit the model's context")
+        if dropped:
+            notes.append(f"the {dropped} oldest message(s) were left out to fit the model's context")
         notice = "; ".join(notes)
 
         config = generation.make_generation_config(model, tokenizer, **settings)

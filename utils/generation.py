@@ -112,7 +112,7 @@ ENCODE_LOCK = threading.Lock()  # a fast tokenizer may refuse concurrent use ("A
 
 
 def stream_answer(model, tokenizer, prompt: str, generation_config, timeout: float = 600.0):
-    """Yield the answer to ``prompt`` so far (new tokens only, stripped) as it grows, token by token.
+    """Yield the answer to ``prompt`` so far (new tokens only, stripped) each time it grows.
 
     Generation runs in a thread feeding a ``TextIteratorStreamer``. Beam search (num_beams > 1)
     cannot stream in transformers: the whole answer is then yielded once. Closing the generator
@@ -120,6 +120,13 @@ def stream_answer(model, tokenizer, prompt: str, generation_config, timeout: flo
     thread is raised here rather than leaving the caller waiting.
     """
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    class EagerStreamer(TextIteratorStreamer):
+        # The stock streamer flushes only at a space, a newline or a CJK ideograph, so fullwidth
+        # punctuation, digits and Latin words in Chinese answers would arrive in lumps. Flush every
+        # token, except while the text ends inside a multi-byte character (decoded as U+FFFD).
+        def _is_chinese_char(self, cp):
+            return cp != 0xFFFD
 
     class StopWhenSet(StoppingCriteria):
         def __init__(self, event: threading.Event):
@@ -136,7 +143,7 @@ def stream_answer(model, tokenizer, prompt: str, generation_config, timeout: flo
         yield tokenizer.decode(sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         return
 
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
+    streamer = EagerStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -153,13 +160,17 @@ def stream_answer(model, tokenizer, prompt: str, generation_config, timeout: flo
 
     thread = threading.Thread(target=work, name="stream_answer", daemon=True)
     thread.start()
-    text = ""
+    text, shown = "", None
     try:
         for piece in streamer:
             text += piece
-            yield text.strip()
+            if text.strip() and text.strip() != shown:
+                shown = text.strip()
+                yield shown
     finally:
         stop.set()
         thread.join()
     if failure:
         raise failure[0]
+    if shown is None:  # an empty answer still yields once
+        yield ""

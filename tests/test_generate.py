@@ -271,8 +271,11 @@ def chromium() -> str:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_browser_asks_a_question_and_sees_the_streamed_answer(server, chromium, tmp_path):
+def test_browser_asks_a_question_and_sees_the_streamed_answer(server, client, chromium, tmp_path):
     from playwright.sync_api import expect, sync_playwright
+
+    # Greedy decoding is deterministic: the page must end up showing exactly the API's answer.
+    expected = answer_text(client.predict(*respond_args(QUESTION), api_name="/respond")[0])
 
     outside_requests = []
     with sync_playwright() as pw:
@@ -291,19 +294,29 @@ def test_browser_asks_a_question_and_sees_the_streamed_answer(server, chromium, 
             expect(disclaimer).to_contain_text("not medical advice")
             expect(page.locator("#model-info")).to_contain_text(server["adapter"])
 
+            # Record every text the answer bubble shows, to see it grow rather than appear whole.
+            page.evaluate("""() => {
+                window.seenAnswers = [];
+                new MutationObserver(() => {
+                    const bots = document.querySelectorAll('#chat .message.bot');
+                    const text = bots.length ? bots[bots.length - 1].innerText.trim() : '';
+                    if (text && text !== window.seenAnswers[window.seenAnswers.length - 1]) window.seenAnswers.push(text);
+                }).observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true});
+            }""")
             page.locator("#instruction textarea").fill(QUESTION)
             page.locator("#submit").click()
             bot = page.locator("#chat .message.bot").last
-            expect(bot).to_be_visible(timeout=60_000)
-            expect(bot).not_to_have_text("", timeout=60_000)
+            expect(bot).to_have_text(expected, timeout=120_000)  # the stream has ended
             expect(page.locator("#chat .message.user").last).to_contain_text(QUESTION)
             expect(page.locator("#instruction textarea")).to_have_value("")
-            page.wait_for_load_state("networkidle", timeout=60_000)  # the stream has ended
             answer = bot.inner_text().strip()
+            seen = page.evaluate("window.seenAnswers")
             page.screenshot(path=str(tmp_path / "generate_page.png"), full_page=True)
             (tmp_path / "answer.txt").write_text(answer, encoding="utf-8")
         finally:
             browser.close()
-    assert answer
+    seen = [text for text in seen if answer.startswith(text)]  # drops Gradio's "Loading content" placeholder
+    assert answer == expected and seen[-1] == answer
+    assert len(seen) >= 3 and all(b.startswith(a) for a, b in zip(seen, seen[1:])), f"not streamed: {seen}"
     assert (tmp_path / "generate_page.png").stat().st_size > 10_000
     assert not outside_requests, f"the page fetched from outside the server: {outside_requests[:5]}"

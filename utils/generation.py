@@ -3,7 +3,8 @@
 The defaults are the seed's (temperature 0.1, top p 0.75, top k 40, 4 beams, 256 new tokens,
 no sampling). Batches are left-padded and sorted by prompt length, so little compute goes to
 padding, and answers come back in the caller's order. With greedy or beam decoding a batched
-answer is the same as the one-at-a-time answer (tested).
+answer is the same as the one-at-a-time answer (tested). ``stream_answer`` yields one answer as it
+grows, token by token (generate.py's demo; any script can share it).
 """
 
 import logging

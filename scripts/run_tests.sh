@@ -5,5 +5,6 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
+bash "$ROOT/scripts/setup_browser.sh" || echo "run_tests: no Chromium, the browser test will skip" >&2
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

@@ -3,10 +3,12 @@
 The defaults are the seed's (temperature 0.1, top p 0.75, top k 40, 4 beams, 256 new tokens,
 no sampling). Batches are left-padded and sorted by prompt length, so little compute goes to
 padding, and answers come back in the caller's order. With greedy or beam decoding a batched
-answer is the same as the one-at-a-time answer (tested).
+answer is the same as the one-at-a-time answer (tested). ``stream_answer`` yields one answer as it
+grows, token by token (generate.py's demo; any script can share it).
 """
 
 import logging
+import threading
 
 import torch
 
@@ -105,3 +107,74 @@ def generate_answers(
                 answers[i] = answer
             bar.update(len(chunk))
     return answers
+
+
+# ----------------------------------------------------------------------------------------------
+# streaming (one prompt, token by token; used by generate.py)
+
+ENCODE_LOCK = threading.Lock()  # a fast tokenizer may refuse concurrent use ("Already borrowed")
+
+
+def stream_answer(model, tokenizer, prompt: str, generation_config, timeout: float = 600.0):
+    """Yield the answer to ``prompt`` so far (new tokens only, stripped) each time it grows.
+
+    Generation runs in a thread feeding a ``TextIteratorStreamer``. Beam search (num_beams > 1)
+    cannot stream in transformers: the whole answer is then yielded once. Closing the generator
+    (a client that went away) stops the generation at the next token; an error in the generation
+    thread is raised here rather than leaving the caller waiting.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    class EagerStreamer(TextIteratorStreamer):
+        # The stock streamer flushes only at a space, a newline or a CJK ideograph, so fullwidth
+        # punctuation, digits and Latin words in Chinese answers would arrive in lumps. Flush every
+        # token, except while the text ends inside a multi-byte character (decoded as U+FFFD).
+        def _is_chinese_char(self, cp):
+            return cp != 0xFFFD
+
+    class StopWhenSet(StoppingCriteria):
+        def __init__(self, event: threading.Event):
+            self.event = event
+
+        def __call__(self, input_ids, scores, **kwargs) -> bool:
+            return self.event.is_set()
+
+    with ENCODE_LOCK:
+        inputs = tokenizer(prompt, return_tensors="pt").to(model_device(model))
+    if generation_config.num_beams > 1:
+        with torch.inference_mode():
+            sequences = model.generate(**inputs, generation_config=generation_config)
+        yield tokenizer.decode(sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        return
+
+    streamer = EagerStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(
+                    **inputs, generation_config=generation_config, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([StopWhenSet(stop)]),
+                )  # fmt: skip
+        except BaseException as err:  # noqa: BLE001 - handed to the consuming thread and re-raised there
+            failure.append(err)
+            streamer.end()  # wake the consumer instead of letting it wait for the timeout
+
+    thread = threading.Thread(target=work, name="stream_answer", daemon=True)
+    thread.start()
+    text, shown = "", None
+    try:
+        for piece in streamer:
+            text += piece
+            if text.strip() and text.strip() != shown:
+                shown = text.strip()
+                yield shown
+    finally:
+        stop.set()
+        thread.join()
+    if failure:
+        raise failure[0]
+    if shown is None:  # an empty answer still yields once
+        yield ""

@@ -98,6 +98,7 @@ def test_bad_questions_file_names_line_and_field(tmp_path):
         judge.main(questions_file=str(path), output_dir=str(tmp_path / "out"))
 
 
+@pytest.mark.slow
 def test_seed_questions_to_infer_to_judge(tiny_base, tmp_path):
     source = seed_file("question.json")
     questions = json.loads(source.read_text(encoding="utf-8"))[:3]

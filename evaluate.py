@@ -65,7 +65,9 @@ def write_report(output_dir: Path, name: str, result: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = [f"# Evaluation: {name}", "", f"{result.get('records', 0)} answers, {result.get('with_reference', 0)} with a reference.", ""]
+    lines = [f"# Evaluation: {name}", ""]
+    if "records" in result:
+        lines += [f"{result['records']} answers, {result['with_reference']} with a reference.", ""]
     if "char" in result:
         lines += ["| tokenization | BLEU-4 | ROUGE-1 | ROUGE-2 | ROUGE-L |", "| --- | ---: | ---: | ---: | ---: |"]
         for tok in metrics.TOKENIZATIONS:

@@ -84,6 +84,9 @@ def train(
     save_steps: int = 32,  # checkpoint every N steps
     save_total_limit: int = 5,  # keep at most N checkpoints
     gradient_checkpointing: bool = False,  # recompute activations in backward: less memory, ~30% slower
+    # review
+    sample_questions: int = 3,  # answer the first N questions of data/infer.json at every evaluation (0 = off)
+    sample_max_new_tokens: int = 32,  # length of those sample answers, in tokens (greedy)
 ):
     flags = dict(locals())
     world_size, rank, _ = modeling.world_info()
@@ -176,6 +179,8 @@ def train(
     import transformers
     from datasets import Dataset
 
+    from utils.callbacks import review_callbacks
+
     use_wandb = setup_wandb(wandb_project, wandb_run_name, wandb_watch, wandb_log_model, output_dir) and rank == 0
     has_val = len(val_examples) > 0
     args = transformers.TrainingArguments(
@@ -215,6 +220,8 @@ def train(
         data_collator=transformers.DataCollatorForSeq2Seq(
             tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True, label_pad_token_id=IGNORE_INDEX
         ),
+        # samples.jsonl (answers per evaluation, + a wandb Table) and loss.png in output_dir
+        callbacks=review_callbacks(output_dir, tokenizer, prompter, sample_questions, sample_max_new_tokens, use_wandb),
     )
 
     if rank == 0:

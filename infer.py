@@ -9,13 +9,16 @@ settings used. Questions are answered in left-padded batches (``--batch_size``).
         --lora_weights ./lora-llama-med --instruct_dir ./data/infer.json --output_file answers.jsonl
     python infer.py --use_lora False --prompt_template ori_template --instruct_dir ./data/infer.json
     python infer.py --base_model Qwen/Qwen2.5-7B-Instruct --lora_weights ./lora-qwen-med --prompt_template chat
+    # multi-turn chat in the seed's literature format (a terminal, or a pipe: one user turn per line)
+    python infer.py --lora_weights ./lora-literature --prompt_template literature_template --mode multi
 """
 
 import json
 import logging
+import sys
 from pathlib import Path
 
-from utils import generation, modeling
+from utils import dialogue, generation, modeling
 from utils.chat import make_prompter, prompts_for, question_of
 from utils.data import load_records
 from utils.prompter import DEFAULT_TEMPLATE
@@ -50,10 +53,14 @@ def main(
     precision: str = "auto",  # auto | bf16 | fp16 | fp32
     trust_remote_code: bool = False,  # run model code shipped with the checkpoint
     quiet: bool = False,  # do not print the answers (still written to output_file)
+    mode: str = "file",  # file: answer --instruct_dir; single | multi: chat from stdin (multi keeps the history)
+    max_history_turns: int = 5,  # multi: earlier exchanges folded into the prompt as the seed did (0 = all)
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if mode not in ("file", "single", "multi"):
+        raise ValueError(f"mode must be file, single or multi, got {mode!r}")
     prompter = make_prompter(prompt_template, system_prompt)
     if instruct_dir:
         records = load_records(instruct_dir, require_output=False).records
@@ -67,8 +74,18 @@ def main(
         temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=do_sample
     )
     gen_config = generation.make_generation_config(model, tokenizer, **settings)
-    prompts = prompts_for(prompter, tokenizer, records)
-    answers = generation.generate_answers(model, tokenizer, prompts, gen_config, batch_size)
+    if mode != "file":  # the seed's infer-literature chat: history folded as " <user>: .. <bot>: .. <user>: .."
+        interactive = sys.stdin.isatty()
+
+        def answer(instruction: str) -> str:
+            prompt = prompts_for(prompter, tokenizer, [{"instruction": instruction}])[0]
+            return generation.generate_batch(model, tokenizer, [prompt], gen_config)[0]
+
+        records = dialogue.chat(answer, dialogue.read_turns(sys.stdin, interactive), mode == "multi", max_history_turns, interactive)
+        answers, quiet = [r.pop("model_output") for r in records], True
+    else:
+        prompts = prompts_for(prompter, tokenizer, records)
+        answers = generation.generate_answers(model, tokenizer, prompts, gen_config, batch_size)
 
     for record, answer in zip(records, answers):
         if quiet:

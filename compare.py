@@ -1,0 +1,109 @@
+"""The seed's comparison table: one row per question, one column per model, as Markdown and HTML.
+
+Reads infer.py results files (JSON Lines, one per model, the same questions in the same order) and
+writes ``comparison.md`` and ``comparison.html`` (every cell HTML-escaped) into ``--output_dir``;
+``scripts/test.sh`` runs the models and then this.
+
+    python compare.py --results "LLaMA=out/base.jsonl,HuaTuo=out/ours.jsonl" --output_dir out
+"""
+
+import html
+import logging
+from pathlib import Path
+
+from utils.data import DataError, load_records
+from utils.runinfo import run_config, write_json
+
+logger = logging.getLogger("compare")
+
+
+def parse_results(results) -> list[tuple[str, str]]:
+    """``"name=path,name=path"`` (or a list of ``name=path``) -> [(name, path)]."""
+    items = results.split(",") if isinstance(results, str) else list(results)
+    pairs = []
+    for item in (i.strip() for i in items):
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"--results: expected name=path, got {item!r}")
+        pairs.append((name.strip(), path.strip()))
+    if not pairs:
+        raise ValueError("--results: no results files given")
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--results: model names must differ, got {names}")
+    return pairs
+
+
+def question_of(record: dict) -> str:
+    return record["instruction"] + (f"\n{record['input']}" if record.get("input") else "")
+
+
+def load_table(pairs: list[tuple[str, str]], with_reference: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and rows; every file must answer the first file's questions in the same order."""
+    columns, questions, references = [], None, None
+    for name, path in pairs:
+        loaded = load_records(path, require_output=False)
+        for record, line in zip(loaded.records, loaded.lines):
+            if not isinstance(record.get("model_output"), str):
+                raise DataError(f"{path}:{line}: field 'model_output': missing or not a string (expected infer.py results)")
+        these = [question_of(r) for r in loaded.records]
+        if questions is None:
+            questions, first = these, path
+            references = [r.get("output") or "" for r in loaded.records]
+        elif these != questions:
+            bad = next((i for i, (a, b) in enumerate(zip(these, questions)) if a != b), min(len(these), len(questions)))
+            where = f"{path}:{loaded.lines[bad]}" if bad < len(these) else f"{path}"
+            raise DataError(f"{where}: field 'instruction': question {bad + 1} differs from {first} ({len(these)} vs {len(questions)} questions)")
+        columns.append([r["model_output"] for r in loaded.records])
+    header = ["test input"] + (["reference"] if with_reference and any(references) else []) + [f"{n} output" for n, _ in pairs]
+    rows = []
+    for i, question in enumerate(questions):
+        rows.append([question] + ([references[i]] if len(header) > len(pairs) + 1 else []) + [col[i] for col in columns])
+    return header, rows
+
+
+def to_markdown(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:  # a pipe or a newline would break the table
+        return html.escape(text, quote=False).replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(header: list[str], rows: list[list[str]], title: str) -> str:
+    def cell(tag: str, text: str) -> str:
+        return f"<{tag}>" + html.escape(text).replace("\n", "<br>") + f"</{tag}>"
+
+    head = "<tr>" + "".join(cell("th", h) for h in header) + "</tr>"
+    body = "\n".join("<tr>" + "".join(cell("td", c) for c in row) + "</tr>" for row in rows)
+    style = "table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px;vertical-align:top;max-width:28em}"
+    return (
+        f'<!DOCTYPE html>\n<html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head>\n<body><table>\n{head}\n{body}\n</table></body></html>\n"
+    )
+
+
+def main(
+    results: str = "",  # "name=path,name=path": infer.py --output_file results, one per model (column order)
+    output_dir: str = "./comparison",  # comparison.md, comparison.html, comparison_config.json
+    with_reference: bool = True,  # add the files' reference answers ("output") as a column when present
+    title: str = "Model comparison",  # HTML page title
+):
+    flags = dict(locals())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    pairs = parse_results(results)
+    header, rows = load_table(pairs, with_reference)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(to_markdown(header, rows), encoding="utf-8")
+    (out / "comparison.html").write_text(to_html(header, rows, title), encoding="utf-8")
+    write_json(out / "comparison_config.json", run_config(flags, models=dict(pairs)))
+    print(f"{len(rows)} questions x {len(pairs)} models: {out / 'comparison.md'}, {out / 'comparison.html'}")
+    return None
+
+
+if __name__ == "__main__":
+    from utils.cli import run
+
+    run(main)

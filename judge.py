@@ -1,0 +1,165 @@
+"""Score answers to open questions with an LLM judge on the CMCOQA dimensions (0-3 each).
+
+完整性 (completeness), 深刻性 (depth) and 专业性 (professionalism), judged through any
+OpenAI-compatible endpoint; the key is read from the environment variable named by
+``--judge_api_key_env``. Unusable judge replies are asked again, then recorded as unscored (counted
+in the summary, listed in judgments.jsonl); no answer is dropped. Writes ``judgments.jsonl``,
+``judge_metrics.json``, ``judge_report.md`` and ``judge.png`` into ``--output_dir``.
+
+    # 1. the seed's open questions (fields question, ICD-10) -> an infer.py questions file
+    python judge.py --questions_file ../shared/huatuo/question.json --output_dir ./judge-e1
+    # 2. answer them
+    python infer.py --lora_weights ./lora-llama-med --instruct_dir ./judge-e1/questions.jsonl \\
+        --output_file ./judge-e1/answers.jsonl
+    # 3. judge (OPENAI_API_KEY in the environment)
+    python judge.py --predictions_file ./judge-e1/answers.jsonl --output_dir ./judge-e1 \\
+        --judge_base_url https://api.openai.com/v1 --judge_model gpt-4o
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from utils import judge
+from utils.data import DataError, load_records
+from utils.runinfo import file_sha256, run_config, write_json
+
+logger = logging.getLogger("judge")
+
+
+def read_questions(path: str, question_field: str) -> list[dict]:
+    """Open-question records (JSON array or JSON Lines) with a non-empty string ``question_field``."""
+    from utils.data import _iter_json_array, _iter_json_lines  # the same readers as load_records, line numbers kept
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: questions file not found")
+    text = file.read_text(encoding="utf-8-sig")
+    items = _iter_json_array(file, text) if text.lstrip().startswith("[") else _iter_json_lines(file, text)
+    rows = []
+    for line, item in items:
+        if not isinstance(item, dict):
+            raise DataError(f"{path}:{line}: expected a JSON object")
+        value = item.get(question_field)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{path}:{line}: field '{question_field}': missing, empty or not a string")
+        rows.append({"instruction": value, "input": "", **{k: v for k, v in item.items() if k != question_field}})
+    if not rows:
+        raise DataError(f"{path}: no questions")
+    return rows
+
+
+def write_report(out: Path, summary: dict, judge_model: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        f"# LLM judge ({judge_model}): CMCOQA dimensions, 0-3 each",
+        "",
+        f"{summary['answers']} answers: {summary['scored']} scored, **{summary['unscored']} unscored** "
+        f"(judge replies unusable after retries; see judgments.jsonl); {summary['judge_calls']} judge calls.",
+        "",
+    ]
+    if "mean" in summary:
+        lines += ["| 完整性 | 深刻性 | 专业性 | 总分 (0-9) |", "| ---: | ---: | ---: | ---: |"]
+        lines += ["| " + " | ".join(f"{summary['mean'][k]:.2f}" for k in (*judge.DIMENSIONS, "总分")) + " |", ""]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        labels = ["completeness", "depth", "professionalism"]
+        ax.bar(labels, [summary["mean"][d] for d in judge.DIMENSIONS], color="tab:green")
+        ax.set_ylim(0, judge.MAX_SCORE)
+        ax.set_ylabel("mean score (0-3)")
+        ax.set_title(f"{summary['scored']} scored, {summary['unscored']} unscored")
+        fig.tight_layout()
+        fig.savefig(out / "judge.png", dpi=100)
+        plt.close(fig)
+        lines += ["![judge](judge.png)", ""]
+    if summary.get("by_group"):
+        lines += ["| group | scored | 完整性 | 深刻性 | 专业性 |", "| --- | ---: | ---: | ---: | ---: |"]
+        for group, g in summary["by_group"].items():
+            lines.append(f"| {group} | {g['scored']} | " + " | ".join(f"{g[d]:.2f}" for d in judge.DIMENSIONS) + " |")
+        lines.append("")
+    (out / "judge_report.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(
+    predictions_file: str = "",  # infer.py results to judge (fields instruction, model_output)
+    questions_file: str = "",  # open questions (e.g. the seed's question.json); alone: convert for infer.py and stop
+    output_dir: str = "./judge",  # questions.jsonl | judgments.jsonl, judge_metrics.json, judge_report.md, judge.png
+    question_field: str = "question",  # field holding the question in --questions_file
+    group_field: str = "ICD-10",  # records are also averaged per value of this field ("" = no groups)
+    judge_base_url: str = "https://api.openai.com/v1",  # any OpenAI-compatible endpoint
+    judge_model: str = "gpt-4o",  # judge model name at that endpoint
+    judge_api_key_env: str = "OPENAI_API_KEY",  # environment variable holding the key (never a flag: keeps it out of logs)
+    judge_temperature: float = 0.0,  # judge sampling temperature
+    judge_max_tokens: int = 300,  # longest judge reply, in tokens
+    max_attempts: int = 3,  # judge calls per answer before it is recorded as unscored (unusable replies)
+    timeout: float = 60.0,  # seconds per judge HTTP request
+    max_retries: int = 5,  # transport retries per call (429, 5xx, timeouts), with backoff
+    workers: int = 4,  # answers judged concurrently
+):
+    flags = dict(locals())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not predictions_file and not questions_file:
+        raise ValueError("pass --questions_file (to prepare infer.py input) or --predictions_file (answers to judge)")
+
+    # ------------------------------------------------------------------------------------------
+    # questions only: write them as infer.py input (instruction = the question, other fields kept)
+    if not predictions_file:
+        rows = read_questions(questions_file, question_field)
+        path = out / "questions.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        print(f"wrote {len(rows)} questions to {path}; answer them with:")
+        print(f"  python infer.py --instruct_dir {path} --output_file {out / 'answers.jsonl'} --lora_weights ...")
+        return None
+
+    # ------------------------------------------------------------------------------------------
+    # answers to judge (every question of --questions_file must have one, when given)
+    loaded = load_records(predictions_file, require_output=False)
+    for record, line in zip(loaded.records, loaded.lines):
+        if not isinstance(record.get("model_output"), str):
+            raise DataError(f"{predictions_file}:{line}: field 'model_output': missing or not a string (expected infer.py results)")
+    records = loaded.records
+    if questions_file:
+        answered = {r["instruction"] for r in records}
+        missing = [r["instruction"] for r in read_questions(questions_file, question_field) if r["instruction"] not in answered]
+        if missing:
+            raise DataError(f"{predictions_file}: {len(missing)} question(s) of {questions_file} have no answer, e.g. {missing[0][:60]!r}")
+
+    from utils.llm_client import ChatClient
+
+    api_key = os.environ.get(judge_api_key_env, "")
+    if not api_key:
+        logger.warning("$%s is not set: calling %s without a key", judge_api_key_env, judge_base_url)
+    client = ChatClient(judge_base_url, judge_model, api_key=api_key or None, timeout=timeout, max_retries=max_retries)
+    logger.info("judging %d answers with %r", len(records), client)
+    judgments = judge.judge_all(
+        client, [(r["instruction"], r["model_output"]) for r in records], max_attempts, workers,
+        temperature=judge_temperature, max_tokens=judge_max_tokens,
+    )  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------
+    # save every judgment (scored or not), the summary and the report
+    with (out / "judgments.jsonl").open("w", encoding="utf-8") as handle:
+        for record, j in zip(records, judgments):
+            row = {k: v for k, v in record.items() if k != "settings"}
+            handle.write(json.dumps({**row, **j}, ensure_ascii=False) + "\n")
+    groups = [str(r.get(group_field, "")) for r in records] if group_field and any(group_field in r for r in records) else None
+    summary = judge.summarize(judgments, groups)
+    config = run_config(flags, inputs={"predictions_file": str(Path(predictions_file).resolve()), "sha256": file_sha256(predictions_file)})
+    write_json(out / "judge_metrics.json", {**summary, "config": config})
+    write_report(out, summary, judge_model)
+    if "mean" in summary:
+        print("  ".join(f"{k} {v:.2f}" for k, v in summary["mean"].items()))
+    print(f"{summary['scored']} scored, {summary['unscored']} unscored of {summary['answers']}; report: {out / 'judge_report.md'}")
+    return None
+
+
+if __name__ == "__main__":
+    from utils.cli import run
+
+    run(main)

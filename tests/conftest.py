@@ -60,6 +60,6 @@ def trained_adapter(tiny_base, train_file, tmp_path_factory) -> Path:
     finetune.train(
         base_model=tiny_base, data_path=str(train_file), output_dir=str(out), val_set_size=16,
         micro_batch_size=16, batch_size=16, max_steps=6, learning_rate=3e-3, eval_steps=3, save_steps=3,
-        logging_steps=1, wandb_project="",
+        logging_steps=1, wandb_project="", sample_questions=0,
     )  # fmt: skip
     return out

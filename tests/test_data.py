@@ -118,3 +118,7 @@ def test_seed_training_file_loads_completely():
     assert len(loaded.records) == 8658 and not loaded.skipped
     literature = load_records(seed_file("liver_cancer.json"))
     assert all(r["instruction"].lstrip().startswith("<user>:") for r in literature.records)
+
+
+def test_no_records_tokenize_to_nothing(tokenizer):
+    assert tokenize_records(tokenizer, PROMPTER, [], cutoff_len=64) == ([], 0)

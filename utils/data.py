@@ -208,6 +208,8 @@ def tokenize_records(tokenizer, prompter, records: list[dict], cutoff_len: int, 
     """
     from utils import chat
 
+    if not records:  # val_set_size=0
+        return [], 0
     if getattr(prompter, "is_chat", False):  # --prompt_template_name chat: the tokenizer's chat template
         return chat.tokenize_chat_records(tokenizer, prompter, records, cutoff_len, train_on_inputs)
     eos = _eos_id(tokenizer, None)

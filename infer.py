@@ -47,13 +47,14 @@ def main(
     precision: str = "auto",  # auto | bf16 | fp16 | fp32
     trust_remote_code: bool = False,  # run model code shipped with the checkpoint
     quiet: bool = False,  # do not print the answers (still written to output_file)
+    on_bad_record: str = "error",  # error | skip: a bad question record stops the run, or is left out and counted
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     prompter = Prompter(prompt_template)
     if instruct_dir:
-        records = load_records(instruct_dir, require_output=False).records
+        records = load_records(instruct_dir, require_output=False, on_bad_record=on_bad_record).records
     else:
         records = [{"instruction": q} for q in BUILTIN_QUESTIONS]
 

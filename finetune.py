@@ -14,6 +14,10 @@ adapter + run_config.json + metrics.json in ``output_dir``.
 
     # several GPUs (one process each)
     torchrun --nproc_per_node 4 finetune.py --base_model ... --data_path ...
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml --num_processes 4 finetune.py ...
+
+    # killed or pre-empted? continue exactly from the latest complete checkpoint in output_dir
+    python finetune.py ... --resume_from_checkpoint auto
 """
 
 import logging

@@ -177,3 +177,27 @@ def test_kill_during_saving_never_leaves_a_loadable_partial_adapter(tiny_base, t
             assert loaded is None, f"PEFT loaded a folder our check rejects: {problem}"
             outcomes["rejected"] += 1
     assert sum(outcomes.values()) == 4
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_checkpoint_checks_never_unpickle_code(tmp_path, monkeypatch):
+    """Resume validation reads .bin adapters through the weights-only loader (the Trainer's own
+    torch.load calls for optimizer/scheduler/RNG state pass weights_only=True in transformers 5)."""
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "checkpoint-3"
+    folder.mkdir()
+    with open(folder / "adapter_model.bin", "wb") as handle:
+        pickle.dump({"x": RunsCode()}, handle)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "trainer_state.json").write_text('{"global_step": 3}')
+    problem = checkpointing.checkpoint_problem(folder)
+    assert problem and "unreadable" in problem
+    with pytest.raises(ValueError, match="cannot resume"):
+        checkpointing.resolve_resume(str(folder), str(tmp_path))
+    assert not (tmp_path / "pwned").exists()

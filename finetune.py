@@ -18,6 +18,10 @@ adapter + run_config.json + metrics.json in ``output_dir``.
 
     # several GPUs (one process each)
     torchrun --nproc_per_node 4 finetune.py --base_model ... --data_path ...
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml --num_processes 4 finetune.py ...
+
+    # killed or pre-empted? continue exactly from the latest complete checkpoint in output_dir
+    python finetune.py ... --resume_from_checkpoint auto
 """
 
 import logging
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import modeling
+from utils import checkpointing, modeling
 from utils.chat import make_prompter, stop_token_ids
 from utils.data import IGNORE_INDEX, load_records, tokenize_records
 from utils.prompter import DEFAULT_TEMPLATE
@@ -70,7 +74,8 @@ def train(
     wandb_run_name: str = "",  # run name shown in wandb
     wandb_watch: str = "",  # "" | "false" | "gradients" | "all"
     wandb_log_model: str = "",  # "" | "false" | "true": upload checkpoints as artifacts
-    resume_from_checkpoint: str = None,  # a Trainer checkpoint-N folder, or an adapter folder (weights only)
+    resume_from_checkpoint: str = None,  # checkpoint-N folder (exact resume), "auto" (latest complete one in output_dir), or an adapter folder (weights only)
+    on_bad_record: str = "error",  # error | skip: a bad data record stops the run, or is left out and counted
     # loading / precision
     load_8bit: bool = False,  # base weights in int8 (the seed's setting; saves memory, slower)
     load_4bit: bool = False,  # base weights in NF4 (QLoRA)
@@ -109,7 +114,8 @@ def train(
     # ------------------------------------------------------------------------------------------
     # tokenizer, prompts and data: read and tokenized once, before the model takes the memory
     prompter = make_prompter(prompt_template_name, system_prompt)
-    records = load_records(data_path).records  # bad data fails here, before any model is loaded
+    loaded = load_records(data_path, on_bad_record=on_bad_record)  # bad data fails here, before any model is loaded
+    records = loaded.records
     base_model = modeling.resolve_base_model(base_model)
     tokenizer = modeling.load_tokenizer(base_model, trust_remote_code)
     logger.info("%s: %d records", data_path, len(records))
@@ -153,13 +159,9 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
 
-    if resume_from_checkpoint and modeling.is_complete_adapter(resume_from_checkpoint) and not (
-        Path(resume_from_checkpoint) / "trainer_state.json"
-    ).is_file():
-        # The seed's second mode: an adapter folder without optimizer state.
-        logger.warning("%s holds adapter weights only: they are loaded, the optimizer and schedule restart", resume_from_checkpoint)
-        model = modeling.load_adapter(model, resume_from_checkpoint, is_trainable=True)
-        resume_from_checkpoint = None
+    resume_from_checkpoint, adapter_only = checkpointing.resolve_resume(resume_from_checkpoint, output_dir)
+    if adapter_only:  # the seed's second mode: adapter weights without optimizer state
+        model = modeling.load_adapter(model, adapter_only, is_trainable=True)
     else:
         lora_target_modules = modeling.resolve_lora_targets(model, lora_target_modules)
         lora_config = LoraConfig(
@@ -242,20 +244,23 @@ def train(
                     "dropped_examples": dropped + val_dropped,
                     "truncated_examples": n_truncated,
                 },
-                data={"path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "records": len(records)},
+                data={
+                    "path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "records": len(records),
+                    "skipped_records": len(loaded.skipped), "skipped": loaded.skipped[:100],
+                },  # fmt: skip
             ),
         )
 
     # ------------------------------------------------------------------------------------------
     # train, then save the adapter and the metrics
+    stopper = checkpointing.install(trainer)  # completion markers on checkpoints; SIGTERM/SIGINT -> checkpoint, exit
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    stopper.exit_if_stopped(output_dir)
     metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
     if has_val:
         metrics.update(trainer.evaluate())
-    trainer.save_model(output_dir)  # rank 0 writes adapter_config.json + adapter_model.safetensors
+    checkpointing.save_adapter(trainer, output_dir)  # rank 0; checked against the in-memory LoRA, moved in atomically
     if rank == 0:
-        if not modeling.is_complete_adapter(output_dir):
-            raise RuntimeError(f"{output_dir}: the saved adapter is missing or empty")
         write_json(Path(output_dir) / "metrics.json", {**metrics, "log_history": trainer.state.log_history})
         logger.info("adapter saved to %s; final metrics: %s", output_dir, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
 

@@ -55,6 +55,7 @@ def main(
     quiet: bool = False,  # do not print the answers (still written to output_file)
     mode: str = "file",  # file: answer --instruct_dir; single | multi: chat from stdin (multi keeps the history)
     max_history_turns: int = 5,  # multi: earlier exchanges folded into the prompt as the seed did (0 = all)
+    on_bad_record: str = "error",  # error | skip: a bad question record stops the run, or is left out and counted
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if batch_size < 1:
@@ -63,7 +64,7 @@ def main(
         raise ValueError(f"mode must be file, single or multi, got {mode!r}")
     prompter = make_prompter(prompt_template, system_prompt)
     if instruct_dir:
-        records = load_records(instruct_dir, require_output=False).records
+        records = load_records(instruct_dir, require_output=False, on_bad_record=on_bad_record).records
     else:
         records = [{"instruction": q} for q in BUILTIN_QUESTIONS]
 

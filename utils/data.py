@@ -35,45 +35,111 @@ def _line_of(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
 
+class _Decoder(json.JSONDecoder):
+    """Strict JSON: a duplicate key, NaN/Infinity or an out-of-range number is a problem that names
+    the field (plain ``json`` keeps the last duplicate and accepts NaN silently)."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+        super().__init__(object_pairs_hook=self._object, parse_constant=self._constant, parse_float=self._float)
+
+    def _constant(self, name):
+        return _NonFinite(name)
+
+    def _float(self, text):
+        value = float(text)
+        return value if value not in (float("inf"), float("-inf")) else _NonFinite(text)
+
+    def _object(self, pairs):
+        obj = {}
+        for key, value in pairs:
+            if key in obj:
+                self.problems.append(f"field '{key}': duplicate key (it appears twice in the record; keep one)")
+            bad = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, _NonFinite)]
+            if bad:
+                self.problems.append(f"field '{key}': {bad[0]} is not a valid JSON number (use null, a number or a string)")
+            obj[key] = value
+        return obj
+
+    def decode_value(self, text: str, pos: int = 0):
+        """(value, end, problem): ``problem`` is None or ``"field 'x': ..."``; JSON syntax errors raise."""
+        self.problems = []
+        try:
+            value, end = self.raw_decode(text, pos)
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", text, pos) from None
+        if isinstance(value, _NonFinite):
+            self.problems.append(f"record: {value} is not a valid JSON value")
+        return value, end, (self.problems[0] if self.problems else None)
+
+
+class _NonFinite:
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
 def _iter_json_array(path: Path, text: str):
-    """Yield (line, value) for each element of a top-level JSON array, keeping line numbers."""
-    decoder = json.JSONDecoder()
+    """Yield (line, value, problem) for each element of a top-level JSON array, keeping line numbers.
+
+    A syntax error inside an array cannot be skipped (where the next record starts is unknown), so
+    it is an error even with on_bad_record="skip"."""
+    decoder = _Decoder()
     pos = text.index("[") + 1
     n = len(text)
     expect_value = True
+    after_comma = False
     while True:
         while pos < n and text[pos] in " \t\r\n":
             pos += 1
         if pos >= n:
             raise DataError(f"{path}:{_line_of(text, pos)}: invalid JSON: the array is not closed with ']'")
         if text[pos] == "]":
+            if after_comma:
+                raise DataError(f"{path}:{_line_of(text, pos)}: invalid JSON: trailing comma before ']'")
             rest = text[pos + 1 :].strip()
             if rest:
-                raise DataError(f"{path}:{_line_of(text, pos + 1)}: invalid JSON: extra data after the array")
+                raise DataError(
+                    f"{path}:{_line_of(text, pos + 1 + text[pos + 1:].index(rest[0]))}: invalid JSON: extra data after "
+                    "the array (a file is either one JSON array or JSON Lines, not both)"
+                )
             return
         if not expect_value:
             if text[pos] != ",":
                 raise DataError(f"{path}:{_line_of(text, pos)}: invalid JSON: expected ',' or ']' between records")
             pos += 1
-            expect_value = True
+            expect_value = after_comma = True
             continue
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end, problem = decoder.decode_value(text, pos)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
-        yield _line_of(text, pos), value
+        yield _line_of(text, pos), value, problem
         pos = end
-        expect_value = False
+        expect_value = after_comma = False
 
 
-def _iter_json_lines(path: Path, text: str):
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
+def _iter_json_lines(path: Path, raw: bytes):
+    """Yield (line, value, problem) per non-blank line; a line that is not JSON is a problem of its record."""
+    decoder = _Decoder()
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        try:  # decoded per line, so that one bad byte costs one record under on_bad_record="skip"
+            text = line.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r")
+        except UnicodeDecodeError as err:
+            yield lineno, None, f"not valid UTF-8 (byte 0x{line[err.start]:02x} at column {err.start + 1})"
+            continue
+        if not text.strip():
             continue
         try:
-            yield lineno, json.loads(raw)
+            value, end, problem = decoder.decode_value(text.strip())
+            if end != len(text.strip()):
+                raise json.JSONDecodeError("extra data after the record (one record per line)", text.strip(), end)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
+            yield lineno, None, f"invalid JSON: {err.msg} (column {err.colno})"
+            continue
+        yield lineno, value, problem
 
 
 def check_record(record, require_output: bool = True) -> str | None:
@@ -92,6 +158,12 @@ def check_record(record, require_output: bool = True) -> str | None:
             return f"field '{name}': expected a string, got {type(value).__name__}"
         if not value.strip():
             return f"field '{name}': empty"
+    for name, value in record.items():
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"field '{name}': holds an invalid \\u escape (a lone UTF-16 surrogate)"
     if "output" in record and not require_output and not isinstance(record["output"], (str, type(None))):
         return f"field 'output': expected a string, got {type(record['output']).__name__}"
     value = record.get("input")
@@ -114,28 +186,36 @@ def load_records(path: str | Path, require_output: bool = True, on_bad_record: s
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})") from None
-    if not text.strip():
+    if not raw.strip():
         raise DataError(f"{path}:1: the file is empty")
+    if raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})") from None
+        items = _iter_json_array(path, text)
+    else:
+        items = _iter_json_lines(path, raw)
 
-    items = _iter_json_array(path, text) if text.lstrip().startswith("[") else _iter_json_lines(path, text)
     loaded = LoadedData(records=[], lines=[])
-    for lineno, record in items:
-        problem = check_record(record, require_output)
+    for lineno, record, problem in items:
+        problem = problem or check_record(record, require_output)
         if problem:
             message = f"{path}:{lineno}: {problem}"
             if on_bad_record == "error":
-                raise DataError(message)
+                raise DataError(message + " (pass --on_bad_record skip to leave bad records out)")
             loaded.skipped.append(message)
             continue
         loaded.records.append(record)
         loaded.lines.append(lineno)
     if loaded.skipped:
-        logger.warning("%s: skipped %d bad record(s); first: %s", path, len(loaded.skipped), loaded.skipped[0])
+        for message in loaded.skipped[:20]:
+            logger.warning("skipped: %s", message)
+        logger.warning(
+            "%s: %d bad record(s) skipped, %d kept%s", path, len(loaded.skipped), len(loaded.records),
+            " (first 20 listed above)" if len(loaded.skipped) > 20 else "",
+        )  # fmt: skip
     if not loaded.records:
         raise DataError(f"{path}: no usable records" + (f" ({len(loaded.skipped)} skipped)" if loaded.skipped else ""))
     return loaded

@@ -1,0 +1,77 @@
+"""torchrun: 2 CPU processes (gloo) train the same adapter as 1 process at the same global batch."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils import checkpointing
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def flags(tiny_base, train_file, out):
+    return [
+        "--base_model", tiny_base, "--data_path", str(train_file), "--output_dir", str(out), "--val_set_size", "16",
+        "--micro_batch_size", "4", "--batch_size", "8", "--cutoff_len", "64", "--max_steps", "4", "--save_steps", "4",
+        "--eval_steps", "100", "--logging_steps", "1", "--wandb_project=", "--learning_rate", "3e-3", "--lora_dropout", "0",
+    ]  # fmt: skip  (no dropout: the two runs then do the same arithmetic, up to the gradient all-reduce)
+
+
+def losses(out):
+    history = json.loads((out / "metrics.json").read_text())["log_history"]
+    return [h["loss"] for h in history if "loss" in h]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_matches_one(tiny_base, train_file, tmp_path):
+    from safetensors.torch import load_file
+
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run = dict(capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    one = subprocess.run([sys.executable, "finetune.py", *flags(tiny_base, train_file, single)], **run)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), "finetune.py", *flags(tiny_base, train_file, ddp)], **run,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es) x micro batch 4 x 1 accumulation steps = 8 examples per step" in two.stderr
+    assert json.loads((ddp / "run_config.json").read_text())["resolved"]["world_size"] == 2
+
+    # one adapter, same files and tensors as the single-process one
+    names = lambda d: sorted(p.name for p in d.iterdir() if p.name.startswith("adapter_"))  # noqa: E731
+    assert names(ddp) == names(single) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert not (ddp / checkpointing.PARTIAL_DIR).exists()
+    a, b = load_file(str(single / "adapter_model.safetensors")), load_file(str(ddp / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    assert checkpointing.checkpoint_problem(ddp / "checkpoint-4") is None
+    assert (ddp / "checkpoint-4" / "rng_state_0.pth").is_file() and (ddp / "checkpoint-4" / "rng_state_1.pth").is_file()
+
+    one_losses, two_losses = losses(single), losses(ddp)
+    assert len(one_losses) == len(two_losses) == 4
+    for x, y in zip(one_losses, two_losses):
+        assert abs(x - y) <= 0.01 * abs(x), (one_losses, two_losses)
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.stem)
+def test_accelerate_configs_load(path):
+    """Every shipped accelerate config parses with accelerate's own loader; ZeRO-3 gathers LoRA weights on save."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_machines == 1 and not config.use_cpu
+    if path.stem == "deepspeed_zero3":
+        assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_save_16bit_model"] is True
+    if path.stem == "fsdp":
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT" and config.fsdp_config["fsdp_use_orig_params"]

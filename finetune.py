@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import modeling
+from utils import batching, modeling
 from utils.data import IGNORE_INDEX, load_records, tokenize_records
 from utils.prompter import DEFAULT_TEMPLATE, Prompter
 from utils.runinfo import file_sha256, run_config, write_json
@@ -57,7 +57,9 @@ def train(
     lora_target_modules: list[str] | str = ("q_proj", "v_proj"),  # linear layers to adapt
     # LLM
     train_on_inputs: bool = False,  # False: loss only on the answer (+EOS), prompt tokens masked
-    group_by_length: bool = False,  # batch examples of similar length together (less padding)
+    group_by_length: bool = False,  # batch examples of similar length together (less padding; packing supersedes it)
+    packing: bool = True,  # padding-free packed micro-batches, loss only on answer tokens (False = the seed's padded batches)
+    pack_len: int = 0,  # packed row length in tokens (0 = cutoff_len rounded up to a multiple of 8)
     prompt_template_name: str = DEFAULT_TEMPLATE,  # templates/NAME.json, or a path to one
     # wandb
     wandb_project: str = "llama_med",  # "" turns wandb off; offline when no credentials
@@ -129,6 +131,9 @@ def train(
         "%d process(es) x micro batch %d x %d accumulation steps = %d examples per step; %d steps; precision %s",
         world_size, micro_batch_size, gradient_accumulation_steps, batch_size, total_steps, precision,
     )  # fmt: skip
+    pack_len = pack_len if pack_len > 0 else math.ceil(cutoff_len / 8) * 8
+    plan = batching.padding_plan(lengths, batch_size, micro_batch_size, packing, pack_len, seed)
+    logger.info("batches: %s, %.1f%% of the processed positions are padding", "packed" if packing else "padded", 100 * plan["padding_fraction"])
 
     # ------------------------------------------------------------------------------------------
     # base model + LoRA
@@ -191,7 +196,7 @@ def train(
         save_total_limit=save_total_limit,
         load_best_model_at_end=has_val and save_steps % eval_steps == 0,
         metric_for_best_model="eval_loss" if has_val else None,
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        train_sampling_strategy="group_by_length" if group_by_length and not packing else "random",
         ddp_find_unused_parameters=False if world_size > 1 else None,
         remove_unused_columns=False,
         report_to=["wandb"] if use_wandb else [],
@@ -199,14 +204,15 @@ def train(
         seed=seed,
         data_seed=seed,
     )
-    trainer = transformers.Trainer(
+    # packing: a step's examples are sorted by length and packed; token-weighted loss keeps the gradient the same
+    trainer_class = batching.step_sorted_trainer_class() if packing else transformers.Trainer
+    collator = batching.PackingCollator(tokenizer.pad_token_id, pack_len) if packing else batching.seed_collator(tokenizer)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_examples),
         eval_dataset=Dataset.from_list(val_examples) if has_val else None,
-        data_collator=transformers.DataCollatorForSeq2Seq(
-            tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True, label_pad_token_id=IGNORE_INDEX
-        ),
+        data_collator=collator,
     )
 
     if rank == 0:
@@ -226,6 +232,8 @@ def train(
                     "val_examples": len(val_examples),
                     "dropped_examples": dropped + val_dropped,
                     "truncated_examples": n_truncated,
+                    "pack_len": pack_len if packing else None,
+                    "epoch_padding": plan,
                 },
                 data={"path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "records": len(records)},
             ),

@@ -152,3 +152,47 @@ class PackingCollator:
 
     def padding_fraction(self) -> float:
         return 1 - self.stats["tokens"] / self.stats["positions"] if self.stats["positions"] else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# trainer hook and start-up figures
+
+
+def padding_plan(
+    lengths: list[int], batch_size: int, micro_batch_size: int, packing: bool, pack_len: int, seed: int = 42
+) -> dict:
+    """Tokens and padded positions of one epoch's training micro-batches, without building them.
+
+    With packing it replays :class:`StepSampler` and :func:`pack_rows` exactly; without, it pads
+    micro-batches of a seeded shuffle to their longest example (multiple of 8), as the seed did.
+    """
+    if packing:
+        order = list(StepSampler(lengths, batch_size, seed))
+    else:
+        order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+    positions = 0
+    for start in range(0, len(order), micro_batch_size):
+        chunk = [lengths[i] for i in order[start : start + micro_batch_size]]
+        if packing:
+            rows = pack_rows(chunk, pack_len if pack_len > 0 else sum(chunk))
+            width = max(sum(chunk[i] for i in row) for row in rows)
+            positions += len(rows) * math.ceil(width / 8) * 8
+        else:
+            positions += len(chunk) * math.ceil(max(chunk) / 8) * 8
+    tokens = sum(lengths)
+    return {"tokens": tokens, "positions": positions, "padding_fraction": 1 - tokens / positions if positions else 0.0}
+
+
+def step_sorted_trainer_class():
+    """``transformers.Trainer`` whose training order comes from :class:`StepSampler`."""
+    import transformers
+
+    class StepSortedTrainer(transformers.Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            examples_per_step = (
+                self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+            )
+            return StepSampler([len(ids) for ids in dataset["input_ids"]], examples_per_step, self.args.data_seed or self.args.seed)
+
+    return StepSortedTrainer

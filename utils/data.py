@@ -201,6 +201,8 @@ def tokenize_records(tokenizer, prompter, records: list[dict], cutoff_len: int, 
     ``cutoff_len``, leaving no answer token to learn from.
     """
     eos = _eos_id(tokenizer, None)
+    if not records:  # e.g. val_set_size=0; the tokenizer fails on an empty batch
+        return [], 0
     prompts = [prompter.generate_prompt(r["instruction"], r.get("input")) for r in records]
     prompt_ids = tokenizer(prompts)["input_ids"]
     full_ids = tokenizer([p + r["output"] for p, r in zip(prompts, records)])["input_ids"]

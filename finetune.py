@@ -44,7 +44,7 @@ def train(
     output_dir: str = "./lora-llama-med",  # adapter, checkpoints, run_config.json, metrics.json
     # training hyper-parameters
     batch_size: int = 128,  # examples per optimizer step, over all processes
-    micro_batch_size: int = 8,  # examples per forward pass on one device
+    micro_batch_size: int = 128,  # examples per forward pass on one device (packed: ~half the tokens the seed's padded 128 had)
     num_epochs: int = 10,  # passes over the training data
     learning_rate: float = 3e-4,  # peak learning rate (linear warm-up then linear decay)
     warmup_ratio: float = 0.1,  # fraction of the steps spent warming up

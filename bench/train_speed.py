@@ -37,6 +37,14 @@ RECIPE = dict(micro_batch_size=128, batch_size=128, learning_rate=3e-4, cutoff_l
               lora_dropout=0.05, lora_target_modules=["q_proj", "v_proj"])  # fmt: skip
 
 
+def as_finetune_orders(records: list[dict]) -> list[dict]:
+    """The records in the order finetune.py trains from with val_set_size=0 (its seeded split shuffles them),
+    so that optimizer step k holds the same examples in both runs."""
+    import numpy as np
+
+    return [records[i] for i in np.random.default_rng(2023).permutation(len(records))]
+
+
 def default_data() -> str:
     return str(SHARED_DATA if SHARED_DATA.is_file() else REPO_ROOT / "data" / "llama_data.json")
 
@@ -94,14 +102,14 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
     from peft import LoraConfig, get_peft_model
 
     from utils import modeling
-    from utils.batching import seed_collator
+    from utils.batching import seed_collator, step_sorted_trainer_class
     from utils.data import load_records, tokenize_records
     from utils.prompter import Prompter
 
     torch.manual_seed(42)
     base_model = modeling.resolve_base_model(base_model)
     tokenizer = modeling.load_tokenizer(base_model)
-    examples, _ = tokenize_records(tokenizer, Prompter(), load_records(train_file).records, RECIPE["cutoff_len"])
+    examples, _ = tokenize_records(tokenizer, Prompter(), as_finetune_orders(load_records(train_file).records), RECIPE["cutoff_len"])
     model = modeling.load_model(base_model, precision="auto")
     modeling.sync_special_tokens(model, tokenizer)
     model.config.use_cache = False
@@ -123,7 +131,8 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(), logging_steps=1,
         save_strategy="no", report_to=[], remove_unused_columns=False, seed=42, data_seed=42,
     )  # fmt: skip
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=counting_collator)
+    # shuffled, unsorted, seeded like finetune.py's sampler: step k holds the same examples on both sides
+    trainer = step_sorted_trainer_class(sort=False)(model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=counting_collator)
     result = trainer.train()
     peak = peak_memory_mb()
     trainer.save_model(str(out_dir))
@@ -132,6 +141,31 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
         "tokens": counts["tokens"], "positions": counts["positions"], "peak_memory_mb": peak,
         "base_model": base_model, "precision": precision,
     }  # fmt: skip
+
+
+def replay_finetune_batches(base_model: str, train_file: str, config: dict, steps: int) -> dict:
+    """Tokens and positions of the micro-batches finetune.py trained on (its sampler and packing are deterministic)."""
+    from utils import modeling
+    from utils.batching import StepSampler, pack_rows
+    from utils.data import load_records, tokenize_records
+    from utils.prompter import Prompter
+
+    flags, resolved = config["flags"], config["resolved"]
+    tokenizer = modeling.load_tokenizer(base_model)
+    examples, _ = tokenize_records(tokenizer, Prompter(flags["prompt_template_name"]), as_finetune_orders(load_records(train_file).records), flags["cutoff_len"]
+    )
+    lengths = [len(e["input_ids"]) for e in examples]
+    order = list(StepSampler(lengths, flags["batch_size"], flags["seed"], sort=flags["packing"]))[: steps * flags["batch_size"]]
+    tokens = positions = 0
+    for start in range(0, len(order), flags["micro_batch_size"]):
+        chunk = [lengths[i] for i in order[start : start + flags["micro_batch_size"]]]
+        tokens += sum(chunk)
+        if flags["packing"]:
+            rows = pack_rows(chunk, resolved["pack_len"])
+            positions += len(rows) * -(-max(sum(chunk[i] for i in row) for row in rows) // 8) * 8
+        else:
+            positions += len(chunk) * -(-max(chunk) // 8) * 8
+    return {"tokens": tokens, "positions": positions}
 
 
 def run_finetune(base_model: str, train_file: str, out_dir: Path, num_epochs: int, max_steps: int, flags: dict) -> dict:
@@ -145,10 +179,10 @@ def run_finetune(base_model: str, train_file: str, out_dir: Path, num_epochs: in
     peak = peak_memory_mb()
     metrics = json.loads((out_dir / "metrics.json").read_text())
     config = json.loads((out_dir / "run_config.json").read_text())
-    plan = config["resolved"]["epoch_padding"]
+    counts = replay_finetune_batches(base_model, train_file, config, metrics["log_history"][-1]["step"])
     return {
         "train_runtime": metrics["train_runtime"], "train_loss": metrics["train_loss"], "steps": metrics["log_history"][-1]["step"],
-        "tokens": plan["tokens"], "positions": plan["positions"], "peak_memory_mb": peak,
+        "tokens": counts["tokens"], "positions": counts["positions"], "peak_memory_mb": peak,
         "base_model": base_model, "precision": config["resolved"]["precision"],
     }  # fmt: skip
 

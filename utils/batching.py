@@ -46,12 +46,13 @@ class StepSampler(torch.utils.data.Sampler):
     torchrun each process's micro-batches still come from the same steps as without sorting.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 42):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 42, sort: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
+        self.sort = sort  # False: plain shuffled order (the seed's sampling, reproducible)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:  # called by HF Trainer at the start of every epoch
@@ -65,7 +66,7 @@ class StepSampler(torch.utils.data.Sampler):
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         for start in range(0, len(order), self.batch_size):
             step = order[start : start + self.batch_size]
-            yield from sorted(step, key=lambda i: -self.lengths[i])
+            yield from sorted(step, key=lambda i: -self.lengths[i]) if self.sort else step
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def padding_plan(
     return {"tokens": tokens, "positions": positions, "padding_fraction": 1 - tokens / positions if positions else 0.0}
 
 
-def step_sorted_trainer_class():
+def step_sorted_trainer_class(sort: bool = True):
     """``transformers.Trainer`` whose training order comes from :class:`StepSampler`."""
     import transformers
 
@@ -193,6 +194,7 @@ def step_sorted_trainer_class():
             examples_per_step = (
                 self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
             )
-            return StepSampler([len(ids) for ids in dataset["input_ids"]], examples_per_step, self.args.data_seed or self.args.seed)
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return StepSampler(lengths, examples_per_step, self.args.data_seed or self.args.seed, sort=sort)
 
     return StepSortedTrainer

@@ -31,7 +31,7 @@ def main(
     lora_weights: str = "",  # adapter folder ("" = the base alone)
     data_path: str = "",  # questions; "" = ../shared/huatuo/llama_data.json when present, else data/infer.json
     num_questions: int = 64,  # questions answered by both
-    batch_size: int = 8,  # infer.py's batch size (its default)
+    batch_size: int = 16,  # infer.py's default batch size
     num_beams: int = 1,  # 1 = greedy, so batched and one-at-a-time answers must be identical
     max_new_tokens: int = 64,  # answer length limit
     out_dir: str = str(REPO_ROOT / "bench" / "out"),  # where infer_speed.json goes

@@ -37,7 +37,7 @@ RECIPE = dict(micro_batch_size=128, batch_size=128, learning_rate=3e-4, cutoff_l
               lora_dropout=0.05, lora_target_modules=["q_proj", "v_proj"])  # fmt: skip
 
 
-def as_finetune_orders(records: list[dict]) -> list[dict]:
+def in_finetune_order(records: list[dict]) -> list[dict]:
     """The records in the order finetune.py trains from with val_set_size=0 (its seeded split shuffles them),
     so that optimizer step k holds the same examples in both runs."""
     import numpy as np
@@ -109,7 +109,7 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
     torch.manual_seed(42)
     base_model = modeling.resolve_base_model(base_model)
     tokenizer = modeling.load_tokenizer(base_model)
-    examples, _ = tokenize_records(tokenizer, Prompter(), as_finetune_orders(load_records(train_file).records), RECIPE["cutoff_len"])
+    examples, _ = tokenize_records(tokenizer, Prompter(), in_finetune_order(load_records(train_file).records), RECIPE["cutoff_len"])
     model = modeling.load_model(base_model, precision="auto")
     modeling.sync_special_tokens(model, tokenizer)
     model.config.use_cache = False
@@ -117,12 +117,11 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
                                              target_modules=RECIPE["lora_target_modules"], bias="none", task_type="CAUSAL_LM"))  # fmt: skip
     precision = modeling.resolve_precision("auto")
     collate = seed_collator(tokenizer)
-    counts = {"tokens": 0, "positions": 0}
+    counts = []  # (tokens, positions) per collated batch; the loader collates one batch ahead, so only the first `steps` count
 
     def counting_collator(features):
         batch = collate(features)
-        counts["tokens"] += int(batch["attention_mask"].sum())
-        counts["positions"] += batch["input_ids"].numel()
+        counts.append((int(batch["attention_mask"].sum()), batch["input_ids"].numel()))
         return batch
 
     args = transformers.TrainingArguments(
@@ -138,7 +137,8 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
     trainer.save_model(str(out_dir))
     return {
         "train_runtime": result.metrics["train_runtime"], "train_loss": result.metrics["train_loss"], "steps": trainer.state.global_step,
-        "tokens": counts["tokens"], "positions": counts["positions"], "peak_memory_mb": peak,
+        "tokens": sum(c[0] for c in counts[: trainer.state.global_step]),
+        "positions": sum(c[1] for c in counts[: trainer.state.global_step]), "peak_memory_mb": peak,
         "base_model": base_model, "precision": precision,
     }  # fmt: skip
 
@@ -152,8 +152,8 @@ def replay_finetune_batches(base_model: str, train_file: str, config: dict, step
 
     flags, resolved = config["flags"], config["resolved"]
     tokenizer = modeling.load_tokenizer(base_model)
-    examples, _ = tokenize_records(tokenizer, Prompter(flags["prompt_template_name"]), as_finetune_orders(load_records(train_file).records), flags["cutoff_len"]
-    )
+    records = in_finetune_order(load_records(train_file).records)
+    examples, _ = tokenize_records(tokenizer, Prompter(flags["prompt_template_name"]), records, flags["cutoff_len"])
     lengths = [len(e["input_ids"]) for e in examples]
     order = list(StepSampler(lengths, flags["batch_size"], flags["seed"], sort=flags["packing"]))[: steps * flags["batch_size"]]
     tokens = positions = 0

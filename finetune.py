@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import checkpointing, modeling
+from utils import batching, checkpointing, modeling
 from utils.chat import make_prompter, stop_token_ids
 from utils.data import IGNORE_INDEX, load_records, tokenize_records
 from utils.prompter import DEFAULT_TEMPLATE
@@ -53,7 +53,7 @@ def train(
     output_dir: str = "./lora-llama-med",  # adapter, checkpoints, run_config.json, metrics.json
     # training hyper-parameters
     batch_size: int = 128,  # examples per optimizer step, over all processes
-    micro_batch_size: int = 8,  # examples per forward pass on one device
+    micro_batch_size: int = 128,  # examples per forward pass on one device (packed: ~half the tokens the seed's padded 128 had)
     num_epochs: int = 10,  # passes over the training data
     learning_rate: float = 3e-4,  # peak learning rate (linear warm-up then linear decay)
     warmup_ratio: float = 0.1,  # fraction of the steps spent warming up
@@ -66,7 +66,9 @@ def train(
     lora_target_modules: list[str] | str = "auto",  # linear layers to adapt; auto = by architecture; all-linear
     # LLM
     train_on_inputs: bool = False,  # False: loss only on the answer (+EOS), prompt tokens masked
-    group_by_length: bool = False,  # batch examples of similar length together (less padding)
+    group_by_length: bool = False,  # batch examples of similar length together (less padding; packing supersedes it)
+    packing: bool = True,  # padding-free packed micro-batches, loss only on answer tokens (False = the seed's padded batches)
+    pack_len: int = 0,  # packed row length in tokens (0 = cutoff_len rounded up to a multiple of 8)
     prompt_template_name: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
     system_prompt: str = "",  # chat template only: system message for records without one ("" = template default)
     # wandb
@@ -145,6 +147,9 @@ def train(
         "%d process(es) x micro batch %d x %d accumulation steps = %d examples per step; %d steps; precision %s",
         world_size, micro_batch_size, gradient_accumulation_steps, batch_size, total_steps, precision,
     )  # fmt: skip
+    pack_len = pack_len if pack_len > 0 else math.ceil(cutoff_len / 8) * 8
+    plan = batching.padding_plan(lengths, batch_size, micro_batch_size, packing, pack_len, seed)
+    logger.info("batches: %s, %.1f%% of the processed positions are padding", "packed" if packing else "padded", 100 * plan["padding_fraction"])
 
     # ------------------------------------------------------------------------------------------
     # base model + LoRA
@@ -206,7 +211,7 @@ def train(
         save_total_limit=save_total_limit,
         load_best_model_at_end=has_val and save_steps % eval_steps == 0,
         metric_for_best_model="eval_loss" if has_val else None,
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        train_sampling_strategy="group_by_length" if group_by_length and not packing else "random",
         ddp_find_unused_parameters=False if world_size > 1 else None,
         remove_unused_columns=False,
         report_to=["wandb"] if use_wandb else [],
@@ -214,14 +219,15 @@ def train(
         seed=seed,
         data_seed=seed,
     )
-    trainer = transformers.Trainer(
+    # packing: a step's examples are sorted by length and packed; token-weighted loss keeps the gradient the same
+    trainer_class = batching.step_sorted_trainer_class() if packing else transformers.Trainer
+    collator = batching.PackingCollator(tokenizer.pad_token_id, pack_len) if packing else batching.seed_collator(tokenizer)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_examples),
         eval_dataset=Dataset.from_list(val_examples) if has_val else None,
-        data_collator=transformers.DataCollatorForSeq2Seq(
-            tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True, label_pad_token_id=IGNORE_INDEX
-        ),
+        data_collator=collator,
         # samples.jsonl (answers per evaluation, + a wandb Table) and loss.png in output_dir
         callbacks=review_callbacks(output_dir, tokenizer, prompter, sample_questions, sample_max_new_tokens, use_wandb),
     )
@@ -243,6 +249,8 @@ def train(
                     "val_examples": len(val_examples),
                     "dropped_examples": dropped + val_dropped,
                     "truncated_examples": n_truncated,
+                    "pack_len": pack_len if packing else None,
+                    "epoch_padding": plan,
                 },
                 data={
                     "path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "records": len(records),

@@ -1,0 +1,303 @@
+"""Training speed: the seed's recipe vs finetune.py's defaults, same machine, same base, same examples.
+
+(a) recipe: the seed's finetune.py on today's libraries: shuffled micro-batches of 128 padded to
+    the longest (DataCollatorForSeq2Seq, pad_to_multiple_of=8), LoRA r=8/alpha=16/dropout 0.05 on
+    q_proj,v_proj, lr 3e-4, cutoff 256, loss on the answers only, one micro-batch per step.
+(b) finetune.py with its defaults (only the data file, output folder, epochs/steps, val_set_size=0
+    and wandb off are set, so both train on exactly the same examples).
+
+Each runs in its own child process (clean peak memory); both are timed by HF Trainer's
+train_runtime; "useful tokens" are the non-padding tokens of the examples trained on, the same
+number for both. Both adapters are then scored on the same held-out records by one function.
+
+    python bench/train_speed.py                                   # tiny base, 2000 examples, 1 epoch
+    python bench/train_speed.py --num_examples 256                 # quick look
+    python bench/train_speed.py --finetune_flags '{"packing": false, "micro_batch_size": 128}'
+    python bench/train_speed.py --base_model /data/random-llama-7b --num_examples 2000   # on a GPU
+
+Writes bench/out/train_speed.json and bench/out/train_speed.png.
+"""
+
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+logger = logging.getLogger("train_speed")
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "huatuo" / "llama_data.json"
+RECIPE = dict(micro_batch_size=128, batch_size=128, learning_rate=3e-4, cutoff_len=256, lora_r=8, lora_alpha=16,
+              lora_dropout=0.05, lora_target_modules=["q_proj", "v_proj"])  # fmt: skip
+
+
+def in_finetune_order(records: list[dict]) -> list[dict]:
+    """The records in the order finetune.py trains from with val_set_size=0 (its seeded split shuffles them),
+    so that optimizer step k holds the same examples in both runs."""
+    import numpy as np
+
+    return [records[i] for i in np.random.default_rng(2023).permutation(len(records))]
+
+
+def default_data() -> str:
+    return str(SHARED_DATA if SHARED_DATA.is_file() else REPO_ROOT / "data" / "llama_data.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# measurements shared by both children
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch when on a GPU, else the process's peak resident memory."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def heldout_loss(base_model: str, adapter_dir: str, heldout_file: str, precision: str) -> float:
+    """Mean cross-entropy per answer token of the held-out records (prompt masked), eval mode."""
+    import torch
+
+    from utils import modeling
+    from utils.batching import seed_collator
+    from utils.data import IGNORE_INDEX, load_records, tokenize_records
+    from utils.generation import model_device
+    from utils.prompter import Prompter
+
+    tokenizer, model, _ = modeling.load_for_inference(base_model, adapter_dir, True, precision=precision)
+    examples, _ = tokenize_records(tokenizer, Prompter(), load_records(heldout_file).records, RECIPE["cutoff_len"])
+    collate = seed_collator(tokenizer)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), 16):
+            batch = collate([dict(e) for e in examples[start : start + 16]])
+            batch = {k: v.to(model_device(model)) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            targets = batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+            )
+            total += loss.item()
+            count += int(targets.ne(IGNORE_INDEX).sum())
+    return total / count
+
+
+# ----------------------------------------------------------------------------------------------
+# children
+
+
+def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int, max_steps: int) -> dict:
+    """(a) the seed's recipe, re-implemented on today's libraries."""
+    import torch
+    import transformers
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+
+    from utils import modeling
+    from utils.batching import seed_collator, step_sorted_trainer_class
+    from utils.data import load_records, tokenize_records
+    from utils.prompter import Prompter
+
+    torch.manual_seed(42)
+    base_model = modeling.resolve_base_model(base_model)
+    tokenizer = modeling.load_tokenizer(base_model)
+    examples, _ = tokenize_records(tokenizer, Prompter(), in_finetune_order(load_records(train_file).records), RECIPE["cutoff_len"])
+    model = modeling.load_model(base_model, precision="auto")
+    modeling.sync_special_tokens(model, tokenizer)
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(r=RECIPE["lora_r"], lora_alpha=RECIPE["lora_alpha"], lora_dropout=RECIPE["lora_dropout"],
+                                             target_modules=RECIPE["lora_target_modules"], bias="none", task_type="CAUSAL_LM"))  # fmt: skip
+    precision = modeling.resolve_precision("auto")
+    collate = seed_collator(tokenizer)
+    counts = []  # (tokens, positions) per collated batch; the loader collates one batch ahead, so only the first `steps` count
+
+    def counting_collator(features):
+        batch = collate(features)
+        counts.append((int(batch["attention_mask"].sum()), batch["input_ids"].numel()))
+        return batch
+
+    args = transformers.TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=RECIPE["micro_batch_size"], gradient_accumulation_steps=1,
+        num_train_epochs=num_epochs, max_steps=max_steps, learning_rate=RECIPE["learning_rate"], warmup_steps=0.1,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(), logging_steps=1,
+        save_strategy="no", report_to=[], remove_unused_columns=False, seed=42, data_seed=42,
+    )  # fmt: skip
+    # shuffled, unsorted, seeded like finetune.py's sampler: step k holds the same examples on both sides
+    trainer = step_sorted_trainer_class(sort=False)(model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=counting_collator)
+    result = trainer.train()
+    peak = peak_memory_mb()
+    trainer.save_model(str(out_dir))
+    return {
+        "train_runtime": result.metrics["train_runtime"], "train_loss": result.metrics["train_loss"], "steps": trainer.state.global_step,
+        "tokens": sum(c[0] for c in counts[: trainer.state.global_step]),
+        "positions": sum(c[1] for c in counts[: trainer.state.global_step]), "peak_memory_mb": peak,
+        "base_model": base_model, "precision": precision,
+    }  # fmt: skip
+
+
+def replay_finetune_batches(base_model: str, train_file: str, config: dict, steps: int) -> dict:
+    """Tokens and positions of the micro-batches finetune.py trained on (its sampler and packing are deterministic)."""
+    from utils import modeling
+    from utils.batching import StepSampler, pack_rows
+    from utils.data import load_records, tokenize_records
+    from utils.prompter import Prompter
+
+    flags, resolved = config["flags"], config["resolved"]
+    tokenizer = modeling.load_tokenizer(base_model)
+    records = in_finetune_order(load_records(train_file).records)
+    examples, _ = tokenize_records(tokenizer, Prompter(flags["prompt_template_name"]), records, flags["cutoff_len"])
+    lengths = [len(e["input_ids"]) for e in examples]
+    order = list(StepSampler(lengths, flags["batch_size"], flags["seed"], sort=flags["packing"]))[: steps * flags["batch_size"]]
+    tokens = positions = 0
+    for start in range(0, len(order), flags["micro_batch_size"]):
+        chunk = [lengths[i] for i in order[start : start + flags["micro_batch_size"]]]
+        tokens += sum(chunk)
+        if flags["packing"]:
+            rows = pack_rows(chunk, resolved["pack_len"])
+            positions += len(rows) * -(-max(sum(chunk[i] for i in row) for row in rows) // 8) * 8
+        else:
+            positions += len(chunk) * -(-max(chunk) // 8) * 8
+    return {"tokens": tokens, "positions": positions}
+
+
+def run_finetune(base_model: str, train_file: str, out_dir: Path, num_epochs: int, max_steps: int, flags: dict) -> dict:
+    """(b) finetune.py with its defaults."""
+    import finetune
+    from utils import modeling
+
+    base_model = modeling.resolve_base_model(base_model)
+    finetune.train(base_model=base_model, data_path=train_file, output_dir=str(out_dir), num_epochs=num_epochs,
+                   max_steps=max_steps, val_set_size=0, wandb_project="", **flags)  # fmt: skip
+    peak = peak_memory_mb()
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    config = json.loads((out_dir / "run_config.json").read_text())
+    counts = replay_finetune_batches(base_model, train_file, config, metrics["log_history"][-1]["step"])
+    return {
+        "train_runtime": metrics["train_runtime"], "train_loss": metrics["train_loss"], "steps": metrics["log_history"][-1]["step"],
+        "tokens": counts["tokens"], "positions": counts["positions"], "peak_memory_mb": peak,
+        "base_model": base_model, "precision": config["resolved"]["precision"],
+    }  # fmt: skip
+
+
+def child(which: str, base_model: str, out: str, num_epochs: int, max_steps: int):
+    """One side, in its own process; inputs are the files the parent wrote into ``out``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    out_dir = Path(out) / which
+    train_file, heldout_file = str(Path(out) / "train_examples.json"), str(Path(out) / "heldout_examples.json")
+    cpu_start = time.process_time()
+    if which == "recipe":
+        result = run_recipe(base_model, train_file, out_dir, num_epochs, max_steps)
+    else:
+        flags = json.loads((Path(out) / "finetune_flags.json").read_text())
+        result = run_finetune(base_model, train_file, out_dir, num_epochs, max_steps, flags)
+    result["process_cpu_s"] = time.process_time() - cpu_start  # includes loading; for context on a shared CPU
+    result["heldout_loss"] = heldout_loss(result["base_model"], str(out_dir), heldout_file, result["precision"])
+    (Path(out) / f"{which}.json").write_text(json.dumps(result, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# parent
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    panels = [("useful tokens/s", "useful_tokens_per_s"), ("padding fraction", "padding_fraction"),
+              ("peak memory (MiB)", "peak_memory_mb"), ("held-out loss", "heldout_loss")]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, (title, key) in zip(axes, panels):
+        ax.bar(names, [results[n][key] for n in names], color=["#999999", "#2a7ab9"])
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(
+    base_model: str = "",  # HF model folder; "" = the embedded tiny LLaMA
+    data_path: str = "",  # "" = ../shared/huatuo/llama_data.json when present, else data/llama_data.json
+    num_examples: int = 2000,  # training examples (the same for both)
+    num_heldout: int = 200,  # held-out records both adapters are scored on
+    num_epochs: int = 1,  # epochs for both
+    max_steps: int = -1,  # optimizer steps for both (-1: num_epochs decides)
+    finetune_flags: dict | str = "{}",  # extra finetune.py flags for (b), e.g. '{"packing": false}' (one change at a time)
+    out_dir: str = str(REPO_ROOT / "bench" / "out"),  # where the JSON, chart, adapters go
+    only: str = "",  # "recipe" | "finetune": run one side (development)
+    child_of: str = "",  # internal: run one side in this process
+):
+    if child_of:
+        return child(child_of, base_model, out_dir, num_epochs, max_steps)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import numpy as np
+
+    from utils.data import load_records
+    from utils.tiny_base import ensure_tiny_base
+
+    if not base_model:
+        base_model = ensure_tiny_base()  # built once here, not by both children at the same time
+    data_path = data_path or default_data()
+    records = load_records(data_path).records
+    if num_examples + num_heldout > len(records):
+        raise ValueError(f"{data_path}: {len(records)} records, fewer than --num_examples + --num_heldout = {num_examples + num_heldout}")
+    order = np.random.default_rng(0).permutation(len(records))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"train": out / "train_examples.json", "heldout": out / "heldout_examples.json"}
+    for name, picked in (("train", order[:num_examples]), ("heldout", order[num_examples : num_examples + num_heldout])):
+        files[name].write_text("".join(json.dumps(records[i], ensure_ascii=False) + "\n" for i in picked), encoding="utf-8")
+    if isinstance(finetune_flags, str):  # fire hands over a dict when the text reads as a Python literal
+        try:
+            finetune_flags = json.loads(finetune_flags)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--finetune_flags is not a JSON object: {err}") from None
+    (out / "finetune_flags.json").write_text(json.dumps(finetune_flags))
+
+    results = {}
+    for which in ("recipe", "finetune"):
+        if only and which != only:
+            continue
+        logger.info("running (%s) in a child process ...", which)
+        cmd = [sys.executable, __file__, "--child_of", which, "--base_model", base_model, "--out_dir", str(out),
+               "--num_epochs", str(num_epochs), "--max_steps", str(max_steps)]  # fmt: skip
+        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        result = json.loads((out / f"{which}.json").read_text())
+        result["useful_tokens_per_s"] = result["tokens"] / result["train_runtime"]
+        result["padding_fraction"] = 1 - result["tokens"] / result["positions"]
+        results[which] = result
+
+    print(f"\n{num_examples} examples x {num_epochs} epoch(s), max_steps {max_steps}, base {base_model}, finetune flags {json.dumps(finetune_flags)}")
+    print(f"{'':24s}" + "".join(f"{n:>14s}" for n in results) + ("         ratio" if len(results) == 2 else ""))
+    for label, key in (("useful tokens/s", "useful_tokens_per_s"), ("train runtime (s)", "train_runtime"), ("optimizer steps", "steps"),
+                       ("padding fraction", "padding_fraction"), ("peak memory (MiB)", "peak_memory_mb"),
+                       ("held-out loss", "heldout_loss"), ("process CPU (s)", "process_cpu_s")):  # fmt: skip
+        values = [results[n][key] for n in results]
+        line = f"{label:24s}" + "".join(f"{v:14.4f}" if isinstance(v, float) else f"{v:14d}" for v in values)
+        if len(values) == 2 and values[0]:
+            line += f"{values[1] / values[0]:14.3f}"
+        print(line)
+    summary = {"num_examples": num_examples, "num_heldout": num_heldout, "num_epochs": num_epochs, "max_steps": max_steps,
+               "data_path": data_path, "finetune_flags": finetune_flags, "results": results}  # fmt: skip
+    if len(results) == 2:
+        summary["useful_tokens_per_s_ratio"] = results["finetune"]["useful_tokens_per_s"] / results["recipe"]["useful_tokens_per_s"]
+        summary["heldout_loss_change"] = results["finetune"]["heldout_loss"] / results["recipe"]["heldout_loss"] - 1
+        summary["peak_memory_ratio"] = results["finetune"]["peak_memory_mb"] / results["recipe"]["peak_memory_mb"]
+        chart(results, out / "train_speed.png")
+    (out / "train_speed.json").write_text(json.dumps(summary, indent=1))
+    logger.info("wrote %s", out / "train_speed.json")
+
+
+if __name__ == "__main__":
+    from utils.cli import run
+
+    run(main)

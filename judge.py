@@ -30,24 +30,17 @@ logger = logging.getLogger("judge")
 
 def read_questions(path: str, question_field: str) -> list[dict]:
     """Open-question records (JSON array or JSON Lines) with a non-empty string ``question_field``."""
-    from utils.data import _iter_json_array, _iter_json_lines  # the same readers as load_records, line numbers kept
 
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{path}: questions file not found")
-    text = file.read_text(encoding="utf-8-sig")
-    items = _iter_json_array(file, text) if text.lstrip().startswith("[") else _iter_json_lines(file, text)
-    rows = []
-    for line, item in items:
+    def check(item) -> str | None:
         if not isinstance(item, dict):
-            raise DataError(f"{path}:{line}: expected a JSON object")
+            return "record: expected a JSON object"
         value = item.get(question_field)
         if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{path}:{line}: field '{question_field}': missing, empty or not a string")
-        rows.append({"instruction": value, "input": "", **{k: v for k, v in item.items() if k != question_field}})
-    if not rows:
-        raise DataError(f"{path}: no questions")
-    return rows
+            return f"field '{question_field}': missing, empty or not a string"
+        return None
+
+    records = load_records(path, check=check).records  # same reader as training data: file:line:field errors
+    return [{"instruction": r[question_field], "input": "", **{k: v for k, v in r.items() if k != question_field}} for r in records]
 
 
 def write_report(out: Path, summary: dict, judge_model: str) -> None:

@@ -174,11 +174,15 @@ def check_record(record, require_output: bool = True) -> str | None:
     return check_chat_fields(record, require_output)
 
 
-def load_records(path: str | Path, require_output: bool = True, on_bad_record: str = "error") -> LoadedData:
+def load_records(
+    path: str | Path, require_output: bool = True, on_bad_record: str = "error", check=None
+) -> LoadedData:
     """Read and validate a data file (JSON Lines or a JSON array).
 
     ``on_bad_record="error"`` raises :class:`DataError` at the first bad record;
     ``"skip"`` leaves bad records out and lists each in ``LoadedData.skipped``.
+    ``check(record) -> "field 'x': problem" | None`` replaces :func:`check_record` for other
+    record kinds (the judge's open questions).
     """
     if on_bad_record not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
@@ -200,7 +204,7 @@ def load_records(path: str | Path, require_output: bool = True, on_bad_record: s
 
     loaded = LoadedData(records=[], lines=[])
     for lineno, record, problem in items:
-        problem = problem or check_record(record, require_output)
+        problem = problem or (check(record) if check else check_record(record, require_output))
         if problem:
             message = f"{path}:{lineno}: {problem}"
             if on_bad_record == "error":

@@ -149,13 +149,13 @@ def main(
 
     if data_path:
         from utils import modeling
-        from utils.prompter import Prompter
+        from utils.chat import make_prompter
 
         refs = load_records(data_path).records
         tokenizer, model, resolved = modeling.load_for_inference(
             base_model, lora_weights, bool(lora_weights), load_8bit, load_4bit, precision, trust_remote_code
         )
-        result["reference_loss"] = metrics.reference_loss(model, tokenizer, Prompter(prompt_template), refs, cutoff_len, batch_size)
+        result["reference_loss"] = metrics.reference_loss(model, tokenizer, make_prompter(prompt_template), refs, cutoff_len, batch_size)
         inputs["data_path"] = {"path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "base_model": resolved}
 
     label = name or (Path(predictions_file).stem if predictions_file else Path(lora_weights or "base").name)

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 
 from utils import generation, modeling
-from utils.prompter import DEFAULT_TEMPLATE, Prompter
+from utils.chat import make_prompter, prompts_for
+from utils.prompter import DEFAULT_TEMPLATE
 
 logger = logging.getLogger("generate")
 
@@ -85,7 +86,8 @@ def fit_prompt(tokenizer, prompter, history, question, extra_input, max_new_toke
     in ``context`` tokens (None = no limit); ValueError when the question alone does not fit."""
     history = list(history or [])
     for dropped in [*range(0, len(history), 2), len(history)]:  # whole turns (user + bot) at a time
-        prompt = prompter.generate_prompt(fold_history(history[dropped:], question), extra_input)
+        record = {"instruction": fold_history(history[dropped:], question), "input": extra_input}
+        prompt = prompts_for(prompter, tokenizer, [record])[0]  # text template or the model's chat template
         with generation.ENCODE_LOCK:
             length = len(tokenizer(prompt)["input_ids"])
         if context is None or length + max_new_tokens <= context:
@@ -125,7 +127,7 @@ def load_examples(path: Path = EXAMPLES_FILE, limit: int = 8) -> list[str]:
     return [r["instruction"] for r in load_records(str(path), require_output=False).records[:limit]]
 
 
-def build_demo(tokenizer, model, prompter: Prompter, defaults: dict, model_line: str, examples: list[str]):
+def build_demo(tokenizer, model, prompter, defaults: dict, model_line: str, examples: list[str]):
     """The Gradio page: chat, controls, examples, model line and disclaimer. ``defaults`` holds the
     generation settings the controls start from."""
     import gradio as gr
@@ -218,7 +220,8 @@ def main(
     base_model: str = "",  # HF model folder or hub id; "" = the embedded tiny LLaMA
     use_lora: bool = True,  # apply the adapter in --lora_weights
     lora_weights: str = DEFAULT_LORA,  # adapter folder; the default may be missing (plain base, said on the page)
-    prompt_template: str = DEFAULT_TEMPLATE,  # templates/NAME.json, or a path to one
+    prompt_template: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
+    system_prompt: str = "",  # chat template only: system message ("" = the template's default)
     server_name: str = "127.0.0.1",  # interface to listen on; 0.0.0.0 exposes the model to your network
     server_port: int = 7860,  # TCP port
     share_gradio: bool = False,  # open a public *.gradio.live link (anyone with it can use the model)
@@ -246,7 +249,7 @@ def main(
     if (server_name not in LOOPBACK or share_gradio) and credentials is None:
         logger.warning("the demo is reachable beyond this machine without --auth: anyone who reaches it can use the model")
 
-    prompter = Prompter(prompt_template)
+    prompter = make_prompter(prompt_template, system_prompt)
     adapter, adapter_line = resolve_adapter(lora_weights, use_lora)
     tokenizer, model, base_model = modeling.load_for_inference(
         base_model, adapter, bool(adapter), load_8bit, load_4bit, precision, trust_remote_code

@@ -218,3 +218,18 @@ def test_pad_token_never_hard_coded(arch):
     assert llama3.pad_token is None and llama3.unk_token is None
     modeling.resolve_pad_token(llama3)  # Llama-3.1 reserves a pad token: use it rather than eos
     assert llama3.pad_token == "<|finetune_right_pad_id|>" and llama3.pad_token_id not in (0, llama3.eos_token_id)
+
+
+def test_demo_and_training_review_render_chat_prompts(arch):
+    """generate.py's multi-turn prompt and the sample-answer callback go through the chat template too."""
+    import generate
+
+    _, tokenizer = arch("qwen2")
+    prompter = ChatPrompter(SYS)
+    history = [{"role": "user", "content": RECORDS["messages"]["messages"][0]["content"]},
+               {"role": "assistant", "content": RECORDS["messages"]["messages"][1]["content"]}]  # fmt: skip
+    question = RECORDS["messages"]["messages"][2]["content"]
+    prompt, dropped = generate.fit_prompt(tokenizer, prompter, history, question, "", 8, None)
+    assert dropped == 0
+    assert prompt == prompts_for(prompter, tokenizer, [{"messages": RECORDS["messages"]["messages"][:3]}])[0]
+    assert prompt.count("<|im_start|>assistant") == 2 and prompt.endswith("<|im_start|>assistant\n")

@@ -52,7 +52,7 @@ class SampleAnswersCallback(TrainerCallback):
     def _sample(self, state, model) -> None:
         if not state.is_world_process_zero or not self.questions or model is None or state.global_step == self.last_step:
             return
-        from utils import generation
+        from utils import chat, generation
 
         self.last_step = state.global_step
         was_training = model.training
@@ -61,7 +61,7 @@ class SampleAnswersCallback(TrainerCallback):
         try:
             config = generation.make_generation_config(model, self.tokenizer, num_beams=1, max_new_tokens=self.max_new_tokens, do_sample=False)
             config.use_cache = True  # training turns the cache off; generation wants it
-            prompts = [self.prompter.generate_prompt(q) for q in self.questions]
+            prompts = chat.prompts_for(self.prompter, self.tokenizer, [{"instruction": q} for q in self.questions])
             answers = generation.generate_batch(model, self.tokenizer, prompts, config)
         finally:
             self.tokenizer.padding_side = padding_side

@@ -107,28 +107,10 @@ VOCAB_SIZE = 800
 
 
 def corpus_lines() -> list[str]:
-    """Every string of the repository's data and template files, one line per paragraph."""
-    lines: list[str] = ["你好 谢谢 好的 请问 医生 患者 症状 治疗 0123456789"]
+    """The repository's own text (as the embedded tiny LLaMA's tokenizer learns it), plus a few common words."""
+    from utils.tiny_base import repository_text
 
-    def walk(value):
-        if isinstance(value, str):
-            lines.extend(part for part in value.splitlines() if part.strip())
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    for path in sorted(REPO_ROOT.glob("data/*.json")) + sorted(REPO_ROOT.glob("templates/*.json")):
-        text = path.read_text(encoding="utf-8")
-        try:
-            walk(json.loads(text))
-        except json.JSONDecodeError:  # JSON Lines
-            for raw in text.splitlines():
-                if raw.strip():
-                    walk(json.loads(raw))
-    return lines
+    return ["你好 谢谢 好的 请问 医生 患者 症状 治疗 0123456789", *repository_text()]
 
 
 def build_tokenizer(name: str):

@@ -26,7 +26,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from utils.data import IGNORE_INDEX, DataError
+from utils.data import IGNORE_INDEX, DataError, _common_prefix_len
 
 logger = logging.getLogger(__name__)
 
@@ -120,15 +120,6 @@ def question_of(record: dict) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # rendering and tokenization through one tokenizer's chat template
-
-
-def _common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _is_special(tokenizer, token_id: int) -> bool:

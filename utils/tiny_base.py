@@ -17,7 +17,6 @@ folder (the data changed, the recipe changed) is rebuilt instead of silently reu
 """
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -68,6 +67,12 @@ def _source_files(root: Path) -> list[Path]:
     for pattern in SOURCE_GLOBS:
         files.extend(sorted(root.glob(pattern)))
     return files
+
+
+def repository_text(root: Path = REPO_ROOT) -> list[str]:
+    """The repository's own Chinese text (data, knowledge base, templates), one line per paragraph:
+    what the embedded tokenizer learns from (tests build other architectures' tokenizers from it too)."""
+    return _corpus_lines(_source_files(Path(root)))
 
 
 def _corpus_lines(files: list[Path]) -> list[str]:

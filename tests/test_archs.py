@@ -14,7 +14,7 @@ import infer
 from conftest import REPO_ROOT, write_jsonl
 from test_chat import A1, A2, EXPECTED_TARGETS, Q1, Q2, RECORDS
 from tiny_archs import build, end_of_turn_id
-from utils import modeling
+from utils import checkpointing, modeling
 
 TEMPLATES = {"llama3": "chat", "qwen2": "chat", "gemma": "chat", "bloom": "bloom_deploy", "gpt_neox": "med_template"}
 
@@ -46,7 +46,7 @@ def test_finetune_save_reload_infer(name, tmp_path):
     config = json.loads((out / "run_config.json").read_text())
     assert config["resolved"]["lora_target_modules"] == EXPECTED_TARGETS[name]
     assert json.loads((out / "adapter_config.json").read_text())["target_modules"]
-    assert modeling.is_complete_adapter(out)
+    assert checkpointing.adapter_problem(out) is None
 
     # reload from disk and answer: single-turn and multi-turn questions
     questions = write_jsonl(tmp_path / "q.jsonl", [{"instruction": Q1, "output": A1}, {"instruction": "高血压要注意什么？"}]

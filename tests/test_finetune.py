@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import finetune
-from utils import modeling
+from utils import checkpointing, modeling
 
 
 def run_finetune(tiny_base, train_file, out, **flags):
@@ -26,7 +26,7 @@ def test_finetune_smoke(tiny_base, train_file, tmp_path, quant):
     metrics = run_finetune(tiny_base, train_file, out, load_8bit=quant == "8bit", load_4bit=quant == "4bit")
     assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["eval_loss"])
     assert metrics["train_loss"] < 9.0  # ln(3000) = 8.0; a NaN or exploding loss would fail
-    assert modeling.is_complete_adapter(out)
+    assert checkpointing.adapter_problem(out) is None
     config = json.loads((out / "run_config.json").read_text())
     assert config["flags"]["load_8bit"] == (quant == "8bit") and config["data"]["records"] == 160
     assert config["versions"]["transformers"] and config["resolved"]["pad_token_id"] == 0  # unk for LLaMA

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import torch
 
+from utils.modeling import ADAPTER_WEIGHT_FILES as ADAPTER_WEIGHTS, adapter_weights_file
+
 logger = logging.getLogger(__name__)
 
 MARKER = "checkpoint_complete.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PARTIAL_DIR = ".adapter-partial"  # sibling temp folder inside output_dir (hidden, same file system)
 
 
@@ -88,7 +89,7 @@ def adapter_problem(folder: str | Path, model=None) -> str | None:
         json.loads(config.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return f"{config}: not valid JSON ({err})"
-    weights = next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
+    weights = adapter_weights_file(folder)
     if weights is None:
         return f"{folder}: no {' or '.join(ADAPTER_WEIGHTS)}"
     try:

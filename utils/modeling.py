@@ -248,13 +248,6 @@ def adapter_weights_file(folder: str | Path) -> Path | None:
     return None
 
 
-def is_complete_adapter(folder: str | Path) -> bool:
-    """A folder holds a usable adapter: a config and a non-trivial weights file."""
-    folder = Path(folder)
-    weights = adapter_weights_file(folder)
-    return (folder / "adapter_config.json").is_file() and weights is not None and weights.stat().st_size > 1024
-
-
 def read_adapter_weights(path: Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

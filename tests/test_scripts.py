@@ -73,9 +73,18 @@ def test_wandb_without_credentials_runs_offline_and_never_prompts(tiny_base, tra
     out = tmp_path / "lora"
     run = subprocess.run(
         [sys.executable, str(REPO_ROOT / "finetune.py"), "--base_model", tiny_base, "--data_path", str(train_file),
-         "--output_dir", str(out), "--max_steps", "2", "--micro_batch_size", "8", "--batch_size", "8", "--val_set_size", "8"],
+         "--output_dir", str(out), "--max_steps", "2", "--micro_batch_size", "8", "--batch_size", "8", "--val_set_size", "8",
+         "--eval_steps", "1", "--save_steps", "2"],
         env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "logging offline" in run.stderr
     assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run was written"
+    # the sample answers of every evaluation also went to a wandb Table (the newest holds them all)
+    tables = sorted((out / "wandb").glob("offline-run-*/files/media/table/sample_answers_*.table.json"), key=lambda p: p.stat().st_mtime)
+    assert tables, "no wandb Table of sample answers"
+    table = json.loads(tables[-1].read_text(encoding="utf-8"))
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert table["columns"] == ["step", "question", "answer"]
+    assert [row[0] for row in table["data"]] == [s["step"] for s in samples] == [1, 1, 1, 2, 2, 2]
+    assert [row[2] for row in table["data"]] == [s["answer"] for s in samples]

@@ -81,7 +81,7 @@ def train(
     # loading / precision
     load_8bit: bool = False,  # base weights in int8 (the seed's setting; saves memory, slower)
     load_4bit: bool = False,  # base weights in NF4 (QLoRA)
-    precision: str = "auto",  # auto | bf16 | fp16 | fp32; auto: bf16/fp16 on GPU, fp32 on CPU
+    precision: str = "auto",  # auto | bf16 | fp16 | fp32; auto: bf16/fp16 on GPU; CPU: bf16 if native, else fp32
     trust_remote_code: bool = False,  # run model code shipped with the checkpoint (only if you trust it)
     # schedule
     max_steps: int = -1,  # stop after this many optimizer steps (-1: num_epochs decides)
@@ -108,7 +108,7 @@ def train(
             f"batch_size ({batch_size}) must be a multiple of micro_batch_size ({micro_batch_size}) x processes ({world_size})"
         )
     gradient_accumulation_steps = batch_size // (micro_batch_size * world_size)
-    precision = modeling.resolve_precision(precision)
+    precision = modeling.resolve_precision(precision, training=True)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

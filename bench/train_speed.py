@@ -199,7 +199,8 @@ def child(which: str, base_model: str, out: str, num_epochs: int, max_steps: int
         flags = json.loads((Path(out) / "finetune_flags.json").read_text())
         result = run_finetune(base_model, train_file, out_dir, num_epochs, max_steps, flags)
     result["process_cpu_s"] = time.process_time() - cpu_start  # includes loading; for context on a shared CPU
-    result["heldout_loss"] = heldout_loss(result["base_model"], str(out_dir), heldout_file, result["precision"])
+    # both adapters scored alike: inference precision (fp32 on CPU), whatever each side trained in
+    result["heldout_loss"] = heldout_loss(result["base_model"], str(out_dir), heldout_file, "auto")
     (Path(out) / f"{which}.json").write_text(json.dumps(result, indent=1))
 
 

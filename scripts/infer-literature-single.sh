@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 "$PYTHON" "$ROOT/infer.py" \
-  --mode single \
+  --mode "${MODE:-single}" \
   --base_model "${BASE_MODEL:-}" \
   --lora_weights "${LORA_WEIGHTS:-./lora-literature}" \
   --use_lora "${USE_LORA:-True}" \

@@ -311,30 +311,24 @@ def plan_tasks(entries: list[Entry], styles: dict, split_of: dict[str, str], see
         for key, slot in (("检查", "exams"), ("药物治疗", "drugs"), ("辅助治疗", "aux")):
             if e.get(key):
                 whole[slot] = field_slot(e, key, e.get(key)[:4])
-        # -- vignettes: three patients per disease with different symptom subsets
-        if len(symptoms) >= 2:
-            for i in range(3):
-                rng = rng_for("vignette", e.name, i)
-                k = rng.randint(2, min(4, len(symptoms)))
+        def patients(style: str, count: int, max_symptoms: int, answers) -> None:
+            """``count`` patients showing 2..max_symptoms of the disease's symptoms (same RNG order as before)."""
+            for i in range(count):
+                rng = rng_for(style, e.name, i)
+                k = rng.randint(2, min(max_symptoms, len(symptoms)))
                 chosen = set(rng.sample(symptoms, k))
                 picked = [s for s in symptoms if s in chosen]
                 slots = {**whole, "person": (make_person(e, rng), []), "symptoms": (_join(picked), [])}
-                question = rng.choice(styles["vignette"]["questions"])
-                answer = rng.choice(usable(styles["vignette"]["answers"], slots))
-                tasks.append(_task("vignette", e.name, "disease", split_of[e.name], i,
+                question = rng.choice(styles[style]["questions"])
+                answer = rng.choice(answers(slots))
+                tasks.append(_task(style, e.name, "disease", split_of[e.name], i,
                                    fill(question, slots)[0], fill(answer, slots)))
-        # -- triage: two per disease
-        if len(symptoms) >= 2:  # one symptom alone rarely points to one department
-            for i in range(2):
-                rng = rng_for("triage", e.name, i)
-                k = rng.randint(2, min(3, len(symptoms)))
-                chosen = set(rng.sample(symptoms, k))
-                picked = [s for s in symptoms if s in chosen]
-                slots = {**whole, "person": (make_person(e, rng), []), "symptoms": (_join(picked), [])}
-                question = rng.choice(styles["triage"]["questions"])
-                answer = rng.choice(styles["triage"]["answers"])
-                tasks.append(_task("triage", e.name, "disease", split_of[e.name], i,
-                                   fill(question, slots)[0], fill(answer, slots)))
+
+        if len(symptoms) >= 2:  # one symptom alone rarely points to one disease or department
+            # -- vignettes: three patients per disease with different symptom subsets
+            patients("vignette", 3, 4, lambda slots: usable(styles["vignette"]["answers"], slots))
+            # -- triage: two per disease
+            patients("triage", 2, 3, lambda slots: styles["triage"]["answers"])
 
     # -- comparisons: pairs drawn within one split (see the split rule in the docstring)
     cmp_style = styles["comparison"]

@@ -24,17 +24,18 @@ adapter + run_config.json + metrics.json in ``output_dir``.
     python finetune.py ... --resume_from_checkpoint auto
 """
 
+import json
 import logging
 import math
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from utils import batching, checkpointing, modeling
-from utils.chat import make_prompter, stop_token_ids
+from utils import batching, checkpointing, memory, modeling
+from utils.callbacks import parameters_sharded
+from utils.chat import make_prompter, prompts_for, stop_token_ids
 from utils.data import IGNORE_INDEX, load_records, tokenize_records
 from utils.prompter import DEFAULT_TEMPLATE
 from utils.runinfo import file_sha256, run_config, write_json
@@ -44,21 +45,23 @@ logger = logging.getLogger("finetune")
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = str(REPO_ROOT / "data" / "llama_data.json")
+VALIDATION_SPLIT_SEED = 2023  # the held-out records do not move with --seed
 
 
 def train(
     # model / data
     base_model: str = "",  # HF model folder or hub id; "" = the embedded tiny LLaMA (built on first use)
     data_path: str = DEFAULT_DATA,  # JSON Lines or JSON array of {instruction, input, output}
+    val_data_path: str = "",  # validation records (e.g. data/llama_data.valid.json); "" = carve val_set_size out of data_path
     output_dir: str = "./lora-llama-med",  # adapter, checkpoints, run_config.json, metrics.json
     # training hyper-parameters
-    batch_size: int = 128,  # examples per optimizer step, over all processes
-    micro_batch_size: int = 128,  # examples per forward pass on one device (packed: ~half the tokens the seed's padded 128 had)
+    batch_size: int = 128,  # examples per optimizer step, over all processes (the gradient never depends on the split below)
+    micro_batch_size: int | str = "auto",  # examples per forward pass on one device; auto = the largest that fits the memory plan
     num_epochs: int = 10,  # passes over the training data
     learning_rate: float = 3e-4,  # peak learning rate (linear warm-up then linear decay)
     warmup_ratio: float = 0.1,  # fraction of the steps spent warming up
     cutoff_len: int = 256,  # longest example in tokens, EOS included; longer ones are cut
-    val_set_size: int = 500,  # records held out for validation loss (0 = none)
+    val_set_size: int = 500,  # records held out for validation loss (0 = none; ignored with val_data_path)
     # LoRA
     lora_r: int = 8,  # rank of the update matrices
     lora_alpha: int = 16,  # scaling numerator (update scaled by alpha / r)
@@ -68,7 +71,7 @@ def train(
     train_on_inputs: bool = False,  # False: loss only on the answer (+EOS), prompt tokens masked
     group_by_length: bool = False,  # batch examples of similar length together (less padding; packing supersedes it)
     packing: bool = True,  # padding-free packed micro-batches, loss only on answer tokens (False = the seed's padded batches)
-    pack_len: int = 0,  # packed row length in tokens (0 = cutoff_len rounded up to a multiple of 8)
+    pack_len: int = 0,  # packed row length in tokens (0 = cutoff_len rounded up to a multiple of 8; flash: one flattened row)
     prompt_template_name: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
     system_prompt: str = "",  # chat template only: system message for records without one ("" = template default)
     # wandb
@@ -78,10 +81,14 @@ def train(
     wandb_log_model: str = "",  # "" | "false" | "true": upload checkpoints as artifacts
     resume_from_checkpoint: str = None,  # checkpoint-N folder (exact resume), "auto" (latest complete one in output_dir), or an adapter folder (weights only)
     on_bad_record: str = "error",  # error | skip: a bad data record stops the run, or is left out and counted
-    # loading / precision
+    # loading / precision / memory
     load_8bit: bool = False,  # base weights in int8 (the seed's setting; saves memory, slower)
     load_4bit: bool = False,  # base weights in NF4 (QLoRA)
-    precision: str = "auto",  # auto | bf16 | fp16 | fp32; auto: bf16/fp16 on GPU; CPU: bf16 if native, else fp32
+    precision: str = "auto",  # auto | bf16 | fp16 | fp32; auto: bf16 on GPUs of capability >= 8.0, else fp16; CPU: bf16 if native, else fp32
+    attn_implementation: str = "sdpa",  # sdpa | eager | flash_attention_2 (needs flash-attn; packs one flattened row per micro-batch)
+    gradient_checkpointing: bool | str = "auto",  # recompute activations in backward (~30% slower, far less memory); auto = when the plan needs it
+    gpu_memory: str = "",  # memory budget per GPU for the plan, e.g. 24GiB ("" = free memory of this GPU, or RAM on a CPU)
+    dry_run: bool = False,  # print the memory plan (table, then one JSON line) and exit; needs only config.json (+ tokenizer)
     trust_remote_code: bool = False,  # run model code shipped with the checkpoint (only if you trust it)
     # schedule
     max_steps: int = -1,  # stop after this many optimizer steps (-1: num_epochs decides)
@@ -90,7 +97,6 @@ def train(
     eval_steps: int = 32,  # validation loss every N steps
     save_steps: int = 32,  # checkpoint every N steps
     save_total_limit: int = 5,  # keep at most N checkpoints
-    gradient_checkpointing: bool = False,  # recompute activations in backward: less memory, ~30% slower
     # review
     sample_questions: int = 3,  # answer the first N questions of data/infer.json at every evaluation (0 = off)
     sample_max_new_tokens: int = 32,  # length of those sample answers, in tokens (greedy)
@@ -102,80 +108,69 @@ def train(
     )
     if isinstance(lora_target_modules, str):
         lora_target_modules = [m.strip() for m in lora_target_modules.split(",") if m.strip()]
-    lora_target_modules = list(lora_target_modules)
-    if batch_size % (micro_batch_size * world_size):
-        raise ValueError(
-            f"batch_size ({batch_size}) must be a multiple of micro_batch_size ({micro_batch_size}) x processes ({world_size})"
-        )
-    gradient_accumulation_steps = batch_size // (micro_batch_size * world_size)
     precision = modeling.resolve_precision(precision, training=True)
+    attn_implementation = modeling.resolve_attention(attn_implementation) if not dry_run else attn_implementation
+    flatten = packing and attn_implementation.startswith("flash")
+    pack_len = 0 if flatten else (pack_len if pack_len > 0 else math.ceil(cutoff_len / 8) * 8)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
     # ------------------------------------------------------------------------------------------
-    # tokenizer, prompts and data: read and tokenized once, before the model takes the memory
+    # data: read and tokenized once, before the model takes the memory
     prompter = make_prompter(prompt_template_name, system_prompt)
-    loaded = load_records(data_path, on_bad_record=on_bad_record)  # bad data fails here, before any model is loaded
-    records = loaded.records
+    loaded, train_records, val_records = read_train_val(data_path, val_data_path, val_set_size, on_bad_record)
     base_model = modeling.resolve_base_model(base_model)
-    tokenizer = modeling.load_tokenizer(base_model, trust_remote_code)
-    logger.info("%s: %d records", data_path, len(records))
-    if val_set_size >= len(records):
-        raise ValueError(f"val_set_size ({val_set_size}) must be smaller than the {len(records)} records of {data_path}")
-    order = np.random.default_rng(2023).permutation(len(records))  # the split does not move with --seed
-    val_records = [records[i] for i in order[:val_set_size]]
-    train_records = [records[i] for i in order[val_set_size:]]
-
-    train_examples, dropped = tokenize_records(tokenizer, prompter, train_records, cutoff_len, train_on_inputs)
-    val_examples, val_dropped = tokenize_records(tokenizer, prompter, val_records, cutoff_len, train_on_inputs)
-    if dropped or val_dropped:
-        logger.warning(
-            "%d train / %d validation records left out: their prompt alone fills cutoff_len=%d", dropped, val_dropped, cutoff_len
+    tokenizer = load_tokenizer_for(base_model, trust_remote_code, dry_run)
+    collator = batching.PackingCollator(tokenizer.pad_token_id if tokenizer else 0, pack_len, flatten=flatten)
+    if tokenizer is None:  # a config-only folder (--dry_run): lengths estimated from the text
+        train_examples, (lengths, answers), n_truncated = None, estimate_lengths(prompter, train_records, base_model, cutoff_len), 0
+    else:
+        train_examples, val_examples, lengths, answers, n_truncated, dropped = tokenize_train_val(
+            tokenizer, prompter, train_records, val_records, cutoff_len, train_on_inputs
         )
-    lengths = [len(e["input_ids"]) for e in train_examples]
-    stops = set(stop_token_ids(tokenizer))  # eos, or a chat template's end of turn
-    n_truncated = sum(1 for e in train_examples if e["input_ids"][-1] not in stops)
-    answer_tokens = sum(sum(1 for l in e["labels"] if l != IGNORE_INDEX) for e in train_examples)
-    logger.info(
-        "train: %d examples, %d tokens (%d in answers), longest %d, %d cut at cutoff_len=%d; validation: %d examples",
-        len(train_examples), sum(lengths), answer_tokens, max(lengths), n_truncated, cutoff_len, len(val_examples),
+
+    # ------------------------------------------------------------------------------------------
+    # memory plan: micro-batch and checkpointing for this GPU (the global batch never changes)
+    if batch_size % world_size:
+        raise ValueError(f"batch_size ({batch_size}) must be a multiple of the number of processes ({world_size})")
+    plan = plan_memory(
+        base_model, trust_remote_code, lora_target_modules, lora_r, lora_dropout, load_8bit, load_4bit, precision,
+        lengths, answers, batch_size, world_size, micro_batch_size, gradient_checkpointing, gpu_memory, collator, packing, seed,
+        estimated=tokenizer is None,
     )  # fmt: skip
+    if dry_run:
+        print_plan(plan)
+        return
+    micro_batch_size, accumulation, gradient_checkpointing = plan["micro_batch_size"], plan["gradient_accumulation_steps"], plan["gradient_checkpointing"]
     steps_per_epoch = math.ceil(len(train_examples) / batch_size)
-    total_steps = max_steps if max_steps > 0 else steps_per_epoch * num_epochs
     logger.info(
-        "%d process(es) x micro batch %d x %d accumulation steps = %d examples per step; %d steps; precision %s",
-        world_size, micro_batch_size, gradient_accumulation_steps, batch_size, total_steps, precision,
+        "%d process(es) x micro batch %d x %d accumulation steps = %d examples per step; %d steps; precision %s; "
+        "gradient checkpointing %s; %s, %.1f%% of the processed positions are padding",
+        world_size, micro_batch_size, accumulation, batch_size, max_steps if max_steps > 0 else steps_per_epoch * num_epochs,
+        precision, "on" if gradient_checkpointing else "off", "packed" if packing else "padded", 100 * plan["epoch"]["padding_fraction"],
     )  # fmt: skip
-    pack_len = pack_len if pack_len > 0 else math.ceil(cutoff_len / 8) * 8
-    plan = batching.padding_plan(lengths, batch_size, micro_batch_size, packing, pack_len, seed)
-    logger.info("batches: %s, %.1f%% of the processed positions are padding", "packed" if packing else "padded", 100 * plan["padding_fraction"])
 
     # ------------------------------------------------------------------------------------------
     # base model + LoRA
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
 
-    model = modeling.load_model(base_model, load_8bit, load_4bit, precision, trust_remote_code=trust_remote_code)
+    model = modeling.load_model(
+        base_model, load_8bit, load_4bit, precision, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
+    )
+    problem = modeling.packing_problem(model, attn_implementation, pack_len if not flatten else 0) if packing else None
+    if problem:
+        raise ValueError(problem)
     modeling.sync_special_tokens(model, tokenizer)
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
-    if load_8bit or load_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-
+    model = modeling.prepare_for_training(model, gradient_checkpointing)
     resume_from_checkpoint, adapter_only = checkpointing.resolve_resume(resume_from_checkpoint, output_dir)
     if adapter_only:  # the seed's second mode: adapter weights without optimizer state
         model = modeling.load_adapter(model, adapter_only, is_trainable=True)
     else:
         lora_target_modules = modeling.resolve_lora_targets(model, lora_target_modules)
         lora_config = LoraConfig(
-            r=lora_r,
-            lora_alpha=lora_alpha,
-            target_modules=lora_target_modules,
-            lora_dropout=lora_dropout,
-            bias="none",
-            task_type="CAUSAL_LM",
+            r=lora_r, lora_alpha=lora_alpha, target_modules=lora_target_modules, lora_dropout=lora_dropout, bias="none", task_type="CAUSAL_LM"
         )
         model = get_peft_model(model, lora_config)
     trainable, total = model.get_nb_trainable_parameters()
@@ -194,7 +189,7 @@ def train(
         output_dir=output_dir,
         per_device_train_batch_size=micro_batch_size,
         per_device_eval_batch_size=micro_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
+        gradient_accumulation_steps=accumulation,
         num_train_epochs=num_epochs,
         max_steps=max_steps,
         learning_rate=learning_rate,
@@ -219,45 +214,34 @@ def train(
         seed=seed,
         data_seed=seed,
     )
-    # packing: a step's examples are sorted by length and packed; token-weighted loss keeps the gradient the same
-    trainer_class = batching.step_sorted_trainer_class() if packing else transformers.Trainer
-    collator = batching.PackingCollator(tokenizer.pad_token_id, pack_len) if packing else batching.seed_collator(tokenizer)
-    trainer = trainer_class(
+    # packing: each step's examples cut into micro-batches of equal cost per process; token-weighted loss keeps the gradient
+    sharded = parameters_sharded(args)
+    if sharded and sample_questions:  # generating on rank 0 alone would need every rank's shard: a deadlock
+        logger.warning("sample answers turned off: %s", sharded)
+        sample_questions = 0
+    trainer = batching.trainer_class(balanced=packing)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_examples),
         eval_dataset=Dataset.from_list(val_examples) if has_val else None,
-        data_collator=collator,
+        data_collator=collator if packing else batching.seed_collator(tokenizer),
         # samples.jsonl (answers per evaluation, + a wandb Table) and loss.png in output_dir
         callbacks=review_callbacks(output_dir, tokenizer, prompter, sample_questions, sample_max_new_tokens, use_wandb),
     )
-
     if rank == 0:
-        write_json(
-            Path(output_dir) / "run_config.json",
-            run_config(
-                flags,
-                resolved={
-                    "base_model": base_model,
-                    "precision": precision,
-                    "gradient_accumulation_steps": gradient_accumulation_steps,
-                    "world_size": world_size,
-                    "lora_target_modules": lora_target_modules,
-                    "pad_token_id": tokenizer.pad_token_id,
-                    "eos_token_id": tokenizer.eos_token_id,
-                    "train_examples": len(train_examples),
-                    "val_examples": len(val_examples),
-                    "dropped_examples": dropped + val_dropped,
-                    "truncated_examples": n_truncated,
-                    "pack_len": pack_len if packing else None,
-                    "epoch_padding": plan,
-                },
-                data={
-                    "path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "records": len(records),
-                    "skipped_records": len(loaded.skipped), "skipped": loaded.skipped[:100],
-                },  # fmt: skip
-            ),
-        )
+        write_json(Path(output_dir) / "run_config.json", run_config(
+            flags,
+            resolved={
+                "base_model": base_model, "precision": precision, "attn_implementation": attn_implementation,
+                "micro_batch_size": micro_batch_size, "gradient_accumulation_steps": accumulation,
+                "gradient_checkpointing": gradient_checkpointing, "world_size": world_size,
+                "lora_target_modules": lora_target_modules, "pad_token_id": tokenizer.pad_token_id,
+                "eos_token_id": tokenizer.eos_token_id, "train_examples": len(train_examples), "val_examples": len(val_examples),
+                "dropped_examples": dropped, "truncated_examples": n_truncated, "pack_len": pack_len if packing else None,
+                "memory_plan": plan,
+            },
+            data=loaded,
+        ))  # fmt: skip
 
     # ------------------------------------------------------------------------------------------
     # train, then save the adapter and the metrics
@@ -269,9 +253,143 @@ def train(
         metrics.update(trainer.evaluate())
     checkpointing.save_adapter(trainer, output_dir)  # rank 0; checked against the in-memory LoRA, moved in atomically
     if rank == 0:
-        write_json(Path(output_dir) / "metrics.json", {**metrics, "log_history": trainer.state.log_history})
+        extra = {"out_of_memory_retries": trainer.oom_events} if trainer.oom_events else {}
+        write_json(Path(output_dir) / "metrics.json", {**metrics, **extra, "log_history": trainer.state.log_history})
         logger.info("adapter saved to %s; final metrics: %s", output_dir, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
 
+
+# ----------------------------------------------------------------------------------------------
+# the recipe's stages
+
+
+def read_train_val(data_path: str, val_data_path: str, val_set_size: int, on_bad_record: str):
+    """(info, train records, validation records): validation from its own file, or ``val_set_size``
+    records carved out of ``data_path`` by a fixed seed."""
+    loaded = load_records(data_path, on_bad_record=on_bad_record)  # bad data fails here, before any model is loaded
+    records = loaded.records
+    info = {
+        "path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "records": len(records),
+        "skipped_records": len(loaded.skipped), "skipped": loaded.skipped[:100],
+    }  # fmt: skip
+    if val_data_path:
+        val = load_records(val_data_path, on_bad_record=on_bad_record)
+        info["validation"] = {"path": str(Path(val_data_path).resolve()), "sha256": file_sha256(val_data_path), "records": len(val.records)}
+        logger.info("%s: %d records; validation: %s, %d records", data_path, len(records), val_data_path, len(val.records))
+        return info, records, val.records
+    if val_set_size >= len(records):
+        raise ValueError(f"val_set_size ({val_set_size}) must be smaller than the {len(records)} records of {data_path}")
+    order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(len(records))
+    logger.info("%s: %d records (%d held out for validation)", data_path, len(records), val_set_size)
+    return info, [records[i] for i in order[val_set_size:]], [records[i] for i in order[:val_set_size]]
+
+
+def load_tokenizer_for(base_model: str, trust_remote_code: bool, dry_run: bool):
+    """The base's tokenizer; in a dry run a folder with only config.json gives None (lengths are estimated)."""
+    try:
+        return modeling.load_tokenizer(base_model, trust_remote_code)
+    except (OSError, ValueError, TypeError) as err:
+        if not dry_run:
+            raise
+        logger.info("no tokenizer beside %s (%s): token counts are estimated from the text", base_model, type(err).__name__)
+        return None
+
+
+def tokenize_train_val(tokenizer, prompter, train_records, val_records, cutoff_len, train_on_inputs):
+    train_examples, dropped = tokenize_records(tokenizer, prompter, train_records, cutoff_len, train_on_inputs)
+    val_examples, val_dropped = tokenize_records(tokenizer, prompter, val_records, cutoff_len, train_on_inputs)
+    if dropped or val_dropped:
+        logger.warning("%d train / %d validation records left out: their prompt alone fills cutoff_len=%d", dropped, val_dropped, cutoff_len)
+    lengths = [len(e["input_ids"]) for e in train_examples]
+    answers = [sum(1 for label in e["labels"] if label != IGNORE_INDEX) for e in train_examples]
+    stops = set(stop_token_ids(tokenizer))  # eos, or a chat template's end of turn
+    n_truncated = sum(1 for e in train_examples if e["input_ids"][-1] not in stops)
+    logger.info(
+        "train: %d examples, %d tokens (%d in answers), longest %d, %d cut at cutoff_len=%d; validation: %d examples",
+        len(train_examples), sum(lengths), sum(answers), max(lengths), n_truncated, cutoff_len, len(val_examples),
+    )  # fmt: skip
+    return train_examples, val_examples, lengths, answers, n_truncated, dropped + val_dropped
+
+
+def estimate_lengths(prompter, records, base_model: str, cutoff_len: int) -> tuple[list[int], list[int]]:
+    """Token and answer lengths without a tokenizer (dry run of a config-only folder)."""
+    if getattr(prompter, "is_chat", False):
+        raise ValueError(f"the chat template needs the model's tokenizer: put its tokenizer files beside {base_model}/config.json")
+    vocab = memory.load_config(base_model).get_text_config().vocab_size
+    prompts = prompts_for(prompter, None, records)
+    lengths, answers = [], []
+    for prompt, record in zip(prompts, records):
+        n_prompt, n_answer = memory.estimate_tokens(prompt, vocab), memory.estimate_tokens(record["output"], vocab) + 1
+        lengths.append(min(cutoff_len, n_prompt + n_answer))
+        answers.append(max(0, min(cutoff_len, n_prompt + n_answer) - n_prompt))
+    return lengths, answers
+
+
+def plan_memory(
+    base_model, trust_remote_code, lora_targets, lora_r, lora_dropout, load_8bit, load_4bit, precision, lengths, answers,
+    batch_size, world_size, micro_batch_size, gradient_checkpointing, gpu_memory, collator, packing, seed, estimated=False,
+) -> dict:  # fmt: skip
+    """The memory plan (utils/memory.py) of this run: model shape from config.json, the epoch's largest
+    micro-batch for each candidate size, the device's budget."""
+    if load_8bit and load_4bit:
+        raise ValueError("choose one of --load_8bit and --load_4bit")
+    if micro_batch_size != "auto" and (int(micro_batch_size) < 1 or batch_size % (int(micro_batch_size) * world_size)):
+        raise ValueError(
+            f"batch_size ({batch_size}) must be a multiple of micro_batch_size ({micro_batch_size}) x processes ({world_size}); "
+            "or leave --micro_batch_size auto"
+        )
+    if str(gradient_checkpointing).lower() in ("true", "false"):
+        gradient_checkpointing = str(gradient_checkpointing).lower() == "true"
+    config = memory.load_config(base_model, trust_remote_code)
+    shape = memory.model_shape(config, lora_targets, lora_r, trust_remote_code)
+    sharded = parameters_sharded(None)
+    setup = memory.TrainingSetup("8bit" if load_8bit else "4bit" if load_4bit else "16bit", precision, lora_dropout, world_size, bool(sharded))
+    budget, source = memory.memory_budget(gpu_memory)
+
+    def tokens_for(m: int) -> tuple[int, int]:
+        figures = batching.epoch_figures(lengths, answers, batch_size, m, collator, world_size, packing, seed)
+        return figures["largest_micro_batch_positions"], figures["largest_micro_batch_logit_tokens"]
+
+    micro = micro_batch_size if micro_batch_size == "auto" else int(micro_batch_size)
+    plan = memory.plan_micro_batch(shape, setup, batch_size // world_size, tokens_for, budget, source, micro, gradient_checkpointing)
+    epoch = batching.epoch_figures(lengths, answers, batch_size, plan.micro_batch_size, collator, world_size, packing, seed)
+    result = {
+        **plan.summary(), "epoch": epoch, "model": {k: v for k, v in vars(shape).items() if k != "lora_input_widths"},
+        "quantization": setup.quantization, "precision": precision, "world_size": world_size, "sharded": sharded,
+        "examples": len(lengths), "tokens_estimated": estimated,
+    }  # fmt: skip
+    logger.info(
+        "memory plan: micro-batch %d (up to %d tokens), checkpointing %s, est. peak %.1f GiB of %.1f GiB (%s): %s",
+        plan.micro_batch_size, plan.tokens_per_micro_batch, "on" if plan.gradient_checkpointing else "off",
+        plan.peak_gib, plan.budget / memory.GiB, source, plan.reason,
+    )  # fmt: skip
+    if not plan.fits:
+        message = f"memory plan: {plan.reason}; try --load_4bit, a smaller --cutoff_len or more GPUs"
+        if torch.cuda.is_available():
+            raise ValueError(message)
+        logger.warning(message)
+    return result
+
+
+def print_plan(plan: dict) -> None:
+    """The dry run's output: a table, then the plan as one JSON object on the last line."""
+    m, gib = plan["model"], memory.GiB
+    parts = plan["parts_gib"]
+    rows = [
+        ("architecture", f"{m['model_type']}: {m['layers']} layers, hidden {m['hidden']}, MLP {m['intermediate']}, "
+                         f"heads {m['heads']}/{m['kv_heads']} kv, vocab {m['vocab']}"),
+        ("parameters", f"{m['params'] / 1e9:.2f} B base; LoRA r={m['lora_r']} on {','.join(m['lora_targets'])}: {m['lora_params'] / 1e6:.1f} M"),
+        ("quantization / precision", f"{plan['quantization']} weights, {plan['precision']} compute"),
+        ("micro-batch", f"{plan['micro_batch_size']} examples, up to {plan['tokens_per_micro_batch']} tokens "
+                        f"({plan['logit_tokens_per_micro_batch']} projected); accumulation {plan['gradient_accumulation_steps']}"),
+        ("gradient checkpointing", f"{'on' if plan['gradient_checkpointing'] else 'off'} ({plan['reason']})"),
+        ("activations per token", f"{plan['activation_bytes_per_token'] / 2**20:.2f} MiB"),
+        *[(f"  {name}", f"{parts[name]:.2f} GiB") for name in ("weights", "lora_and_optimizer", "activations", "logits", "runtime")],
+        ("token counts", "estimated from the text (no tokenizer in the folder)" if plan["tokens_estimated"] else "from the tokenizer"),
+        ("estimated peak per GPU", f"{plan['peak_gib']:.2f} GiB of {plan['budget'] / gib:.1f} GiB ({plan['budget_source']}): "
+                                   f"{'fits' if plan['fits'] else 'DOES NOT FIT'}"),
+    ]  # fmt: skip
+    print(memory.format_plan(rows))
+    print(memory.plan_json_line(plan))
 
 
 if __name__ == "__main__":

@@ -1,24 +1,32 @@
-"""Padding-free batches for training: a length-aware sampler and a packing collator.
+"""Padding-free batches for training: balanced step sampling, a packing collator, out-of-memory retry.
 
 What is learned does not change, only how the work is laid out:
 
-* :class:`StepSampler` shuffles the examples each epoch exactly like random sampling, cuts the order
-  into optimizer steps of ``batch_size`` examples, and sorts each step's examples by length before
-  they are split into micro-batches. An optimizer step therefore sees the same examples as with a
-  shuffled padded loader; only their grouping into micro-batches differs. With HF Trainer's
-  token-weighted loss (``num_items_in_batch``: the loss of every micro-batch is a sum over answer
-  tokens divided by the answer tokens of the whole step) the step's gradient does not depend on that
-  grouping, so it equals the padded one up to float rounding.
+* Each optimizer step holds ``batch_size`` examples of a seeded shuffle (the seed's sampling). With
+  packing, transformers' ``BatchRebalanceSampler`` sorts a step's examples by length and cuts them
+  into ``processes x accumulation`` micro-batches of near-equal cost, dealt so that every process
+  gets the same load at every accumulation step (no rank waits for the one holding the longest
+  examples at each all-reduce). With HF Trainer's token-weighted loss (``num_items_in_batch``: the
+  loss of every micro-batch is a sum over answer tokens divided by the answer tokens of the whole
+  step) the step's gradient does not depend on that grouping, so it equals the padded one up to
+  float rounding.
 * :class:`PackingCollator` packs the examples of a micro-batch into rows of at most ``pack_len``
   tokens (first-fit decreasing) with no padding between them. ``position_ids`` restart at 0 for
   every example; transformers' mask builder (``masking_utils.find_packed_sequence_indices``) turns
-  the restarts into a block-diagonal causal mask, so no token attends to another example (tested in
-  tests/test_packing.py). Rows are kept short (``pack_len`` = cutoff_len by default) because a packed
-  row's attention costs the square of its length even though most of it is masked.
+  the restarts into a block-diagonal causal mask for SDPA/eager, so no token attends to another
+  example (tested in tests/test_packing.py). Rows are kept short (``pack_len`` = cutoff_len by
+  default) because a packed row's attention costs the square of its length even though most of
+  it is masked. With ``flatten`` (flash attention) the micro-batch is ONE row with the
+  ``cu_seq_lens_*`` / ``max_length_*`` kwargs, which is what makes transformers' flash path run
+  variable-length attention; several rows without a mask would give each row a plain causal kernel
+  and let examples see each other.
 * Targets are shifted inside each example (the last token of one example never predicts the first
   of the next) and handed over as ``shift_labels``; with ``label_logits_only`` the model projects
   only the positions that have a target onto the vocabulary (``logits_to_keep`` as a boolean mask),
   which skips the language-model head and the softmax on prompt tokens.
+* On CUDA out-of-memory in a training step, :func:`trainer_class`'s trainer restores the step's
+  gradients, splits the micro-batch into halves (twice the accumulation, the same examples and
+  the same token-weighted gradient) and redoes it; later micro-batches stay split.
 
 ``seed_collator`` is the seed's collator (``DataCollatorForSeq2Seq``, padded to the longest,
 ``pad_to_multiple_of=8``), behind ``finetune.py --packing False``.
@@ -39,34 +47,32 @@ logger = logging.getLogger(__name__)
 # sampler
 
 
-class StepSampler(torch.utils.data.Sampler):
-    """Random order per epoch; within every optimizer step of ``batch_size`` examples, longest first.
+class SeededShuffle(torch.utils.data.Sampler):
+    """The seed's order: a fresh shuffle every epoch from ``seed + epoch`` (the same permutation
+    transformers' ``BatchRebalanceSampler`` cuts into steps, so both see the same examples per step)."""
 
-    ``batch_size`` is the number of examples per optimizer step over all processes, so under
-    torchrun each process's micro-batches still come from the same steps as without sorting.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 42, sort: bool = True):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.sort = sort  # False: plain shuffled order (the seed's sampling, reproducible)
-        self.epoch = 0
+    def __init__(self, n: int, seed: int = 42):
+        self.n, self.seed, self.epoch = n, seed, 0
 
     def set_epoch(self, epoch: int) -> None:  # called by HF Trainer at the start of every epoch
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return self.n
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        for start in range(0, len(order), self.batch_size):
-            step = order[start : start + self.batch_size]
-            yield from sorted(step, key=lambda i: -self.lengths[i]) if self.sort else step
+        yield from torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+
+
+def balanced_sampler(lengths: list[int], batch_size: int, world_size: int, accumulation: int, rank: int = 0, seed: int = 42):
+    """transformers' ``BatchRebalanceSampler``: ``batch_size`` examples per step, cut into
+    ``world_size x accumulation`` micro-batches of near-equal cost; yields this rank's micro-batches."""
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+    return BatchRebalanceSampler(
+        lengths=list(lengths), effective_batch_size=batch_size, dp_size=world_size, grad_accum=accumulation,
+        rank=rank, seed=seed, drop_last=False,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,15 +115,18 @@ class PackingCollator:
     pack_len: int = 256  # row capacity in tokens (0 = the whole micro-batch in one row)
     label_logits_only: bool = True  # vocabulary projection only where there is a target
     pad_to_multiple_of: int = 8
+    flatten: bool = False  # flash attention: one row, no padding, cu_seq_lens/max_length kwargs (varlen kernel)
     # running totals, for logging the padding fraction
     stats: dict = field(default_factory=lambda: {"tokens": 0, "positions": 0, "targets": 0, "rows": 0})
 
     def __call__(self, features: list[dict]) -> dict:
         lengths = [len(f["input_ids"]) for f in features]
-        capacity = self.pack_len if self.pack_len > 0 else sum(lengths)
-        rows = pack_rows(lengths, capacity)
-        width = max(sum(lengths[i] for i in row) for row in rows)
-        width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        if self.flatten:
+            rows, width = [sorted(range(len(lengths)), key=lambda i: -lengths[i])], sum(lengths)
+        else:
+            rows = pack_rows(lengths, self.pack_len if self.pack_len > 0 else sum(lengths))
+            width = max(sum(lengths[i] for i in row) for row in rows)
+            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -142,6 +151,10 @@ class PackingCollator:
         # use_cache=False: with a KV cache object transformers skips the packed-sequence check and
         # builds a plain causal mask, which would let each example attend to the ones before it.
         batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "use_cache": False}
+        if self.flatten:  # what DataCollatorWithFlattening(return_flash_attn_kwargs=True) hands flash attention
+            bounds = torch.tensor([0] + [lengths[i] for i in rows[0]], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+            batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = bounds
+            batch["max_length_q"] = batch["max_length_k"] = max(lengths)
         keep = targets != IGNORE_INDEX
         self.stats["targets"] += int(keep.sum())
         if self.label_logits_only:
@@ -154,47 +167,151 @@ class PackingCollator:
     def padding_fraction(self) -> float:
         return 1 - self.stats["tokens"] / self.stats["positions"] if self.stats["positions"] else 0.0
 
+    def positions_of(self, lengths: list[int]) -> int:
+        """Positions (tokens + padding) of the batch these example lengths make, without building it."""
+        if self.flatten:
+            return sum(lengths)
+        rows = pack_rows(lengths, self.pack_len if self.pack_len > 0 else sum(lengths))
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        return len(rows) * math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+
+
+def examples_of(batch: dict, pad_token_id: int) -> list[dict]:
+    """The {input_ids, labels} features a packed batch was built from (padding segments left out):
+    collating them again gives the same per-example inputs and targets."""
+    features = []
+    for ids, labels, positions in zip(batch["input_ids"], batch["labels"], batch["position_ids"]):
+        starts = (positions == 0).nonzero().flatten().tolist() + [len(positions)]
+        for start, end in zip(starts, starts[1:]):
+            is_padding = end == len(positions) and bool((ids[start:end] == pad_token_id).all()) and bool((labels[start:end] == IGNORE_INDEX).all())
+            if not is_padding:
+                features.append({"input_ids": ids[start:end].tolist(), "labels": labels[start:end].tolist()})
+    return features
+
+
+def split_batch(batch: dict, parts: int, collator) -> list[dict]:
+    """The micro-batch ``batch`` as ``parts`` smaller ones holding the same examples (packed: re-collated
+    example by example; padded: rows). Raises ValueError when it has fewer examples than ``parts``."""
+    if parts == 1:
+        return [batch]
+    if isinstance(collator, PackingCollator):
+        features = examples_of(batch, collator.pad_token_id)
+        if len(features) < parts:
+            raise ValueError(f"cannot split a micro-batch of {len(features)} examples into {parts}")
+        fresh = PackingCollator(collator.pad_token_id, collator.pack_len, collator.label_logits_only, collator.pad_to_multiple_of, collator.flatten)
+        bounds = [round(k * len(features) / parts) for k in range(parts + 1)]
+        return [fresh(features[a:b]) for a, b in zip(bounds, bounds[1:])]
+    rows = len(batch["input_ids"])
+    if rows < parts:
+        raise ValueError(f"cannot split a micro-batch of {rows} examples into {parts}")
+    bounds = [round(k * rows / parts) for k in range(parts + 1)]
+    return [{k: v[a:b] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in batch.items()} for a, b in zip(bounds, bounds[1:])]
+
 
 # ----------------------------------------------------------------------------------------------
-# trainer hook and start-up figures
+# the epoch's micro-batches, without building them (start-up figures and the memory plan)
 
 
-def padding_plan(
-    lengths: list[int], batch_size: int, micro_batch_size: int, packing: bool, pack_len: int, seed: int = 42
-) -> dict:
-    """Tokens and padded positions of one epoch's training micro-batches, without building them.
-
-    With packing it replays :class:`StepSampler` and :func:`pack_rows` exactly; without, it pads
-    micro-batches of a seeded shuffle to their longest example (multiple of 8), as the seed did.
-    """
+def micro_batches(
+    lengths: list[int], batch_size: int, micro_batch_size: int, world_size: int = 1, packing: bool = True, seed: int = 42
+) -> list[list[int]]:
+    """Every process's micro-batches of the first epoch (indices), as training will form them."""
+    per_rank = batch_size // world_size
+    accumulation = max(1, per_rank // micro_batch_size)
     if packing:
-        order = list(StepSampler(lengths, batch_size, seed))
-    else:
-        order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
-    positions = 0
-    for start in range(0, len(order), micro_batch_size):
-        chunk = [lengths[i] for i in order[start : start + micro_batch_size]]
+        return [mb for rank in range(world_size) for mb in balanced_sampler(lengths, batch_size, world_size, accumulation, rank, seed)]
+    order = list(SeededShuffle(len(lengths), seed))
+    return [order[s : s + micro_batch_size] for s in range(0, len(order), micro_batch_size)]
+
+
+def epoch_figures(
+    lengths: list[int], answer_lengths: list[int], batch_size: int, micro_batch_size: int, collator_like,
+    world_size: int = 1, packing: bool = True, seed: int = 42,
+) -> dict:  # fmt: skip
+    """Tokens, positions and padding of one epoch, and its largest micro-batch in positions and in
+    projected (answer) tokens: what the memory plan sizes activations and logits by."""
+    tokens = positions = largest = largest_logits = 0
+    for mb in micro_batches(lengths, batch_size, micro_batch_size, world_size, packing, seed):
+        chunk = [lengths[i] for i in mb]
         if packing:
-            rows = pack_rows(chunk, pack_len if pack_len > 0 else sum(chunk))
-            width = max(sum(chunk[i] for i in row) for row in rows)
-            positions += len(rows) * math.ceil(width / 8) * 8
+            pos = collator_like.positions_of(chunk)
+            logits = sum(answer_lengths[i] for i in mb) if collator_like.label_logits_only else pos
         else:
-            positions += len(chunk) * math.ceil(max(chunk) / 8) * 8
-    tokens = sum(lengths)
-    return {"tokens": tokens, "positions": positions, "padding_fraction": 1 - tokens / positions if positions else 0.0}
+            pos = logits = len(chunk) * math.ceil(max(chunk) / 8) * 8
+        tokens, positions = tokens + sum(chunk), positions + pos
+        if pos > largest:
+            largest, largest_logits = pos, logits
+    return {
+        "tokens": tokens,
+        "positions": positions,
+        "padding_fraction": 1 - tokens / positions if positions else 0.0,
+        "largest_micro_batch_positions": largest,
+        "largest_micro_batch_logit_tokens": largest_logits,
+    }
 
 
-def step_sorted_trainer_class(sort: bool = True):
-    """``transformers.Trainer`` whose training order comes from :class:`StepSampler`."""
+# ----------------------------------------------------------------------------------------------
+# the trainer
+
+
+def trainer_class(balanced: bool = True):
+    """``transformers.Trainer`` whose training order is the balanced sampler (packing) or the seed's
+    shuffle, and which survives a CUDA out-of-memory in a training step (single process)."""
     import transformers
 
-    class StepSortedTrainer(transformers.Trainer):
+    class PackedTrainer(transformers.Trainer):
+        oom_splits = 1  # every micro-batch is cut into this many; doubled at each out-of-memory
+        oom_events: list = []
+
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
-            examples_per_step = (
-                self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
-            )
-            lengths = [len(ids) for ids in dataset["input_ids"]]
-            return StepSampler(lengths, examples_per_step, self.args.data_seed or self.args.seed, sort=sort)
+            seed = self.args.data_seed or self.args.seed
+            if not balanced:
+                return SeededShuffle(len(dataset), seed)
+            return balanced_sampler(
+                [len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
+                self.args.world_size, self.args.gradient_accumulation_steps, self.args.process_index, seed,
+            )  # fmt: skip
 
-    return StepSortedTrainer
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            while True:
+                if self.args.world_size > 1 or num_items_in_batch is None:
+                    return self._steps(model, inputs, num_items_in_batch)  # no retry: ranks must agree on the split
+                saved = [None if p.grad is None else p.grad.clone() for p in trainable]
+                try:
+                    return self._steps(model, inputs, num_items_in_batch)
+                except torch.OutOfMemoryError:
+                    pass  # leave the except block first, so the failed step's tensors can be freed
+                for param, grad in zip(trainable, saved):
+                    param.grad = grad
+                del saved
+                self._after_oom(inputs)
+
+        def _steps(self, model, inputs, num_items_in_batch):
+            pieces = split_batch(inputs, self.oom_splits, self.data_collator)
+            return sum(super(PackedTrainer, self).training_step(model, piece, num_items_in_batch) for piece in pieces)
+
+        def _after_oom(self, inputs) -> None:
+            import gc
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            examples = len(examples_of(inputs, self.data_collator.pad_token_id)) if isinstance(self.data_collator, PackingCollator) else len(inputs["input_ids"])
+            if examples < 2 * self.oom_splits:
+                raise torch.OutOfMemoryError(
+                    f"out of memory with micro-batches of {max(1, examples // self.oom_splits)} example(s): the model does not fit; "
+                    "try --load_4bit, --gradient_checkpointing True or a smaller --cutoff_len"
+                )
+            self.oom_splits *= 2
+            event = {"step": self.state.global_step, "splits": self.oom_splits, "examples_per_micro_batch": math.ceil(examples / self.oom_splits)}
+            self.oom_events.append(event)
+            logger.warning(
+                "out of memory at step %d: micro-batches are now cut in %d (about %d examples each, %dx the accumulation); "
+                "the step is redone with the same examples and the same gradient. Next time pass --micro_batch_size %d",
+                self.state.global_step + 1, self.oom_splits, event["examples_per_micro_batch"], self.oom_splits,
+                event["examples_per_micro_batch"],
+            )  # fmt: skip
+
+    return PackedTrainer

@@ -10,6 +10,7 @@
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -17,6 +18,24 @@ from transformers import TrainerCallback
 logger = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_FILE = Path(__file__).resolve().parent.parent / "data" / "infer.json"
+
+
+def parameters_sharded(args=None) -> str | None:
+    """Why the base's parameters are sharded over the processes (FSDP, DeepSpeed ZeRO-3), or None.
+
+    Read from ``accelerate launch``'s environment and from the TrainingArguments. With sharded
+    parameters a forward pass needs every rank, so sample answers generated on rank 0 alone would
+    wait forever for the others."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or (args is not None and args.fsdp):
+        return "FSDP shards the parameters over the processes (a forward pass on rank 0 alone would hang)"
+    zero_stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "")
+    if args is not None and args.deepspeed:
+        config = args.deepspeed if isinstance(args.deepspeed, dict) else json.loads(Path(args.deepspeed).read_text())
+        zero_stage = str(config.get("zero_optimization", {}).get("stage", zero_stage))
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or (args is not None and args.deepspeed):
+        if zero_stage == "3":
+            return "DeepSpeed ZeRO-3 shards the parameters over the processes (a forward pass on rank 0 alone would hang)"
+    return None
 
 
 def sample_questions(n: int, path: str | Path = DEFAULT_SAMPLE_FILE) -> list[str]:

@@ -46,29 +46,51 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def cuda_supports_bf16() -> bool:
+    """bf16 with tensor cores needs compute capability 8.0 (Ampere) or newer. On a V100 or T4
+    ``torch.cuda.is_bf16_supported()`` is True through emulation, which is slow: fp16 there."""
+    return torch.cuda.get_device_capability()[0] >= 8
+
+
 def resolve_precision(precision: str = "auto", training: bool = False) -> str:
-    """``auto`` -> bf16 on bf16-capable GPUs, fp16 on older GPUs; on CPU fp32, except for training on a
-    CPU with native bf16 (measured 4.1x the seed recipe's tokens/s there vs 2.4-3.1x in fp32, held-out
-    loss equal to 3e-5, bench/RESULTS.md). Inference stays fp32 on CPU, where batched and one-at-a-time
-    greedy answers must agree token for token. fp16 is never chosen on CPU (it overflows)."""
+    """``auto`` -> bf16 on GPUs of compute capability >= 8.0, fp16 on older GPUs; on CPU fp32, except
+    for training on a CPU with native bf16 (measured 4.1x the seed recipe's tokens/s there vs 2.4-3.1x
+    in fp32, held-out loss equal to 3e-5, bench/RESULTS.md). Inference stays fp32 on CPU, where batched
+    and one-at-a-time greedy answers must agree token for token. fp16 is never chosen on CPU (it overflows)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         if not torch.cuda.is_available() and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
             logger.warning("precision %s requested on a CPU without native support: slow or unstable", precision)
+        elif torch.cuda.is_available() and precision == "bf16" and not cuda_supports_bf16():
+            logger.warning("precision bf16 on a GPU of compute capability < 8.0 is emulated (slow); fp16 is native there")
         return precision
     if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cuda_supports_bf16() else "fp16"
     return "bf16" if training and cpu_has_native_bf16() else "fp32"
 
 
 def device_map_for(world_size: int, local_rank: int):
-    """Where the base model's weights go: one GPU per process under torchrun, else spread/auto."""
+    """Where the base model's weights go: the process's own GPU (one per process under torchrun;
+    the current one otherwise), never spread over several GPUs (one busy at a time) or offloaded."""
     if not torch.cuda.is_available():
         return {"": "cpu"}
-    if world_size > 1:
-        return {"": local_rank}
-    return "auto"
+    return {"": local_rank if world_size > 1 else torch.cuda.current_device()}
+
+
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
+
+
+def resolve_attention(attn_implementation: str) -> str:
+    """Check the attention implementation can run here; flash_attention_2 needs the flash-attn package."""
+    if attn_implementation not in ATTENTION:
+        raise ValueError(f"--attn_implementation must be one of {', '.join(ATTENTION)}, got {attn_implementation!r}")
+    if attn_implementation == "flash_attention_2":
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available():
+            raise ValueError("--attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU (pip install flash-attn); or use sdpa")
+    return attn_implementation
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,6 +177,7 @@ def load_model(
     precision: str = "auto",
     device_map=None,
     trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
 ):
     """Load a causal LM (quantized if asked) in the resolved precision."""
     from transformers import AutoModelForCausalLM
@@ -169,8 +192,46 @@ def load_model(
         quantization_config=quantization_config(load_8bit, load_4bit, dtype),
         device_map=device_map,
         trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
     )
     return model
+
+
+def prepare_for_training(model, gradient_checkpointing: bool):
+    """Freeze the base and turn on non-reentrant gradient checkpointing if asked.
+
+    Used for 16-bit and 8-/4-bit bases alike, instead of peft's ``prepare_model_for_kbit_training``:
+    that upcasts every non-quantized weight (embeddings, norms, output head) to fp32 (+0.5 GB on
+    LLaMA-7B, +2.1 GB on Llama-3-8B), which also makes bitsandbytes cast fp32 inputs back at every
+    8-bit matmul, and it leaves checkpointing off unless told. Here only the LoRA weights are fp32
+    (peft creates them so: the optimizer and fp16's loss scaler need fp32 master weights); frozen
+    norms stay in the compute dtype, and LLaMA/Qwen norms compute in fp32 inside anyway.
+    Non-reentrant checkpointing needs no ``enable_input_require_grads`` hook."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def packing_problem(model, attn_implementation: str, pack_len: int) -> str | None:
+    """Why packed examples could attend to each other with this model and attention, or None.
+
+    transformers' own model classes turn restarting position ids into a block-diagonal mask (SDPA,
+    eager) or into variable-length flash attention when the micro-batch is one flattened row with
+    cu_seq_lens; model code shipped with a checkpoint may do neither."""
+    module = type(model).__module__
+    if not module.startswith("transformers.models."):
+        return (
+            f"{type(model).__name__} ({module}) is not one of transformers' own model classes, so nothing guarantees that "
+            "packed examples cannot attend to each other; use --packing False"
+        )
+    if attn_implementation.startswith("flash") and pack_len > 0:
+        return (
+            f"--pack_len {pack_len} with {attn_implementation}: several packed rows without a mask would run plain causal "
+            "flash attention over each row, across example boundaries; flash packs one flattened row per micro-batch (--pack_len 0)"
+        )
+    return None
 
 
 # model_type -> LoRA target modules for --lora_target_modules auto (the seed's q_proj,v_proj for

@@ -287,7 +287,7 @@ def load_tokenizer_for(base_model: str, trust_remote_code: bool, dry_run: bool):
     """The base's tokenizer; in a dry run a folder with only config.json gives None (lengths are estimated)."""
     try:
         return modeling.load_tokenizer(base_model, trust_remote_code)
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, ValueError, TypeError) as err:  # FileNotFoundError is an OSError
         if not dry_run:
             raise
         logger.info("no tokenizer beside %s (%s): token counts are estimated from the text", base_model, type(err).__name__)
@@ -363,10 +363,10 @@ def plan_memory(
         plan.peak_gib, plan.budget / memory.GiB, source, plan.reason,
     )  # fmt: skip
     if not plan.fits:
-        message = f"memory plan: {plan.reason}; try --load_4bit, a smaller --cutoff_len or more GPUs"
-        if torch.cuda.is_available():
+        message = f"memory plan: {plan.reason}; try --load_4bit, a smaller --cutoff_len, --micro_batch_size auto or more GPUs"
+        if torch.cuda.is_available() and world_size > 1:  # processes cannot retry out-of-memory steps on their own
             raise ValueError(message)
-        logger.warning(message)
+        logger.warning("%s (a step that runs out of memory is redone in smaller pieces)", message)
     return result
 
 

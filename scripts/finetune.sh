@@ -12,7 +12,7 @@ exp_tag="${EXP_TAG:-e1}"
   --data_path "${DATA_PATH:-$ROOT/data/llama_data.json}" \
   --output_dir "${OUTPUT_DIR:-./lora-llama-med-$exp_tag}" \
   --prompt_template_name "${PROMPT_TEMPLATE:-med_template}" \
-  --micro_batch_size "${MICRO_BATCH_SIZE:-128}" \
+  --micro_batch_size "${MICRO_BATCH_SIZE:-auto}" \
   --batch_size "${BATCH_SIZE:-128}" \
   --num_epochs "${NUM_EPOCHS:-10}" \
   --learning_rate "${LEARNING_RATE:-3e-4}" \

@@ -75,3 +75,26 @@ def test_accelerate_configs_load(path):
         assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_save_16bit_model"] is True
     if path.stem == "fsdp":
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT" and config.fsdp_config["fsdp_use_orig_params"]
+
+
+@pytest.mark.slow
+def test_torchrun_with_default_batch_flags_trains_one_adapter(tiny_base, train_file, tmp_path):
+    """The README's command with no batch flags: batch_size 128 over 2 processes, micro-batch auto (64)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "ddp"
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), "finetune.py", "--base_model", tiny_base, "--data_path", str(train_file),
+         "--output_dir", str(out), "--val_set_size", "16", "--cutoff_len", "64", "--max_steps", "2", "--save_steps", "2",
+         "--wandb_project="],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=900,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es) x micro batch 64 x 1 accumulation steps = 128 examples per step" in two.stderr
+    resolved = json.loads((out / "run_config.json").read_text())["resolved"]
+    assert resolved["world_size"] == 2 and resolved["memory_plan"]["micro_batch_size"] == 64
+    assert checkpointing.adapter_problem(out) is None
+    assert [p.name for p in sorted(out.glob("adapter_model.*"))] == ["adapter_model.safetensors"]
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), str(out))

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from utils.batching import PackingCollator, StepSampler, pack_rows, seed_collator
+from utils.batching import PackingCollator, SeededShuffle, balanced_sampler, micro_batches, pack_rows, seed_collator, split_batch
 from utils.data import IGNORE_INDEX, tokenize_records
 from utils.prompter import Prompter
 
@@ -47,11 +47,13 @@ def padded_step(model, tokenizer, examples):
 
 
 def packed_step(model, tokenizer, examples, micro, pack_len, label_logits_only):
-    """The same examples regrouped by StepSampler into packed micro-batches, token-weighted as HF Trainer does."""
+    """The same examples regrouped by the balanced sampler into packed micro-batches, token-weighted as HF Trainer does."""
     model.zero_grad()
-    order = list(StepSampler([len(e["input_ids"]) for e in examples], batch_size=len(examples), seed=3))
+    lengths = [len(e["input_ids"]) for e in examples]
+    groups = list(balanced_sampler(lengths, len(examples), world_size=1, accumulation=max(1, len(examples) // micro), seed=3))
+    assert sorted(i for g in groups for i in g) == list(range(len(examples)))
     collator = PackingCollator(tokenizer.pad_token_id, pack_len=pack_len, label_logits_only=label_logits_only)
-    batches = [collator([examples[i] for i in order[s : s + micro]]) for s in range(0, len(order), micro)]
+    batches = [collator([examples[i] for i in group]) for group in groups]
     num_items = sum(int(b["shift_labels"].ne(IGNORE_INDEX).sum()) for b in batches)
     total = 0.0
     for batch in batches:
@@ -116,14 +118,65 @@ def test_pack_rows_respects_capacity():
     assert len(rows) == 4  # first-fit decreasing: [120] [90, 10] [60, 40] [50, 30]
 
 
-def test_step_sampler_keeps_each_steps_examples():
-    lengths = [(i * 37) % 101 for i in range(50)]
-    sampler = StepSampler(lengths, batch_size=16, seed=7)
-    order = list(sampler)
-    reference = torch.randperm(50, generator=torch.Generator().manual_seed(7)).tolist()
-    assert sorted(order) == list(range(50))
-    for s in range(0, 50, 16):
-        assert set(order[s : s + 16]) == set(reference[s : s + 16])  # same examples per optimizer step
-        assert [lengths[i] for i in order[s : s + 16]] == sorted((lengths[i] for i in order[s : s + 16]), reverse=True)
-    sampler.set_epoch(1)
-    assert list(sampler) != order  # a new shuffle every epoch
+def test_balanced_steps_hold_the_seeded_shuffles_examples():
+    """Every optimizer step holds the examples a seeded shuffle puts there, whatever the processes."""
+    lengths = [(i * 37) % 101 + 5 for i in range(64)]
+    reference = list(SeededShuffle(64, seed=7))
+    for world_size, micro in [(1, 16), (2, 8), (4, 4)]:
+        mbs = micro_batches(lengths, batch_size=16, micro_batch_size=micro, world_size=world_size, seed=7)
+        accumulation = 16 // world_size // micro
+        per_rank = len(mbs) // world_size
+        for step in range(4):
+            held = {i for rank in range(world_size) for mb in mbs[rank * per_rank + step * accumulation : rank * per_rank + (step + 1) * accumulation] for i in mb}
+            assert held == set(reference[step * 16 : (step + 1) * 16])
+    shuffle = SeededShuffle(64, seed=7)
+    shuffle.set_epoch(1)
+    assert list(shuffle) != reference  # a new shuffle every epoch
+
+
+def test_ranks_get_equal_token_loads():
+    """4 processes: each step's tokens are spread evenly, not longest-first to rank 0."""
+    lengths = [20 + (i * 53) % 230 for i in range(512)]
+    mbs = micro_batches(lengths, batch_size=128, micro_batch_size=8, world_size=4, seed=1)
+    per_rank = len(mbs) // 4
+    for step in range(4):
+        loads = [sum(lengths[i] for mb in mbs[r * per_rank + step * 4 : r * per_rank + step * 4 + 4] for i in mb) for r in range(4)]
+        assert max(loads) / min(loads) < 1.1, loads
+        # what dealing sorted micro-batches round-robin gave: rank 0 always the longest
+        step_order = sorted(list(SeededShuffle(512, seed=1))[step * 128 : (step + 1) * 128], key=lambda i: -lengths[i])
+        dealt = [sum(lengths[i] for k in range(r, 16, 4) for i in step_order[k * 8 : k * 8 + 8]) for r in range(4)]
+        assert max(dealt) / min(dealt) > max(loads) / min(loads)
+
+
+def test_split_batch_regroups_the_same_examples(lora_model, tokenizer, examples):
+    """Halving a packed micro-batch (the out-of-memory retry) keeps its examples and its summed loss."""
+    for flatten in (False, True):
+        collator = PackingCollator(tokenizer.pad_token_id, pack_len=0 if flatten else 96, flatten=flatten)
+        whole = collator(examples[:12])
+        pieces = split_batch(whole, 4, collator)
+        assert sum(int(p["shift_labels"].numel()) for p in pieces) == int(whole["shift_labels"].numel())
+        n = torch.tensor(int(whole["shift_labels"].numel()))
+        with torch.no_grad():
+            total = lora_model(**whole, num_items_in_batch=n).loss
+            parts = sum(lora_model(**p, num_items_in_batch=n).loss for p in pieces)
+        assert abs(total.item() - parts.item()) < 1e-5
+    with pytest.raises(ValueError, match="cannot split"):
+        split_batch(collator(examples[:2]), 4, collator)
+
+
+def test_flattened_batch_carries_flash_kwargs_and_sdpa_matches_padded(lora_model, tokenizer, examples):
+    """flash_attention_2's varlen path needs ONE row plus cu_seq_lens / max_length; on CPU, SDPA on
+    the same flattened row (block-diagonal mask from the position ids) gives the padded batch's loss."""
+    collator = PackingCollator(tokenizer.pad_token_id, pack_len=0, flatten=True)
+    batch = collator(examples[:10])
+    lengths = sorted((len(e["input_ids"]) for e in examples[:10]), reverse=True)
+    assert batch["input_ids"].shape == (1, sum(lengths))  # one row, no padding
+    assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    assert batch["cu_seq_lens_k"] is batch["cu_seq_lens_q"] and batch["max_length_q"] == batch["max_length_k"] == max(lengths)
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert starts == batch["cu_seq_lens_q"][:-1].tolist()  # position ids restart exactly at the boundaries
+    expected, _ = padded_step(lora_model, tokenizer, examples[:10])
+    n = torch.tensor(int(batch["shift_labels"].numel()))
+    with torch.no_grad():
+        loss = lora_model(**batch, num_items_in_batch=n).loss
+    assert abs(loss.item() - expected) < 1e-4, (loss.item(), expected)

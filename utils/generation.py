@@ -94,18 +94,40 @@ def generate_answers(
     batch_size: int = 8,
     progress: bool = True,
 ) -> list[str]:
-    """Answers for all ``prompts`` in batches of ``batch_size``, in the order given."""
+    """Answers for all ``prompts`` in batches of at most ``batch_size``, in the order given.
+
+    On a GPU the batch is first capped by the KV cache it needs (``memory.generation_batch_size``:
+    beams x (longest prompt + new tokens) per question), and a batch that still runs out of memory
+    is halved and redone (greedy and beam answers do not depend on the batch)."""
     from tqdm.auto import tqdm
+
+    from utils.memory import generation_batch_size
 
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # similar lengths share a batch
+    if prompts:
+        batch_size = generation_batch_size(model, batch_size, generation_config.num_beams or 1, max(lengths) + generation_config.max_new_tokens)
     answers: list[str | None] = [None] * len(prompts)
+    start = 0
     with tqdm(total=len(prompts), desc="generating", unit="answer", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
+        while start < len(order):
             chunk = order[start : start + batch_size]
-            for i, answer in zip(chunk, generate_batch(model, tokenizer, [prompts[i] for i in chunk], generation_config)):
+            try:
+                batch_answers = generate_batch(model, tokenizer, [prompts[i] for i in chunk], generation_config)
+            except torch.OutOfMemoryError:
+                batch_answers = None  # handled outside the except block, so the failed batch's tensors are freed
+            if batch_answers is None:
+                if batch_size == 1:
+                    raise torch.OutOfMemoryError("out of memory generating one answer: lower --max_new_tokens or --num_beams")
+                batch_size //= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                logger.warning("out of memory: generating %d answers at a time from now on", batch_size)
+                continue
+            for i, answer in zip(chunk, batch_answers):
                 answers[i] = answer
             bar.update(len(chunk))
+            start += len(chunk)
     return answers
 
 

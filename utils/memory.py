@@ -357,7 +357,7 @@ JSON_KEYS = (
 
 def plan_json_line(plan: dict) -> str:
     """The machine-readable last line of ``finetune.py --dry_run``."""
-    return json.dumps({key: plan[key] for key in JSON_KEYS if key in plan} | {"model_type": plan["model"]["model_type"]}, ensure_ascii=False)
+    return json.dumps({key: plan[key] for key in JSON_KEYS if key in plan} | {"model_type": plan["model"]["model_type"], "params": plan["model"]["params"]}, ensure_ascii=False)
 
 
 def estimate_tokens(text: str, vocab_size: int) -> int:

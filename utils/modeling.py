@@ -145,9 +145,16 @@ def resolve_pad_token(tokenizer) -> None:
     logger.info("tokenizer has no pad token: padding with %r (id %d)", tokenizer.pad_token, tokenizer.pad_token_id)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "spiece.model", "vocab.txt")
+
+
 def load_tokenizer(base_model: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    folder = Path(base_model)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        # AutoTokenizer would otherwise build an empty tokenizer for some model types
+        raise FileNotFoundError(f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
     tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code)
     resolve_pad_token(tokenizer)
     return tokenizer

@@ -30,6 +30,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -396,6 +397,8 @@ def main(
     context = getattr(AutoConfig.from_pretrained(str(merged)), "max_position_embeddings", None)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1")  # nothing to fetch
     logger.info("starting the engine: %s", shlex.join(cmd))
+    # uvicorn re-raises the SIGTERM it stopped on: make it an exit that runs the `finally` below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     backend = subprocess.Popen(cmd, cwd=merged.parent, env=env)
     try:
         wait_until_healthy(f"http://127.0.0.1:{backend_port}/health", backend, startup_timeout)

@@ -247,8 +247,8 @@ def client(server, **kwargs):
     return OpenAI(base_url=server["url"], api_key=kwargs.pop("api_key", API_KEY), max_retries=0, timeout=kwargs.pop("timeout", 120))
 
 
-def ask(server, messages, **kwargs) -> str:
-    reply = client(server).chat.completions.create(model=server["model"], messages=messages, temperature=0, max_tokens=MAX_TOKENS, **kwargs)
+def ask(server, messages, max_tokens: int = MAX_TOKENS) -> str:
+    reply = client(server).chat.completions.create(model=server["model"], messages=messages, temperature=0, max_tokens=max_tokens)
     return reply.choices[0].message.content
 
 

@@ -25,6 +25,7 @@ Generation itself is the engine's, unchanged.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -300,20 +301,17 @@ def check_can_listen(host: str, port: int) -> None:
 
 
 def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    import urllib.request
+    import httpx
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ValueError(f"the engine exited with status {proc.returncode} while loading (its log is above)")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
+    while proc.poll() is None:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise ValueError(f"the engine did not answer {url} within {timeout:.0f} s (raise --startup_timeout for big models)")
         time.sleep(0.5)
-    raise ValueError(f"the engine did not answer {url} within {timeout:.0f} s (raise --startup_timeout for big models)")
+    raise ValueError(f"the engine exited with status {proc.returncode} while loading (its log is above)")
 
 
 def run_front(app, host: str, port: int, backend: subprocess.Popen, banner: str) -> None:
@@ -406,12 +404,10 @@ def main(
         banner = f"serving {merged.name} (OpenAI API) at {url}\n  base URL: {url}\n  model:    {merged.name}"
         run_front(app, host, port, backend, banner)
     finally:
-        if backend.poll() is None:
-            backend.terminate()
-            try:
-                backend.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                backend.kill()
+        backend.terminate()  # the engine never outlives its front
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            backend.wait(timeout=30)
+        backend.kill()  # a no-op once it has exited
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from utils.chat import stop_token_ids
 from utils.chat_template import chat_template_for
 from utils.prompter import DEFAULT_TEMPLATE
 from utils.runinfo import file_sha256, run_config, write_json
+from utils.tiny_base import DEFAULT_DIR as TINY_BASE_DIR
 
 logger = logging.getLogger("export_hf_checkpoint")
 
@@ -62,6 +63,7 @@ def trained_with(lora_weights: str) -> dict:
 
 
 def _same_base(a: str, b: str) -> bool:
+    a, b = (name or str(TINY_BASE_DIR) for name in (a, b))  # "" = the embedded tiny base
     return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
 

@@ -218,15 +218,11 @@ def build_front(backend_url: str, model_name: str, tokenizer, context: int | Non
 
     def check_room(body: dict, prompt_tokens: int, limit_field: str) -> None:
         """The answer must fit in the context after the prompt; no max_tokens = all the room there is."""
-        if context is None:
-            return
-        room = context - prompt_tokens
+        room = context - prompt_tokens if context else generation.LIMITS["max_new_tokens"][1]  # context unknown: our own limit
         asked = body.get(limit_field) or body.get("max_tokens")
         if room < 1 or (asked is not None and asked > room):
-            raise ApiError(
-                400, f"this model's context is {context} tokens and the prompt takes {prompt_tokens}: "
-                f"{limit_field} can be at most {max(room, 0)}, got {asked}", param=limit_field,
-            )  # fmt: skip
+            why = f"this model's context is {context} tokens and the prompt takes {prompt_tokens}" if context else "answer length limit"
+            raise ApiError(400, f"{why}: {limit_field} can be at most {max(room, 0)}, got {asked}", param=limit_field)
         if asked is None:
             body["max_tokens"] = min(room, generation.LIMITS["max_new_tokens"][1])
 
@@ -393,6 +389,7 @@ def main(
 
     tokenizer = AutoTokenizer.from_pretrained(str(merged))
     context = getattr(AutoConfig.from_pretrained(str(merged)), "max_position_embeddings", None)
+    context = context or (tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else None)  # else: unknown
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1")  # nothing to fetch
     logger.info("starting the engine: %s", shlex.join(cmd))
     # uvicorn re-raises the SIGTERM it stopped on: make it an exit that runs the `finally` below

@@ -130,15 +130,30 @@ def test_a_tokenizer_that_adds_no_bos_gets_none_in_the_template(tmp_path):
         Prompter("bloom_deploy").generate_prompt(QUESTIONS[0]))["input_ids"]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def adapter(tiny_base, train_file, tmp_path_factory):
+    """An adapter trained for 3 steps at a low rate: its greedy answers still differ from question to
+    question (the shared ``trained_adapter``, 6 steps at 3e-3, answers every question with the same
+    repeated token, against which an equality check could not fail)."""
+    import finetune
+
+    out = tmp_path_factory.mktemp("serve") / "lora-med"
+    finetune.train(
+        base_model="", data_path=str(train_file), output_dir=str(out), val_set_size=0, micro_batch_size=16,
+        batch_size=16, max_steps=3, learning_rate=1e-3, save_steps=3, logging_steps=1, wandb_project="", sample_questions=0,
+    )  # fmt: skip
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # fast: command lines (vLLM is not run here: its command is checked as built)
 
 
-def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_base, trained_adapter, tmp_path, capsys):
+def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_base, adapter, tmp_path, capsys):
     import shutil
 
-    adapter = tmp_path / "lora-med"
-    shutil.copytree(trained_adapter, adapter)
+    trained, adapter = adapter, tmp_path / "lora-med"  # a copy: serving/ is written beside the adapter
+    shutil.copytree(trained, adapter)
     serve_api.main(engine="vllm", lora_weights=str(adapter), port=8123, api_key="k", dry_run=True)
     out = capsys.readouterr().out
     command = next(line for line in out.splitlines() if line.startswith("command:")).split()[1:]
@@ -163,8 +178,8 @@ def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_bas
     assert tokenizer.eos_token_id in GenerationConfig.from_pretrained(serving).eos_token_id
 
 
-def test_serve_sh_builds_both_engines_commands_from_the_environment(trained_adapter, tmp_path):
-    env = dict(os.environ, LORA_WEIGHTS=str(trained_adapter), DRY_RUN="True", PORT="8124", HOST="127.0.0.1")
+def test_serve_sh_builds_both_engines_commands_from_the_environment(adapter, tmp_path):
+    env = dict(os.environ, LORA_WEIGHTS=str(adapter), DRY_RUN="True", PORT="8124", HOST="127.0.0.1")
     vllm = subprocess.run(["bash", "scripts/serve.sh"], cwd=REPO_ROOT, env=dict(env, ENGINE="vllm"), capture_output=True, text=True, timeout=120)
     assert vllm.returncode == 0, vllm.stderr[-2000:]
     assert re.search(r"^command:  vllm serve .* --lora-modules \S+=\S+ .*--port 8124", vllm.stdout, re.M)
@@ -187,21 +202,6 @@ def test_serve_sh_builds_both_engines_commands_from_the_environment(trained_adap
 
 # ----------------------------------------------------------------------------------------------
 # slow: a real server on loopback (started once for the module)
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_base, train_file, tmp_path_factory):
-    """An adapter trained for 3 steps at a low rate: its greedy answers still differ from question to
-    question (the shared ``trained_adapter``, 6 steps at 3e-3, answers every question with the same
-    repeated token, against which an equality check could not fail)."""
-    import finetune
-
-    out = tmp_path_factory.mktemp("serve") / "lora-med"
-    finetune.train(
-        base_model="", data_path=str(train_file), output_dir=str(out), val_set_size=0, micro_batch_size=16,
-        batch_size=16, max_steps=3, learning_rate=1e-3, save_steps=3, logging_steps=1, wandb_project="", sample_questions=0,
-    )  # fmt: skip
-    return out
 
 
 def free_port() -> int:

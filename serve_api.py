@@ -57,11 +57,11 @@ FORWARD_TIMEOUT = 600.0  # seconds one answer may take before the front gives up
 # engine command lines
 
 
-def transformers_command(model: str, port: int, device: str = "auto", extra: str = "") -> list[str]:
+def transformers_command(model: str, port: int, device: str = "auto", dtype: str = "auto", extra: str = "") -> list[str]:
     """``transformers serve`` pinned to the merged folder ``model`` (a name relative to its cwd), on loopback."""
     exe = shutil.which("transformers", path=str(Path(sys.executable).parent))  # the CLI of this Python's transformers
     return [*([exe] if exe else [sys.executable, "-m", "transformers.cli.transformers"]), "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", device,
-            "--dtype", "auto", "--log-level", "warning", *shlex.split(extra)]  # fmt: skip
+            "--dtype", dtype, "--log-level", "warning", *shlex.split(extra)]  # fmt: skip
 
 
 def vllm_command(
@@ -348,6 +348,7 @@ def main(
     port: int = 8000,  # TCP port of the OpenAI API
     api_key: str = "",  # clients must send Authorization: Bearer KEY ("" = no key)
     device: str = "auto",  # transformers: auto | cpu | cuda:0 ...
+    precision: str = "auto",  # transformers: auto | bf16 | fp16 | fp32, as in infer.py (auto: fp32 on CPU, bf16/fp16 on GPU)
     engine_args: str = "",  # extra arguments for the engine's command line, e.g. "--continuous-batching"
     startup_timeout: int = 900,  # seconds the engine may take to load the model
     dry_run: bool = False,  # print what would be run and exit
@@ -360,24 +361,40 @@ def main(
     if host not in LOOPBACK and not api_key:
         logger.warning("listening on %s without --api_key: anyone who reaches this machine can use the model", host)
     settings = export_hf_checkpoint.resolve_settings(base_model, lora_weights, prompt_template, system_prompt)
-    lora = settings["lora_weights"]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
 
+    common = dict(host=host, port=port, url=url, api_key=api_key, engine_args=engine_args, dry_run=dry_run,
+                  trust_remote_code=trust_remote_code)  # fmt: skip
     if engine == "vllm":
-        base, serving_dir, rank = write_vllm_files(settings, trust_remote_code)
-        name = Path(lora).resolve().name
-        cmd = vllm_command(base, str(Path(lora).resolve()), name, serving_dir, host, port, rank, api_key, trust_remote_code, engine_args)
-        print(f"base URL: {url}\nmodel:    {name}\ncommand:  {shlex.join(cmd)}", flush=True)
-        if dry_run:
-            return
-        if shutil.which("vllm") is None:
-            raise FileNotFoundError("vLLM is not installed (pip install vllm, on a machine with a GPU); or use --engine transformers")
-        check_can_listen(host, port)
-        os.execvp(cmd[0], cmd)  # vLLM owns the console and the signals from here
+        serve_vllm(settings, **common)
+    else:
+        serve_transformers(settings, merged_dir=merged_dir, device=device, precision=precision, startup_timeout=startup_timeout, **common)
 
+
+def serve_vllm(settings: dict, *, host, port, url, api_key, engine_args, dry_run, trust_remote_code) -> None:
+    """``vllm serve`` base + adapter (this process becomes vLLM)."""
+    lora = settings["lora_weights"]
+    base, serving_dir, rank = write_vllm_files(settings, trust_remote_code)
+    name = Path(lora).resolve().name
+    cmd = vllm_command(base, str(Path(lora).resolve()), name, serving_dir, host, port, rank, api_key, trust_remote_code, engine_args)
+    print(f"base URL: {url}\nmodel:    {name}\ncommand:  {shlex.join(cmd)}", flush=True)
+    if dry_run:
+        return
+    if shutil.which("vllm") is None:
+        raise FileNotFoundError("vLLM is not installed (pip install vllm, on a machine with a GPU); or use --engine transformers")
+    check_can_listen(host, port)
+    os.execvp(cmd[0], cmd)  # vLLM owns the console and the signals from here
+
+
+def serve_transformers(
+    settings: dict, *, merged_dir, device, precision, startup_timeout, host, port, url, api_key, engine_args, dry_run, trust_remote_code
+) -> None:
+    """Export when needed, start ``transformers serve`` on a private loopback port, serve the front until stopped."""
+    lora = settings["lora_weights"]
     merged = Path(merged_dir or f"{str(lora).rstrip('/')}-merged").resolve()
     backend_port = free_port()
-    cmd = transformers_command(merged.name, backend_port, device, engine_args)
+    dtype = str(modeling.DTYPES[modeling.resolve_precision(precision)]).removeprefix("torch.")  # as infer.py computes
+    cmd = transformers_command(merged.name, backend_port, device, dtype, engine_args)
     if dry_run:
         print(f"base URL: {url}\nmodel:    {merged.name}\nexport:   {lora} -> {merged} (when missing or stale)\n"
               f"command:  (cd {shlex.quote(str(merged.parent))} && {shlex.join(cmd)})  behind the front on {host}:{port}")  # fmt: skip

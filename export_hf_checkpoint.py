@@ -62,7 +62,7 @@ def trained_with(lora_weights: str) -> dict:
         raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
 
 
-def _same_base(a: str, b: str) -> bool:
+def same_base(a: str, b: str) -> bool:
     a, b = (name or str(TINY_BASE_DIR) for name in (a, b))  # "" = the embedded tiny base
     return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
@@ -92,7 +92,7 @@ def resolve_settings(base_model: str, lora_weights: str, prompt_template: str, s
     for name, value in chosen.items():
         if not value:
             chosen[name] = trained[name]
-        elif recorded and name in trained and not (_same_base if name == "base_model" else str.__eq__)(value, trained[name]):
+        elif recorded and name in trained and not (same_base if name == "base_model" else str.__eq__)(value, trained[name]):
             logger.warning("%s: the adapter was trained with %r (run_config.json), using %r as asked", name, trained[name], value)
     chosen["prompt_template"] = chosen["prompt_template"] or DEFAULT_TEMPLATE
     return {**chosen, "lora_weights": lora_weights, "trained_with": flags}

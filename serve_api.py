@@ -3,8 +3,8 @@
 Two engines do the serving; this script prepares what they need and starts them:
 
 * ``transformers`` (default): ``transformers serve`` on the merged checkpoint, exported first when
-  it is missing or older than the adapter (export_hf_checkpoint.py writes the training prompt into
-  its chat template). It listens on a private loopback port behind a thin front on HOST:PORT.
+  it is missing or was merged from another adapter, base or prompt (export_hf_checkpoint.py writes
+  the training prompt into its chat template). It listens on a private loopback port behind a thin front on HOST:PORT.
 * ``vllm`` (GPU): ``vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER`` with the same chat
   template and stop ids written beside the adapter (``ADAPTER/serving/``); vLLM is optional.
 
@@ -60,8 +60,9 @@ FORWARD_TIMEOUT = 600.0  # seconds one answer may take before the front gives up
 def transformers_command(model: str, port: int, device: str = "auto", dtype: str = "auto", extra: str = "") -> list[str]:
     """``transformers serve`` pinned to the merged folder ``model`` (a name relative to its cwd), on loopback."""
     exe = shutil.which("transformers", path=str(Path(sys.executable).parent))  # the CLI of this Python's transformers
-    return [*([exe] if exe else [sys.executable, "-m", "transformers.cli.transformers"]), "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", device,
-            "--dtype", dtype, "--log-level", "warning", *shlex.split(extra)]  # fmt: skip
+    cli = [exe] if exe else [sys.executable, "-m", "transformers.cli.transformers"]
+    return [*cli, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", device, "--dtype", dtype,
+            "--log-level", "warning", *shlex.split(extra)]  # fmt: skip
 
 
 def vllm_command(
@@ -96,7 +97,7 @@ def ensure_merged(settings: dict, merged_dir: Path, trust_remote_code: bool) -> 
         resolved, adapter = recorded.get("resolved", {}), recorded.get("adapter", {})
         have = {"adapter": adapter.get("path"), "weights_sha256": adapter.get("weights_sha256"),
                 "prompt_template": resolved.get("prompt_template"), "system_prompt": resolved.get("system_prompt")}  # fmt: skip
-        if have == want and export_hf_checkpoint._same_base(resolved.get("base_model", ""), base):
+        if have == want and export_hf_checkpoint.same_base(resolved.get("base_model", ""), base):
             logger.info("%s is up to date with %s: serving it", merged_dir, lora)
             return
         logger.info("%s was merged from another adapter, base or prompt: exporting again", merged_dir)

@@ -50,13 +50,15 @@ def test_chat_template_asks_and_trains_as_the_prompter_does(tokenizer, name):
         asked = template_ids(tokenizer, template, [{"role": "user", "content": question}])
         assert asked == tokenizer(prompter.generate_prompt(instruction))["input_ids"]  # what infer.py feeds the model
         record = {"instruction": instruction, "input": "", "output": "多喝水，低盐饮食。"}
-        trained = template_ids(tokenizer, template, [{"role": "user", "content": question}, {"role": "assistant", "content": record["output"]}], False)
+        conversation = [{"role": "user", "content": question}, {"role": "assistant", "content": record["output"]}]
+        trained = template_ids(tokenizer, template, conversation, generation_prompt=False)
         assert [trained] == [e["input_ids"] for e in tokenize_records(tokenizer, prompter, [record], cutoff_len=512)[0]]
 
 
 def literature_records() -> list[dict]:
     """Multi-turn literature records: the seed's liver-cancer dialogues when present, and one of ours."""
-    ours = {"instruction": " <user>: 肝癌能治好吗？ <bot>: 早期肝癌可以手术切除。 <user>: 免疫疗法适合我吗？", "output": "需要医生评估。", "input": ""}
+    ours = {"instruction": " <user>: 肝癌能治好吗？ <bot>: 早期肝癌可以手术切除。 <user>: 免疫疗法适合我吗？", "input": "",
+            "output": "需要医生评估。"}
     try:
         seed = json.loads(seed_file("liver_cancer.json").read_text(encoding="utf-8"))
     except pytest.skip.Exception:
@@ -174,7 +176,8 @@ def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_bas
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
     template = (serving / "chat_template.jinja").read_text(encoding="utf-8")
-    assert template_ids(tokenizer, template, [{"role": "user", "content": QUESTIONS[0]}]) == tokenizer(Prompter().generate_prompt(QUESTIONS[0]))["input_ids"]
+    expected = tokenizer(Prompter().generate_prompt(QUESTIONS[0]))["input_ids"]
+    assert template_ids(tokenizer, template, [{"role": "user", "content": QUESTIONS[0]}]) == expected
     assert tokenizer.eos_token_id in GenerationConfig.from_pretrained(serving).eos_token_id
 
 
@@ -198,6 +201,34 @@ def test_serve_sh_builds_both_engines_commands_from_the_environment(adapter, tmp
         assert default.returncode == 0 and "model:    lora-llama-med-quickstart-merged" in default.stdout
     else:
         assert default.returncode == 2 and "scripts/quickstart.sh" in default.stderr and "Traceback" not in default.stderr
+
+
+def test_the_merged_checkpoint_is_exported_again_only_when_the_adapter_changed(adapter, tmp_path, caplog):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    import export_hf_checkpoint
+
+    lora = tmp_path / "lora"
+    shutil.copytree(adapter, lora)
+    merged = tmp_path / "merged"
+    settings = export_hf_checkpoint.resolve_settings("", str(lora), "", "")
+    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    first = (merged / "model.safetensors").stat().st_mtime_ns
+    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    assert (merged / "model.safetensors").stat().st_mtime_ns == first and "up to date" in caplog.text
+
+    weights = load_file(lora / "adapter_model.safetensors")  # the adapter is trained further
+    save_file({k: v * 2 if "lora_B" in k else v for k, v in weights.items()}, lora / "adapter_model.safetensors")
+    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    assert (merged / "model.safetensors").stat().st_mtime_ns != first and "exporting again" in caplog.text
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="did not write"):
+        serve_api.ensure_merged(settings, foreign, trust_remote_code=False)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -130,7 +130,9 @@ def check_chat_template(tokenizer, template: str, template_name: str, system_pro
                 folded = past or template_name in ALWAYS_FOLDED
                 instruction = fold([(u, a.strip()) for u, a in past], question.strip()) if folded else question
                 expected = tokenizer(prompter.generate_prompt(instruction))["input_ids"]
-            got = tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            got = tokenizer.apply_chat_template(
+                messages, chat_template=template, add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
             if list(got) != list(expected):
                 raise ValueError(
                     f"{len(past) + 1}-turn question {question!r}: the template gives {tokenizer.convert_ids_to_tokens(list(got))[:8]}..., "

@@ -1,14 +1,25 @@
-"""Merge a LoRA adapter into its base model and save a plain Hugging Face checkpoint.
+"""Merge a LoRA adapter into its base model and save a plain Hugging Face checkpoint that knows its prompt.
 
 The result loads with ``AutoModelForCausalLM.from_pretrained`` alone (no peft): safetensors shards,
-the tokenizer, the generation config, and ``run_config.json`` saying what was merged.
+the tokenizer with a chat template that renders the adapter's training prompt (med_template,
+literature_template with its folded history, alpaca, ... or the base's own template for ``chat``
+adapters; also saved as ``chat_template.jinja``), a generation config that stops at the end of a
+turn, and ``run_config.json`` saying what was merged. So ``transformers serve`` / vLLM ask the tuned
+model exactly as infer.py does (scripts/serve.sh).
 
     # the adapter trained by finetune.py on the embedded tiny LLaMA
     python export_hf_checkpoint.py --lora_weights ./lora-llama-med --output_dir ./llama-med-merged
 
-    # a 7B base, written in bf16 in 2 GB shards
-    python export_hf_checkpoint.py --base_model meta-llama/Llama-2-7b-hf --lora_weights ./lora-llama-med \\
-        --output_dir ./llama-med-merged --precision bf16 --max_shard_size 2GB
+    # as the seed did: base and adapter from the environment (flags win over them)
+    BASE_MODEL=meta-llama/Llama-2-7b-hf LORA_WEIGHTS=./lora-llama-med python export_hf_checkpoint.py
+
+    # fp32 weights in 2 GB shards instead of the base's own dtype
+    python export_hf_checkpoint.py --lora_weights ./lora-llama-med --precision fp32 --max_shard_size 2GB
+
+Base model, prompt template and system prompt default to what the adapter's ``run_config.json``
+records (finetune.py writes it); a flag that disagrees with it is used, with a warning. The weights
+keep the base's dtype (its config.json ``dtype`` / ``torch_dtype``): a 7B fp16 base gives a 13 GB
+checkpoint, not a 27 GB fp32 one.
 
 Adapters trained on an 8-bit/4-bit base (``--load_8bit``/``--load_4bit`` in finetune.py) are merged
 into a 16/32-bit copy of the same base: quantized weights cannot hold the sum exactly, so the merge
@@ -17,46 +28,124 @@ never happens inside them. A base checkpoint that is itself saved quantized is d
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from utils import modeling
+from utils.chat import stop_token_ids
+from utils.chat_template import chat_template_for
+from utils.prompter import DEFAULT_TEMPLATE
 from utils.runinfo import file_sha256, run_config, write_json
+from utils.tiny_base import DEFAULT_DIR as TINY_BASE_DIR
 
 logger = logging.getLogger("export_hf_checkpoint")
 
+DEFAULT_LORA = "./lora-llama-med"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # what transformers saves and vLLM's --chat-template reads
+DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # config.json dtype -> --precision
+
+
+# ----------------------------------------------------------------------------------------------
+# what to merge: flags, then the environment (as the seed's export), then the adapter's run_config.json
+
+
+def trained_with(lora_weights: str) -> dict:
+    """The adapter's run_config.json (flags and resolved settings of its training), {} when absent."""
+    path = Path(lora_weights) / "run_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+
+
+def same_base(a: str, b: str) -> bool:
+    a, b = (name or str(TINY_BASE_DIR) for name in (a, b))  # "" = the embedded tiny base
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+
+def resolve_settings(base_model: str, lora_weights: str, prompt_template: str, system_prompt: str) -> dict:
+    """Base model, adapter, template and system prompt to use. A flag wins over $BASE_MODEL /
+    $LORA_WEIGHTS, which win over the adapter's run_config.json; one that disagrees with the
+    run_config is kept, with a warning (the prompt must be the one the adapter was trained with)."""
+    lora_weights = lora_weights or os.environ.get("LORA_WEIGHTS", "") or DEFAULT_LORA
+    if not Path(lora_weights).is_dir():
+        raise FileNotFoundError(f"LoRA adapter folder {lora_weights} not found (pass --lora_weights DIR or set LORA_WEIGHTS)")
+    recorded = trained_with(lora_weights)
+    flags, resolved = recorded.get("flags", {}), recorded.get("resolved", {})
+    trained = {
+        # "" in the flags = the embedded tiny base, which resolves here as it did there
+        "base_model": resolved.get("base_model", "") if flags.get("base_model") else "",
+        "prompt_template": flags.get("prompt_template_name", ""),
+        "system_prompt": flags.get("system_prompt", ""),
+    }
+    chosen = {
+        "base_model": base_model or os.environ.get("BASE_MODEL", ""),
+        "prompt_template": prompt_template,
+        "system_prompt": system_prompt,
+    }
+    if not recorded:
+        logger.warning("%s has no run_config.json: cannot check that the base and prompt are the ones it was trained with", lora_weights)
+    for name, value in chosen.items():
+        if not value:
+            chosen[name] = trained[name]
+        elif recorded and name in trained and not (same_base if name == "base_model" else str.__eq__)(value, trained[name]):
+            logger.warning("%s: the adapter was trained with %r (run_config.json), using %r as asked", name, trained[name], value)
+    chosen["prompt_template"] = chosen["prompt_template"] or DEFAULT_TEMPLATE
+    return {**chosen, "lora_weights": lora_weights, "trained_with": flags}
+
+
+def base_precision(config) -> str:
+    """fp32 / bf16 / fp16: the dtype a base checkpoint is saved in (config.json ``dtype``/``torch_dtype``)."""
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = str(dtype).removeprefix("torch.") if dtype is not None else ""
+    if name not in DTYPE_NAMES:
+        logger.warning("the base's config.json names no float dtype (%r): writing fp32", name or None)
+        return "fp32"
+    return DTYPE_NAMES[name]
+
+
+# ----------------------------------------------------------------------------------------------
+
 
 def main(
-    base_model: str = "",  # HF model folder or hub id the adapter was trained on; "" = the embedded tiny LLaMA
-    lora_weights: str = "./lora-llama-med",  # adapter folder written by finetune.py (or an old peft one)
+    base_model: str = "",  # HF model folder or hub id; "" = $BASE_MODEL, else the adapter's run_config.json, else the tiny LLaMA
+    lora_weights: str = "",  # adapter folder written by finetune.py (or an old peft one); "" = $LORA_WEIGHTS, else ./lora-llama-med
     output_dir: str = "./llama-med-merged",  # where the merged checkpoint goes (must not hold another model)
     max_shard_size: str = "5GB",  # largest safetensors shard, e.g. 2GB or 500MB
-    precision: str = "fp32",  # fp32 | bf16 | fp16: dtype of the merged weights
+    precision: str = "auto",  # auto (the base's own dtype, from its config.json) | fp32 | bf16 | fp16
+    prompt_template: str = "",  # the prompt the chat template renders; "" = the adapter's run_config.json, else med_template
+    system_prompt: str = "",  # chat adapters only: default system message; "" = the adapter's run_config.json
     trust_remote_code: bool = False,  # run model code shipped with the checkpoint (only if you trust it)
     overwrite: bool = False,  # replace an existing checkpoint in output_dir
 ):
     flags = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if precision not in modeling.DTYPES:
-        raise ValueError(f"precision must be one of {', '.join(modeling.DTYPES)} (the merged weights' dtype), got {precision!r}")
+    if precision != "auto" and precision not in modeling.DTYPES:
+        raise ValueError(f"precision must be auto or one of {', '.join(modeling.DTYPES)} (the merged weights' dtype), got {precision!r}")
     out = Path(output_dir)
     if (out / "config.json").exists() and not overwrite:
         raise ValueError(f"{out} already holds a model (config.json); pass --overwrite to replace it")
-    if not Path(lora_weights).is_dir():
-        raise FileNotFoundError(f"LoRA adapter folder {lora_weights} not found (pass --lora_weights DIR)")
+    settings = resolve_settings(base_model, lora_weights, prompt_template, system_prompt)
+    lora_weights, trained_on = settings["lora_weights"], settings["trained_with"]
 
     # ------------------------------------------------------------------------------------------
     # base in 16/32 bit, never quantized: the merge adds B@A into these weights
     from transformers import AutoConfig
 
-    base_model = modeling.resolve_base_model(base_model)
+    base_model = modeling.resolve_base_model(settings["base_model"])
     tokenizer = modeling.load_tokenizer(base_model, trust_remote_code)
     config = AutoConfig.from_pretrained(base_model, trust_remote_code=trust_remote_code)
+    if precision == "auto":
+        precision = base_precision(config)
+        logger.info("writing the merged weights in %s, the base's dtype (--precision to choose another)", precision)
+    # the prompt first: a template that cannot render the training prompt stops us before the merge
+    tokenizer.chat_template = chat_template_for(tokenizer, settings["prompt_template"], settings["system_prompt"])
     pre_quantized = getattr(config, "quantization_config", None) is not None
     adapter_config = json.loads((Path(lora_weights) / "adapter_config.json").read_text(encoding="utf-8"))
-    trained_on = json.loads((Path(lora_weights) / "run_config.json").read_text()).get("flags", {}) if (
-        Path(lora_weights) / "run_config.json").is_file() else {}  # fmt: skip
     if trained_on.get("load_8bit") or trained_on.get("load_4bit"):
         logger.warning(
             "the adapter was trained on a %s base: merging it into a %s copy of the base instead "
@@ -83,6 +172,9 @@ def main(
     precision_name = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
     for param in merged.parameters():
         param.requires_grad_(False)
+    # stop where training put the end of an answer: eos, and a chat template's end-of-turn token
+    modeling.sync_special_tokens(merged, tokenizer)
+    merged.generation_config.eos_token_id = stop_token_ids(tokenizer, merged.generation_config.eos_token_id)
 
     # ------------------------------------------------------------------------------------------
     # save into a temporary sibling, then move into place: a kill never leaves half a checkpoint
@@ -91,12 +183,15 @@ def main(
     try:
         merged.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(str(tmp))
+        (tmp / CHAT_TEMPLATE_FILE).write_text(tokenizer.chat_template, encoding="utf-8")
         merged.generation_config.save_pretrained(str(tmp))
         write_json(
             tmp / "run_config.json",
             run_config(
                 flags,
-                resolved={"base_model": base_model, "dtype": precision_name, "base_pre_quantized": pre_quantized},
+                resolved={"base_model": base_model, "dtype": precision_name, "base_pre_quantized": pre_quantized,
+                          "prompt_template": settings["prompt_template"], "system_prompt": settings["system_prompt"],
+                          "stop_token_ids": merged.generation_config.eos_token_id},
                 adapter={"path": str(Path(lora_weights).resolve()), "config": adapter_config, "trained_with": trained_on,
                          "weights_sha256": file_sha256(modeling.adapter_weights_file(lora_weights))},
             ),
@@ -108,7 +203,7 @@ def main(
         if tmp.exists():
             shutil.rmtree(tmp)
     shards = sorted(p.name for p in out.glob("*.safetensors"))
-    logger.info("merged checkpoint written to %s (%d shard(s), %s)", out, len(shards), precision_name)
+    logger.info("merged checkpoint written to %s (%d shard(s), %s, prompt %s)", out, len(shards), precision_name, settings["prompt_template"])
     return str(out)
 
 

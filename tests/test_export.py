@@ -80,3 +80,82 @@ def test_export_refuses_to_overwrite_and_reports_bad_flags_in_one_line(tiny_base
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "already holds a model" in result.stderr and "--overwrite" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# defaults: the base's dtype, $BASE_MODEL / $LORA_WEIGHTS, the adapter's run_config.json
+
+
+def test_weights_keep_the_base_dtype_unless_asked(random_adapter, tiny_base, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    base = tmp_path / "bf16-base"  # the tiny base saved in bf16, as 7B bases are saved in fp16/bf16
+    AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.bfloat16).save_pretrained(base)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (base / name).write_bytes((export_hf_checkpoint.Path(tiny_base) / name).read_bytes())
+    assert json.loads((base / "config.json").read_text())["dtype"] == "bfloat16"
+
+    default = export_hf_checkpoint.main(base_model=str(base), lora_weights=str(random_adapter), output_dir=str(tmp_path / "a"))
+    fp32 = export_hf_checkpoint.main(base_model=str(base), lora_weights=str(random_adapter), output_dir=str(tmp_path / "b"), precision="fp32")
+    assert {p.dtype for p in AutoModelForCausalLM.from_pretrained(default, dtype="auto").parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in AutoModelForCausalLM.from_pretrained(fp32, dtype="auto").parameters()} == {torch.float32}
+    size = lambda folder: sum(p.stat().st_size for p in export_hf_checkpoint.Path(folder).glob("*.safetensors"))  # noqa: E731
+    assert size(default) < 0.55 * size(fp32)
+
+
+def adapter_trained_with(random_adapter, folder, **flags):
+    """A copy of ``random_adapter`` whose run_config.json says it was trained with ``flags``."""
+    import shutil
+
+    shutil.copytree(random_adapter, folder)
+    (folder / "run_config.json").write_text(json.dumps({"flags": flags, "resolved": {"base_model": flags.get("base_model", "")}}))
+    return folder
+
+
+def test_environment_and_run_config_defaults_flags_win(tiny_base, random_adapter, tmp_path):
+    from transformers import AutoTokenizer
+
+    from utils.prompter import Prompter
+
+    adapter = adapter_trained_with(random_adapter, tmp_path / "lora-lit", base_model=tiny_base, prompt_template_name="literature_template")
+    env = dict(export_hf_checkpoint.os.environ, BASE_MODEL=tiny_base, LORA_WEIGHTS=str(adapter))
+    script = [sys.executable, "export_hf_checkpoint.py", "--output_dir"]
+    result = subprocess.run(script + [str(tmp_path / "env")], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((tmp_path / "env" / "run_config.json").read_text())
+    assert written["resolved"]["base_model"] == tiny_base and written["adapter"]["path"] == str(adapter.resolve())
+    assert written["resolved"]["prompt_template"] == "literature_template"  # from the adapter's run_config.json
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "env")
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "肝癌能治好吗？"}], tokenize=False, add_generation_prompt=True)
+    assert rendered.endswith(Prompter("literature_template").generate_prompt(" <user>: 肝癌能治好吗？"))
+    assert (tmp_path / "env" / "chat_template.jinja").read_text(encoding="utf-8") == tokenizer.chat_template
+
+    # a flag wins over the environment, and a template other than the trained one is used with a warning
+    env["LORA_WEIGHTS"] = str(tmp_path / "no-such-adapter")
+    flagged = script + [str(tmp_path / "flag"), "--lora_weights", str(adapter), "--prompt_template", "med_template"]
+    result = subprocess.run(flagged, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trained with 'literature_template'" in result.stderr and "using 'med_template'" in result.stderr
+    assert json.loads((tmp_path / "flag" / "run_config.json").read_text())["resolved"]["prompt_template"] == "med_template"
+
+    env.pop("LORA_WEIGHTS")
+    result = subprocess.run(script + [str(tmp_path / "none"), "--lora_weights", str(tmp_path / "missing")], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "missing not found" in result.stderr
+
+
+def test_chat_adapter_export_stops_at_end_of_turn_and_keeps_its_system_prompt(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from tiny_archs import build, end_of_turn_id
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    base = build("qwen2", tmp_path / "qwen2")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.save_pretrained(tmp_path / "lora")
+    adapter = tmp_path / "lora"
+    (adapter / "run_config.json").write_text(json.dumps({"flags": {"base_model": base, "prompt_template_name": "chat", "system_prompt": "你是一名医生。"},
+                                                         "resolved": {"base_model": base}}))  # fmt: skip
+    out = export_hf_checkpoint.main(lora_weights=str(adapter), output_dir=str(tmp_path / "merged"))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert end_of_turn_id("qwen2", tokenizer) in GenerationConfig.from_pretrained(out).eos_token_id
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "头疼怎么办？"}], tokenize=False, add_generation_prompt=True)
+    assert rendered.startswith("<|im_start|>system\n你是一名医生。<|im_end|>") and rendered.endswith("<|im_start|>assistant\n")

@@ -254,6 +254,11 @@ def train(
     checkpointing.save_adapter(trainer, output_dir)  # rank 0; checked against the in-memory LoRA, moved in atomically
     if rank == 0:
         extra = {"out_of_memory_retries": trainer.oom_events} if trainer.oom_events else {}
+        if torch.cuda.is_available():  # the plan against what the allocator saw (the plan's runtime part is outside it)
+            extra["gpu_memory_gib"] = {
+                "measured_max_allocated": round(torch.cuda.max_memory_allocated() / memory.GiB, 2),
+                "planned_without_runtime": round(plan["peak_gib"] - plan["parts_gib"]["runtime"], 2),
+            }
         write_json(Path(output_dir) / "metrics.json", {**metrics, **extra, "log_history": trainer.state.log_history})
         logger.info("adapter saved to %s; final metrics: %s", output_dir, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
 

@@ -102,7 +102,7 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
     from peft import LoraConfig, get_peft_model
 
     from utils import modeling
-    from utils.batching import seed_collator, step_sorted_trainer_class
+    from utils.batching import seed_collator, trainer_class
     from utils.data import load_records, tokenize_records
     from utils.prompter import Prompter
 
@@ -131,7 +131,7 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
         save_strategy="no", report_to=[], remove_unused_columns=False, seed=42, data_seed=42,
     )  # fmt: skip
     # shuffled, unsorted, seeded like finetune.py's sampler: step k holds the same examples on both sides
-    trainer = step_sorted_trainer_class(sort=False)(model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=counting_collator)
+    trainer = trainer_class(balanced=False)(model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=counting_collator)
     result = trainer.train()
     peak = peak_memory_mb()
     trainer.save_model(str(out_dir))
@@ -146,7 +146,7 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
 def replay_finetune_batches(base_model: str, train_file: str, config: dict, steps: int) -> dict:
     """Tokens and positions of the micro-batches finetune.py trained on (its sampler and packing are deterministic)."""
     from utils import modeling
-    from utils.batching import StepSampler, pack_rows
+    from utils.batching import PackingCollator, micro_batches
     from utils.data import load_records, tokenize_records
     from utils.prompter import Prompter
 
@@ -155,16 +155,14 @@ def replay_finetune_batches(base_model: str, train_file: str, config: dict, step
     records = in_finetune_order(load_records(train_file).records)
     examples, _ = tokenize_records(tokenizer, Prompter(flags["prompt_template_name"]), records, flags["cutoff_len"])
     lengths = [len(e["input_ids"]) for e in examples]
-    order = list(StepSampler(lengths, flags["batch_size"], flags["seed"], sort=flags["packing"]))[: steps * flags["batch_size"]]
+    micro, accumulation = resolved["micro_batch_size"], resolved["gradient_accumulation_steps"]
+    batches = micro_batches(lengths, flags["batch_size"], micro, packing=flags["packing"], seed=flags["seed"])[: steps * accumulation]
+    collator = PackingCollator(tokenizer.pad_token_id, resolved["pack_len"] or 0)
     tokens = positions = 0
-    for start in range(0, len(order), flags["micro_batch_size"]):
-        chunk = [lengths[i] for i in order[start : start + flags["micro_batch_size"]]]
+    for batch in batches:
+        chunk = [lengths[i] for i in batch]
         tokens += sum(chunk)
-        if flags["packing"]:
-            rows = pack_rows(chunk, resolved["pack_len"])
-            positions += len(rows) * -(-max(sum(chunk[i] for i in row) for row in rows) // 8) * 8
-        else:
-            positions += len(chunk) * -(-max(chunk) // 8) * 8
+        positions += collator.positions_of(chunk) if flags["packing"] else len(chunk) * -(-max(chunk) // 8) * 8
     return {"tokens": tokens, "positions": positions}
 
 

@@ -290,3 +290,30 @@ def test_generation_halves_the_batch_on_out_of_memory(tiny_base, monkeypatch):
     monkeypatch.setattr(generation, "generate_batch", limited)
     assert generation.generate_answers(model, tokenizer, prompts, config, batch_size=8, progress=False) == expected
     assert sizes[:3] == [8, 4, 2] and max(sizes[3:]) <= 2
+
+
+@pytest.mark.parametrize("quant", ["8bit", "4bit"])
+def test_quantized_training_keeps_only_lora_in_fp32(tiny_base, quant):
+    """No fp32 copies of embeddings, norms or the head (peft's prepare_model_for_kbit_training made
+    them), non-reentrant checkpointing on, and bitsandbytes sees no fp32 input to cast."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    model = modeling.load_model(tiny_base, load_8bit=quant == "8bit", load_4bit=quant == "4bit", precision="bf16")
+    model = modeling.prepare_for_training(model, gradient_checkpointing=True)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    fp32 = [n for n, p in model.named_parameters() if p.dtype == torch.float32]
+    assert fp32 and all("lora_" in name for name in fp32), fp32  # only the trainable LoRA weights
+    assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
+    base = model.get_base_model()
+    assert base.is_gradient_checkpointing and base.model.layers[0].gradient_checkpointing
+    model.train()
+    ids = torch.randint(3, 2000, (2, 24))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+    assert torch.isfinite(loss)
+    assert not [w for w in caught if "cast" in str(w.message).lower() and "float32" in str(w.message)], [str(w.message) for w in caught]
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)

@@ -10,13 +10,16 @@ adapter + run_config.json + metrics.json in ``output_dir``.
     # the seed's run: LLaMA-7B in 8-bit on the HuaTuo data
     python finetune.py --base_model decapoda-research/llama-7b-hf --load_8bit \\
         --data_path ./data/llama_data.json --output_dir ./lora-llama-med \\
-        --prompt_template_name med_template --micro_batch_size 128 --batch_size 128
+        --prompt_template_name med_template --batch_size 128          # micro-batch: auto
 
     # a chat model through its own chat template (loss on the assistant turns; see docs/MODELS.md)
     python finetune.py --base_model Qwen/Qwen2.5-7B-Instruct --prompt_template_name chat \
         --system_prompt "你是一名医生。" --data_path ./data/llama_data.json --output_dir ./lora-qwen-med
 
-    # several GPUs (one process each)
+    # will it fit? the memory plan for a 24 GB card, from config.json alone (no weights, no GPU needed)
+    python finetune.py --base_model ./Meta-Llama-3-8B --load_4bit --gpu_memory 24GiB --dry_run
+
+    # several GPUs (one process each); micro-batch and checkpointing are planned per GPU
     torchrun --nproc_per_node 4 finetune.py --base_model ... --data_path ...
     accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml --num_processes 4 finetune.py ...
 

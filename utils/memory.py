@@ -106,6 +106,12 @@ def _text_config(config):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def _attention_widths(text) -> tuple[int, int, int]:
+    """(attention heads, key/value heads, head dim) of a text config (GQA and explicit head_dim included)."""
+    heads = text.num_attention_heads
+    return heads, getattr(text, "num_key_value_heads", None) or heads, getattr(text, "head_dim", None) or text.hidden_size // heads
+
+
 def model_shape(config, lora_targets: list[str] | str = "auto", lora_r: int = 8, trust_remote_code: bool = False) -> ModelShape:
     """Count parameters on the meta device (no memory, no weights) and read the widths from the config.
     LoRA targets resolve exactly as in training (``auto`` = the architecture's default)."""
@@ -136,15 +142,15 @@ def model_shape(config, lora_targets: list[str] | str = "auto", lora_r: int = 8,
             first_layer = layer if first_layer is None else first_layer
             if layer == first_layer:
                 widths.append(module.in_features)
-    heads = text.num_attention_heads
+    heads, kv_heads, head_dim = _attention_widths(text)
     return ModelShape(
         model_type=text.model_type,
         layers=text.num_hidden_layers,
         hidden=text.hidden_size,
         intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
         heads=heads,
-        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
-        head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
         vocab=text.vocab_size,
         params=sum(p.numel() for p in model.parameters()),
         quantizable_params=quantizable,
@@ -377,9 +383,7 @@ def generation_batch_size(model, requested: int, num_beams: int, max_tokens: int
     """At most ``requested`` prompts per batch, fewer when their KV cache (``num_beams`` sequences of
     ``max_tokens`` tokens each) would not fit in ``FIT_FRACTION`` of the free device memory."""
     config = _text_config(model.config)
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    _, kv_heads, head_dim = _attention_widths(config)
     dtype_bytes = next(model.parameters()).element_size() if next(model.parameters()).is_floating_point() else 2
     per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * max(dtype_bytes, 2)
     if budget is None:

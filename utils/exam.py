@@ -222,8 +222,8 @@ def exam_paths(output_path: str | Path) -> dict[str, Path]:
 # Field names of the layouts people publish exams in. "options" is one field (a list, a dict of
 # letter -> text, or CMExam's "A text\nB text" string) or several columns joined with "+".
 FIELD_PRESETS: dict[str, dict[str, str]] = {
-    "kb-mcq": {"question": "question", "options": "options", "answer": "answer", "explanation": "explanation"},
     "medqa": {"question": "question", "options": "options", "answer": "answer_idx"},  # MedQA-MCMLE (JSON Lines)
+    "kb-mcq": {"question": "question", "options": "options", "answer": "answer", "explanation": "explanation"},
     "cmb": {"question": "question", "options": "option", "answer": "answer", "explanation": "explanation"},
     "cmexam": {"question": "Question", "options": "Options", "answer": "Answer", "explanation": "Explanation"},
     "ceval": {"question": "question", "options": "A+B+C+D", "answer": "answer", "explanation": "explanation"},
@@ -256,7 +256,8 @@ def parse_fields(spec: str | dict | None) -> dict[str, str] | None:
 
 
 def detect_fields(row: dict) -> dict[str, str] | None:
-    """The first preset whose question, options and answer fields the row has."""
+    """The first preset whose question, options and answer fields the row has (MedQA's rows also
+    hold the answer's text in "answer", so its letter field "answer_idx" is looked for first)."""
     for mapping in FIELD_PRESETS.values():
         if all(all(c in row for c in mapping[k].split("+")) for k in ("question", "options", "answer")):
             return mapping

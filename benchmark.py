@@ -134,16 +134,13 @@ def run_tasks(model, tokenizer, tasks: list, task_manager, num_fewshot: int = 0,
 
 
 def accuracies(results: dict) -> dict[str, dict]:
-    """task -> {acc, stderr, n} from a results dict (groups included, with their subtasks' sizes summed)."""
+    """task or group -> {acc, stderr, n} from the harness's results dict (stderr None where it has none)."""
     rows = {}
     for task, metrics in results["results"].items():
-        if "acc,none" not in metrics:
-            continue
-        n = results.get("n-samples", {}).get(task, {}).get("effective")
-        if n is None:  # a group: the questions of its subtasks
-            n = sum(results["n-samples"].get(t, {}).get("effective", 0) for t in results.get("group_subtasks", {}).get(task, []))
-        stderr = metrics.get("acc_stderr,none")
-        rows[task] = {"acc": metrics["acc,none"], "stderr": stderr if isinstance(stderr, float) else None, "n": n}
+        if "acc,none" in metrics:
+            stderr = metrics.get("acc_stderr,none")
+            rows[task] = {"acc": float(metrics["acc,none"]), "stderr": float(stderr) if isinstance(stderr, float) else None,
+                          "n": metrics.get("sample_len")}  # fmt: skip
     return rows
 
 
@@ -210,7 +207,7 @@ def main(
     exam_subject: str = "医学",  # exam_file prompt: "以下是关于{subject}的单项选择题…"
     on_bad_row: str = "skip",  # exam_file rows that fail the checks: skip (named and counted) | error
     output_dir: str = "./benchmark",  # results, benchmark.md/.html/.png/.json
-    num_fewshot: int = 0,  # examples in the prompt (kb-mcq takes them from its validation split)
+    num_fewshot: int = 0,  # examples in the prompt (kb-mcq: from its validation split; exam files: other rows of the file)
     limit: int = 0,  # questions per task (0 = all; for quick checks only)
     batch_size: int = 16,  # sequences per forward pass
     log_samples: bool = False,  # also write each question's log-likelihoods (<model>/samples_<task>.jsonl)

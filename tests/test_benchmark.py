@@ -166,13 +166,19 @@ def test_no_evaluate_py_shadows_the_evaluate_package():
     assert "site-packages" in proc.stdout and str(REPO_ROOT / "evaluate") not in proc.stdout
 
 
-def test_harness_accuracy_matches_option_log_likelihoods_computed_here(tiny_base):
-    import torch
-    from lm_eval.tasks import TaskManager
-
+@pytest.fixture(scope="module")
+def loaded_base(tiny_base):
     from utils import modeling
 
     tokenizer, model, _ = modeling.load_for_inference(tiny_base, use_lora=False)
+    return tokenizer, model
+
+
+def test_harness_accuracy_matches_option_log_likelihoods_computed_here(loaded_base):
+    import torch
+    from lm_eval.tasks import TaskManager
+
+    tokenizer, model = loaded_base
     tm = TaskManager(include_path=str(benchmark.CONFIG_DIR), include_defaults=False)
     results = benchmark.run_tasks(model, tokenizer, [benchmark.exam_task()], tm, limit=20, batch_size=8, log_samples=True)
     samples = sorted(results["samples"]["kb-mcq"], key=lambda s: s["doc_id"])
@@ -197,6 +203,20 @@ def test_harness_accuracy_matches_option_log_likelihoods_computed_here(tiny_base
         correct += max(range(4), key=lambda i: scores[i]) == "ABCD".index(doc["answer"])
     assert results["results"]["kb-mcq"]["acc,none"] == pytest.approx(correct / 20)
     assert results["n-samples"]["kb-mcq"]["effective"] == 20
+
+
+def test_groups_get_a_row_of_their_own(loaded_base, tmp_path, monkeypatch):
+    """A group (as medical-zh is) reaches the table with its pooled accuracy and its questions counted."""
+    from lm_eval.tasks import TaskManager
+
+    (tmp_path / "group.yaml").write_text("group: kb-group\ntask:\n  - kb-mcq\naggregate_metric_list:\n"
+                                         "  - metric: acc\n    aggregation: mean\n    weight_by_size: true\n")  # fmt: skip
+    monkeypatch.chdir(REPO_ROOT)  # the YAML's data_files are relative to the repository root
+    tm = TaskManager(include_path=[str(benchmark.CONFIG_DIR), str(tmp_path)], include_defaults=False)
+    tokenizer, model = loaded_base
+    rows = benchmark.accuracies(benchmark.run_tasks(model, tokenizer, ["kb-group"], tm, limit=8))
+    assert rows["kb-group"]["n"] == rows["kb-mcq"]["n"] == 8
+    assert rows["kb-group"]["acc"] == rows["kb-mcq"]["acc"] and rows["kb-group"]["stderr"] == pytest.approx(rows["kb-mcq"]["stderr"])
 
 
 def test_medical_zh_group_names_real_harness_tasks():

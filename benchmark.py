@@ -81,7 +81,7 @@ def exam_task(name: str = "kb-mcq", test_file: Path | None = None, description: 
     config = yaml.safe_load((CONFIG_DIR / "kb_mcq.yaml").read_text(encoding="utf-8"))
     files = {split: REPO_ROOT / path for split, path in config["dataset_kwargs"]["data_files"].items()}
     if test_file is not None:
-        files = {"test": Path(test_file).resolve()}  # no validation split to draw few-shot examples from
+        files = {"test": Path(test_file).resolve()}  # few-shot examples, if asked for, come from its other rows
         for key in ("validation_split", "fewshot_split", "fewshot_config"):
             config.pop(key, None)
     missing = [str(f) for f in files.values() if not f.is_file()]

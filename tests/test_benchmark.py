@@ -94,14 +94,14 @@ def test_distractor_check_rejects_near_facts_same_department_and_vaccines():
         disease("乙", "骨科", ["关节痛", "恶心呕吐"], drugs=["双氯芬酸"], related=["某病A"]),  # 恶心呕吐 contains 恶心
         disease("丙", "皮肤科", ["皮疹", "瘙痒"], drugs=["氯雷他定"], related=["偏头痛"]),  # 丙 mentions the asked entry
         disease("丁", "眼科", ["视物模糊", "眼痛"], drugs=["噻吗洛尔"], related=["丙"]),
-        disease("戊", "口腔科", ["牙痛", "牙龈出血"], drugs=["甲硝唑"], related=["甲"]),
+        disease("戊", "口腔科", ["牙痛", "牙龈出血"], drugs=["甲硝唑", "预防性抗生素"], related=["甲"]),
     ]
     split_of = {e.name: "test" for e in entries}
     questions = [q for q in build_exam(entries, split_of, 1)["test"] if q["entity"] == "偏头痛" and q["style"] == "fact"]
     options = {f: {o for q in questions if q["field"] == f for o in q["options"]} for f in ("相关症状", "药物治疗", "相关疾病")}
     assert all(options.values()), "questions on every field were built"
     assert not options["相关症状"] & {"颈部僵硬", "失眠", "头痛", "恶心呕吐"}  # same department, or overlapping a fact
-    assert "阿米替林" not in options["药物治疗"] and all("某疫苗" not in q["options"] for q in questions)
+    assert "阿米替林" not in options["药物治疗"] and not options["药物治疗"] & {"某疫苗", "预防性抗生素"}
     assert options["相关疾病"] == {"紧张性头痛", "甲", "某病A", "某病B"}  # not 丙 (it names 偏头痛), not 偏头痛 itself
 
 

@@ -25,7 +25,8 @@ A distractor must be verifiably not a fact of the asked entry, checked when buil
 A question without three such distractors is not written. The correct letters are balanced
 (each letter within one of a quarter of a split), so a model that always answers the same letter
 scores 25%. The explanation states the entry's facts the question is built on, and ``facts`` lists
-them; treatment questions never use a vaccine as the answer (prevention is not treatment).
+them. Prevention is not treatment: in treatment questions a vaccination or prophylaxis value is
+neither an answer nor a distractor (flu vaccination belongs in COPD care, yet is not a treatment).
 
 **Users' exam files** (:func:`read_exam_file`): CMExam CSV, CMB JSON, MedQA-MCMLE JSON Lines, C-Eval /
 CMMLU CSV and this module's own layout are recognised from their field names (``FIELD_PRESETS``); any
@@ -78,7 +79,7 @@ QUESTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
 }
 GROUP_FIELD = {"disease": "所属科室", "drug": "药物分类"}  # value distractors come from other groups
 TREATMENT_FIELDS = ("药物治疗", "辅助治疗")
-PREVENTION_WORDS = ("疫苗", "接种")  # never the answer to a treatment question
+PREVENTION_WORDS = ("疫苗", "接种", "预防")  # prevention is no treatment: neither answer nor distractor
 SHOWN_VALUES = 3  # values named in a reverse question (the entry's most typical ones)
 
 
@@ -113,7 +114,7 @@ class _Kind:
     def value_ok(self, entry, field: str, value: str) -> bool:
         """``value`` is verifiably not a fact of ``entry`` (see the module docstring)."""
         own = self.values[entry.name] | {entry.name}
-        if _overlaps(value, own) or self.mentions(value, entry.name):
+        if _is_prevention(field, value) or _overlaps(value, own) or self.mentions(value, entry.name):
             return False
         groups = self.groups[entry.name]
         return any(n != entry.name and not groups & self.groups[n] for n in self.owners[field][value])

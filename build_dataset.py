@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, Entry, KnowledgeError, PLACEHOLDER,
                              display_path, load_knowledge, load_styles, resolve_kb_paths)
+from utils.exam import build_exam, exam_paths
 from utils.llm_client import ChatClient, LLMError
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -148,6 +149,9 @@ def main(
         "stats": stats,
         "python": sys.version.split()[0],
     }
+    exam = build_exam(entries, split_of, seed)  # kb-mcq: 4-option questions per split (utils/exam.py)
+    meta["exam"] = {s: {"path": _rel(str(p)), "questions": len(exam[s]), "sha256": write_jsonl_atomic(str(p), exam[s])}
+                    for s, p in exam_paths(output_path).items()}
     write_text_atomic(paths["meta"], json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
     if backend == "openai" and os.path.exists(output_path + ".partial.jsonl"):
         os.remove(output_path + ".partial.jsonl")

@@ -1,4 +1,4 @@
-"""Generation settings and batched generation, shared by infer.py, generate.py and evaluate.py.
+"""Generation settings and batched generation, shared by infer.py, generate.py and score.py.
 
 The defaults are the seed's (temperature 0.1, top p 0.75, top k 40, 4 beams, 256 new tokens,
 no sampling). Batches are left-padded and sorted by prompt length, so little compute goes to

@@ -388,7 +388,7 @@ def load_for_inference(
     precision: str = "auto",
     trust_remote_code: bool = False,
 ):
-    """Tokenizer + eval-mode model (+ adapter) on one device, as infer/generate/evaluate use it."""
+    """Tokenizer + eval-mode model (+ adapter) on one device, as infer/generate/score use it."""
     base_model = resolve_base_model(base_model)
     tokenizer = load_tokenizer(base_model, trust_remote_code)
     device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}

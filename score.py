@@ -8,8 +8,8 @@ answers under ``--base_model`` (+ ``--lora_weights``), masked as in training, to
 Writes ``metrics.json``, ``report.md`` and ``metrics.png`` into ``--output_dir``.
 
     python infer.py --lora_weights ./lora-llama-med --instruct_dir ./data/infer.json --output_file answers.jsonl
-    python evaluate.py --predictions_file answers.jsonl --output_dir ./eval-e1
-    python evaluate.py --predictions_file answers.jsonl --data_path ./data/llama_data.valid.json \\
+    python score.py --predictions_file answers.jsonl --output_dir ./eval-e1
+    python score.py --predictions_file answers.jsonl --data_path ./data/llama_data.valid.json \\
         --lora_weights ./lora-llama-med --output_dir ./eval-e1
 """
 
@@ -20,7 +20,7 @@ from utils import metrics
 from utils.data import DataError, load_records
 from utils.runinfo import file_sha256, run_config, write_json
 
-logger = logging.getLogger("evaluate")
+logger = logging.getLogger("score")
 
 
 def read_predictions(path: str) -> tuple[list[dict], list[int]]:

@@ -1,4 +1,4 @@
-"""evaluate.py: metric values against independent computations, reports, reference-answer loss."""
+"""score.py: metric values against independent computations, reports, reference-answer loss."""
 
 import json
 import math
@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-import evaluate
+import score
 from conftest import REPO_ROOT, write_jsonl
 from utils import metrics
 
@@ -109,12 +109,12 @@ def test_fact_coverage_and_lengths():
     assert stats == {"mean": pytest.approx(5 / 3), "median": 2.0, "min": 0, "max": 3, "empty": 1}
 
 
-def test_evaluate_writes_metrics_report_and_chart(tmp_path):
+def test_score_writes_metrics_report_and_chart(tmp_path):
     records = [{"instruction": f"问题{i}", "input": "", "output": r, "model_output": h} for i, (r, h) in enumerate(PAIRS)]
     records[0]["facts"] = [{"field": "治疗", "value": "低盐饮食"}, {"field": "治疗", "value": "手术"}]
     records.append({"instruction": "开放问题", "model_output": "答案"})  # no reference: lengths only
     path = write_jsonl(tmp_path / "answers.jsonl", records)
-    evaluate.main(predictions_file=str(path), output_dir=str(tmp_path / "eval"))
+    score.main(predictions_file=str(path), output_dir=str(tmp_path / "eval"))
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["records"] == 5 and result["with_reference"] == len(PAIRS)
     expected = metrics.text_metrics([r for r, _ in PAIRS], [h for _, h in PAIRS])
@@ -129,7 +129,7 @@ def test_evaluate_writes_metrics_report_and_chart(tmp_path):
 def test_bad_predictions_file_is_one_clear_line(tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "q", "model_output": "a"}, {"instruction": "q", "output": "x"}])
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "evaluate.py"), "--predictions_file", str(path), "--output_dir", str(tmp_path / "e")],
+        [sys.executable, str(REPO_ROOT / "score.py"), "--predictions_file", str(path), "--output_dir", str(tmp_path / "e")],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2

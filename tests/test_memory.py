@@ -307,7 +307,7 @@ def test_quantized_training_keeps_only_lora_in_fp32(tiny_base, quant):
     assert fp32 and all("lora_" in name for name in fp32), fp32  # only the trainable LoRA weights
     assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
     base = model.get_base_model()
-    assert base.is_gradient_checkpointing and base.model.layers[0].gradient_checkpointing
+    assert base.is_activation_checkpointing and base.model.layers[0].gradient_checkpointing
     model.train()
     ids = torch.randint(3, 2000, (2, 24))
     with warnings.catch_warnings(record=True) as caught:

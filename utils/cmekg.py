@@ -67,8 +67,8 @@ SENTENCE_PUNCT = re.compile(r"[，,。.！!？?：:\"“”‘’\[\]]")
 BAD_START = ("或", "及", "以", "可", "常")
 # words that only occur inside a clause of running text ("如恶心", "重者可发生...", "由于...所致")
 CLAUSE_WORDS = ("患者", "病人", "主要", "有时", "可见", "甚至", "重者", "如", "除", "由于", "所致", "引起", "出现",
-                "直径", "厘米", "导致", "造成", "表现为", "伴有", "并发", "之一")
-CLAUSE_FIELDS = ("相关症状", "并发症", "检查", "病因", "发病部位", "药物治疗", "辅助治疗", "预防")
+                "直径", "厘米", "导致", "造成", "表现为", "伴", "并发", "之一", "或", "的", "受到", "而", "向", "即", "比", "率", "多于", "高于")
+CLAUSE_FIELDS = ("相关症状", "并发症", "检查", "病因", "发病部位", "药物治疗", "辅助治疗", "预防", "多发人群")
 CODE = re.compile(r"[A-Za-z]{0,3}\d[\d\-./]{3,}[A-Za-z]?")
 NEAR_DUP_DROP = re.compile(r"[\s\-—–－_·•'\"()（）\[\]［］]")
 # values that name a section of a record, not a fact
@@ -77,8 +77,9 @@ HEADERS = {
              "一般检查", "常规检查", "相关检查"},
     "药物治疗": {"药物治疗", "药物", "对症治疗", "一般治疗", "病因治疗", "静脉药物治疗", "治疗原则"},
     "辅助治疗": {"辅助治疗", "一般治疗", "治疗原则", "对症治疗", "其他治疗"},
-    "病因": {"病因", "病因不明", "原因不明", "不明", "未明", "尚不明确", "病因未明", "其他"},
-    "相关症状": {"症状", "临床表现", "其他"},
+    "病因": {"病因", "病因不明", "原因不明", "不明", "未明", "尚不明确", "病因未明", "其他", "未完全明确", "尚未明确",
+             "不清楚", "未明确", "不详", "尚不清楚"},
+    "相关症状": {"症状", "临床表现", "临床特点", "其他", "体征", "主要症状", "早期症状", "典型症状"},
 }
 NON_SYMPTOM_SUFFIXES = ("病", "炎", "癌", "瘤", "综合征", "综合症", "症", "病毒", "杆菌", "球菌", "菌", "原虫",
                         "支原体", "衣原体", "螺旋体", "寄生虫", "畸形", "衰竭", "梗阻", "失常", "中毒", "骨折")
@@ -206,7 +207,7 @@ def _reject_reason(value: str, key: str, own_names: set[str], diseases: set[str]
         return "bad_start"
     if key in CLAUSE_FIELDS and any(w in value for w in CLAUSE_WORDS):
         return "clause"
-    if CODE.fullmatch(value) or (value.isascii() and any(c.isdigit() for c in value)):
+    if CODE.fullmatch(value) or ((value.isascii() or key == "相关症状") and any(c.isdigit() for c in value)):
         return "code"
     if len(value) > MAX_CHARS:
         return "too_long"

@@ -337,7 +337,7 @@ class Planner:
 
     def distinctive_symptoms(self, entry: Entry, rng: random.Random, most: int) -> list[str] | None:
         """2..most of the entry's symptoms that no other disease of the KB lists all of (or None)."""
-        symptoms = symptoms_of(entry)
+        symptoms = symptoms_of(entry)  # KB order, so the question lists them as the KB does
         if len(symptoms) < 2:  # one symptom alone rarely points to one disease or department
             return None
         for _ in range(12):
@@ -424,9 +424,17 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
     return tasks
 
 
-def related(a: Entry, b: Entry) -> int:
+def features(e: Entry) -> tuple[set[str], set[str]]:
+    return set(e.get("发病部位")), set(symptoms_of(e))
+
+
+def relatedness(fa: tuple[set, set], fb: tuple[set, set]) -> int:
     """How related two diseases are: shared body sites count 2, shared symptoms 1 (0: unrelated)."""
-    return 2 * len(set(a.get("发病部位")) & set(b.get("发病部位"))) + len(set(symptoms_of(a)) & set(symptoms_of(b)))
+    return 2 * len(fa[0] & fb[0]) + len(fa[1] & fb[1])
+
+
+def related(a: Entry, b: Entry) -> int:
+    return relatedness(features(a), features(b))
 
 
 def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
@@ -436,11 +444,13 @@ def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
     for e in diseases:
         for d in e.get("所属科室"):
             pool[(p.split_of[e.name], d)].append(e)
+    feats = {e.name: features(e) for e in diseases}
     tasks, seen_pairs = [], set()
     for a in diseases:
         rng = p.rng("comparison", a.name)
         candidates = {b.name: b for d in a.get("所属科室") for b in pool[(p.split_of[a.name], d)] if b is not a}
-        scored = sorted(((related(a, b), b.name) for b in candidates.values()), key=lambda x: (-x[0], x[1]))
+        fa = feats[a.name]
+        scored = sorted(((relatedness(fa, feats[n]), n) for n in candidates), key=lambda x: (-x[0], x[1]))
         best = [candidates[n] for score, n in scored[:4] if score >= 2]
         for b in rng.sample(best, min(2, len(best))):
             pair = tuple(sorted((a.name, b.name)))

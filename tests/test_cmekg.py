@@ -169,3 +169,15 @@ def test_installed_import_is_large_clean_and_valid(installed):
     keys = [cmekg.near_key(v) for r in records for v in r["相关症状"]]
     assert len(records) and len(keys) > 10 * len(records)
     assert all(len({cmekg.near_key(v) for v in r["相关症状"]}) == len(r["相关症状"]) for r in records)
+
+
+def test_report_cli_writes_the_same_report_the_build_commits(installed, tmp_path):
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stem = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "utils.cmekg", "report", str(stem)], cwd=repo, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    committed = os.path.join(repo, "data", "llama_data.cmekg_import.md")
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == open(committed, encoding="utf-8").read()

@@ -5,7 +5,7 @@ It is read here only through :class:`RestrictedUnpickler`, which refuses every g
 can hold nothing but plain containers and strings; the package itself is never imported (its
 ``__init__`` would ``pickle.load`` the file unrestricted).
 
-    python -m utils.cmekg report          # import, then write data/knowledge/cmekg_import.md/.json
+    python -m utils.cmekg report [stem]   # import, then write <stem>.md/.json (default data/llama_data.cmekg_import)
 
 Import = map cMeKG predicates onto our disease fields (PREDICATES), then clean every value
 (clean_values; each rule is named in RULES and counted in the report), then keep the entities that
@@ -28,7 +28,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from utils.knowledge import NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, Entry, KnowledgeError, validate_record
+from utils.knowledge import (NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, Entry, KnowledgeError, load_knowledge,
+                             validate_record)
 
 logger = logging.getLogger(__name__)
 
@@ -449,16 +450,16 @@ def write_report(report: ImportReport, stem: str) -> None:
 
 
 def main(command: str = "report", output_stem: str = "") -> None:
-    """`python -m utils.cmekg report`: import the installed cMeKG and write the report beside the KB."""
-    from utils.knowledge import DEFAULT_KB_DIR
+    """`python -m utils.cmekg report [stem]`: import the installed cMeKG and write its report."""
+    from utils.knowledge import REPO_ROOT
 
     if command != "report":
         raise SystemExit(f"unknown command {command!r}; usage: python -m utils.cmekg report [output_stem]")
-    try:
-        _, report = import_installed()
+    try:  # as the build does it: our diseases win
+        _, report = import_installed({e.name for e in load_knowledge() if e.kind == "disease"})
     except CmekgError as e:
         raise SystemExit(str(e)) from None
-    stem = output_stem or os.path.join(DEFAULT_KB_DIR, "cmekg_import")
+    stem = output_stem or os.path.join(REPO_ROOT, "data", "llama_data.cmekg_import")  # what the build writes too
     write_report(report, stem)
     logger.info("wrote %s.md and %s.json", stem, stem)
 

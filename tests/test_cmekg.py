@@ -48,18 +48,20 @@ def test_load_graph_checks_the_shape(tmp_path):
 # ============================================================================ cleaning rules, one case each
 
 
-def clean(raw, key="相关症状", own=("甲病",), diseases=()):
+def clean(raw, key="相关症状", own=("甲病",), not_symptoms=()):
     notes = []
-    kept = cmekg.clean_values(raw, key, set(own), lambda rule, value: notes.append((rule, value)), set(diseases))
+    kept = cmekg.clean_values(raw, key, set(own), lambda rule, value: notes.append((rule, value)), set(not_symptoms))
     return kept, {rule for rule, _ in notes}
 
 
 RULE_CASES = [
     # (rule, field, raw values, kept)
     ("split", "相关症状", ["恶心、呕吐；腹痛"], ["恶心", "呕吐", "腹痛"]),
+    ("split", "相关症状", ["畏光和流泪", "流泪"], ["畏光", "流泪"]),
     ("trailing_deng", "相关症状", ["心悸等", "乏力及"], ["心悸", "乏力"]),
     ("sentence_punct", "相关症状", ["体力减退,畏寒", "发热。"], []),
     ("bad_start", "病因", ["可因直接暴力所致", "常染色体遗传", "或由感染", "以头昏为主", "及时"], []),
+    ("bad_start", "相关症状", ["有大量玻璃体溢出", "为慢性进行性脊髓压迫症状", "头晕"], ["头晕"]),
     ("clause", "相关症状", ["如恶心", "患者体温稍升高", "伴或不伴咳嗽"], []),
     ("code", "检查", ["S20140002", "C2"], []),
     ("too_long", "并发症", ["双下肢末端慢性复发性蓝红色紫色斑片样皮损"], []),
@@ -69,6 +71,7 @@ RULE_CASES = [
     ("own_name", "并发症", ["甲病", "肺炎"], ["肺炎"]),
     ("non_symptom", "相关症状", ["肺炎", "溃疡病", "肿瘤", "结核分枝杆菌", "感染", "发热"], ["发热"]),
     ("non_symptom", "相关症状", ["乙病", "咳嗽"], ["咳嗽"]),  # another disease of the KB
+    ("non_symptom", "相关症状", ["侧胸壁", "淡褐色", "椭圆形", "刺激期", "感觉", "胸痛"], ["胸痛"]),  # a site, colour, shape...
     ("descriptor", "相关症状", ["多数无症状", "大小不一", "病程缓慢", "早期不易察觉", "头痛"], ["头痛"]),
     ("near_duplicate", "药物治疗", ["β 受体阻滞剂", "β—受体阻滞剂", "β-受体阻滞剂"], ["β 受体阻滞剂"]),
     ("near_duplicate", "相关症状", ["心悸", "心悸等"], ["心悸"]),
@@ -79,7 +82,7 @@ RULE_CASES = [
 
 @pytest.mark.parametrize("rule, key, raw, kept", RULE_CASES, ids=[f"{c[0]}-{c[1]}" for c in RULE_CASES])
 def test_cleaning_rule(rule, key, raw, kept):
-    got, rules = clean(raw, key, diseases=("乙病",))
+    got, rules = clean(raw, key, not_symptoms=("乙病", "侧胸壁"))
     assert got == kept
     assert rule in rules
 

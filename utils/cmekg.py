@@ -66,9 +66,11 @@ SPLIT = re.compile(r"[、；;]")
 TRAILING = re.compile(r"(等等|等|及)$")
 SENTENCE_PUNCT = re.compile(r"[，,。.！!？?：:\"“”‘’\[\]]")
 BAD_START = ("或", "及", "以", "可", "常")
+CLAUSE_START = ("有", "为", "因", "与", "在", "但", "并", "且")  # also fragments, in CLAUSE_FIELDS
+AND = re.compile(r"(?<=..)和(?=..)")  # "畏光和流泪" in a symptom list is two symptoms
 # words that only occur inside a clause of running text ("如恶心", "重者可发生...", "由于...所致")
 CLAUSE_WORDS = ("患者", "病人", "主要", "有时", "可见", "甚至", "重者", "如", "除", "由于", "所致", "引起", "出现",
-                "直径", "厘米", "导致", "造成", "表现为", "伴", "并发", "之一", "或", "的", "受到", "而", "向", "即", "比", "率", "多于", "高于")
+                "直径", "厘米", "导致", "造成", "表现为", "伴", "并发", "之一", "或", "的", "受到", "而", "向", "即", "比", "率", "多于", "高于", "有关", "相关", "时")
 CLAUSE_FIELDS = ("相关症状", "并发症", "检查", "病因", "发病部位", "药物治疗", "辅助治疗", "预防", "多发人群")
 CODE = re.compile(r"[A-Za-z]{0,3}\d[\d\-./]{3,}[A-Za-z]?")
 NEAR_DUP_DROP = re.compile(r"[\s\-—–－_·•'\"()（）\[\]［］]")
@@ -79,7 +81,7 @@ HEADERS = {
     "药物治疗": {"药物治疗", "药物", "对症治疗", "一般治疗", "病因治疗", "静脉药物治疗", "治疗原则"},
     "辅助治疗": {"辅助治疗", "一般治疗", "治疗原则", "对症治疗", "其他治疗"},
     "病因": {"病因", "病因不明", "原因不明", "不明", "未明", "尚不明确", "病因未明", "其他", "未完全明确", "尚未明确",
-             "不清楚", "未明确", "不详", "尚不清楚"},
+             "不清楚", "未明确", "不详", "尚不清楚", "不明确"},
     "相关症状": {"症状", "临床表现", "临床特点", "其他", "体征", "主要症状", "早期症状", "典型症状"},
 }
 NON_SYMPTOM_SUFFIXES = ("病", "炎", "癌", "瘤", "综合征", "综合症", "症", "病毒", "杆菌", "球菌", "菌", "原虫",
@@ -88,7 +90,9 @@ NON_SYMPTOM_SUFFIXES = ("病", "炎", "癌", "瘤", "综合征", "综合症", "�
 # symptom page (腹痛, 水肿), not a disease
 SYMPTOM_PAGE_USES = 5
 DISEASE_NAME_SUFFIXES = NON_SYMPTOM_SUFFIXES + ("血压", "损伤", "结石", "出血", "积液", "囊肿", "脱位", "溃疡")
-NON_SYMPTOM_WORDS = {"感染", "肿瘤", "外伤", "质硬", "质软", "粗糙", "不适", "早产", "流产", "死亡", "坏死"}
+NON_SYMPTOM_WORDS = {"感染", "肿瘤", "外伤", "质硬", "质软", "粗糙", "不适", "早产", "流产", "死亡", "坏死", "感觉",
+                     "反射", "运动", "生长激素"}
+NON_SYMPTOM_ENDINGS = ("色", "形", "期", "者", "因子", "激素")  # colours, shapes, stages, people, molecules
 DESCRIPTOR_WORDS = ("无症状", "无明显", "大小", "多为", "病程", "早期", "晚期", "可有", "不明显", "多数", "少数",
                     "部分", "一般", "生长缓慢", "单发", "多发")
 
@@ -117,7 +121,7 @@ DEPARTMENT_SYNONYMS = {
 }
 
 RULES = {
-    "split": "a value packing several items joined by 、；; was split",
+    "split": "a value packing several items joined by 、；; (和, in symptom lists) was split",
     "trailing_deng": "a trailing 等/及 was stripped",
     "sentence_punct": "holds sentence punctuation (a clause, not a phrase)",
     "bad_start": "starts with 或/及/以/可/常 (a fragment of a sentence)",
@@ -127,7 +131,7 @@ RULES = {
     "header": "a section header word (实验室检查, 药物治疗, 病因不明, ...), not a fact",
     "clause": "words of running text (患者, 如, 由于, 甚至, 出现, ...) in a symptom, cause, test or treatment",
     "own_name": "the entity's own name (or an alias)",
-    "non_symptom": "in a symptom list but a disease, pathogen, body part or vague word",
+    "non_symptom": "in a symptom list but a disease, pathogen, body part, colour/shape/stage or vague word",
     "descriptor": "a description of the course (多数无症状, 大小不一, 病程较长, ...), not a symptom",
     "near_duplicate": "same normalised key as an earlier value (心悸/心悸等, β 受体阻滞剂/β—受体阻滞剂)",
     "department_synonym": "a department spelled differently, mapped onto the whitelist",
@@ -201,10 +205,10 @@ def near_key(value: str) -> str:
     return NEAR_DUP_DROP.sub("", unicodedata.normalize("NFKC", value).lower())
 
 
-def _reject_reason(value: str, key: str, own_names: set[str], diseases: set[str]) -> str | None:
+def _reject_reason(value: str, key: str, own_names: set[str], not_symptoms: set[str]) -> str | None:
     if SENTENCE_PUNCT.search(value):
         return "sentence_punct"
-    if value.startswith(BAD_START):
+    if value.startswith(BAD_START) or (key in CLAUSE_FIELDS and value.startswith(CLAUSE_START)):
         return "bad_start"
     if key in CLAUSE_FIELDS and any(w in value for w in CLAUSE_WORDS):
         return "clause"
@@ -221,15 +225,16 @@ def _reject_reason(value: str, key: str, own_names: set[str], diseases: set[str]
     if key == "相关症状":
         if any(w in value for w in DESCRIPTOR_WORDS):
             return "descriptor"
-        if value in NON_SYMPTOM_WORDS or value.endswith(NON_SYMPTOM_SUFFIXES) or value in diseases:
+        if value in NON_SYMPTOM_WORDS or value.endswith(NON_SYMPTOM_SUFFIXES + NON_SYMPTOM_ENDINGS) or value in not_symptoms:
             return "non_symptom"
     return None
 
 
-def clean_values(raw: list, key: str, own_names: set[str], note, diseases: set[str] = frozenset()) -> list[str]:
+def clean_values(raw: list, key: str, own_names: set[str], note, not_symptoms: set[str] = frozenset()) -> list[str]:
     """Cleaned values of one field; every change or rejection is reported as ``note(rule, value)``.
 
-    ``own_names``: the entity's name and aliases; ``diseases``: disease names (not symptoms).
+    ``own_names``: the entity's name and aliases; ``not_symptoms``: disease names and body sites of the
+    whole graph (a symptom list holding one of them is wrong there).
     """
     kept, seen = [], set()
     for item in raw:
@@ -237,6 +242,8 @@ def clean_values(raw: list, key: str, own_names: set[str], note, diseases: set[s
             continue
         text = unicodedata.normalize("NFKC", item).strip()
         parts = [p.strip() for p in SPLIT.split(text) if p.strip()]
+        if key == "相关症状":
+            parts = [q.strip() for p in parts for q in AND.split(p) if q.strip()]
         if len(parts) > 1:
             note("split", text)
         for part in parts:
@@ -249,7 +256,7 @@ def clean_values(raw: list, key: str, own_names: set[str], note, diseases: set[s
                 stripped = _department(stripped, note)
                 if stripped is None:
                     continue
-            rule = _reject_reason(stripped, key, own_names, diseases)
+            rule = _reject_reason(stripped, key, own_names, not_symptoms)
             if rule:
                 note(rule, stripped)
                 continue
@@ -340,7 +347,9 @@ def import_diseases(graph: dict, own_names: set[str] = frozenset()) -> tuple[lis
             report.skipped[f"a symptom page (listed as a symptom >= {SYMPTOM_PAGE_USES} times)"] += 1
         else:
             candidates[raw_name] = name
-    disease_names = set(candidates.values()) | set(own_names)
+    sites = {unicodedata.normalize("NFKC", v).strip() for preds in graph.values() for p in PREDICATES["发病部位"]
+             for item in (preds.get(p) or []) if isinstance(item, str) for v in SPLIT.split(item)}
+    not_symptoms = set(candidates.values()) | set(own_names) | sites
     for raw_name, name in candidates.items():
         preds = graph[raw_name]
         if not name or SENTENCE_PUNCT.search(name) or len(name) > 30:
@@ -355,7 +364,7 @@ def import_diseases(graph: dict, own_names: set[str] = frozenset()) -> tuple[lis
         for key, sources in PREDICATES.items():
             raw = [v for p in sources for v in (preds.get(p) or []) if isinstance(preds.get(p), list)]
             raw_counts[key] += len(raw)
-            values = clean_values(raw, key, aliases, note, disease_names)
+            values = clean_values(raw, key, aliases, note, not_symptoms)
             if values:
                 fields[key] = values
         split_prevention(fields, note)

@@ -199,8 +199,14 @@ def split_entities(entries: list[Entry], seed: int, valid_frac: float, test_frac
 # ============================================================================ rendering helpers
 
 
+# "{exams}等检查" with exams ending in 检查 would read "血常规检查等检查": the template's word is dropped
+DOUBLED = re.compile(r"\{(\w+)\}等(检查|药物治疗|辅助治疗|药物|治疗)")
+
+
 def fill(template: str, slots: dict[str, tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
     """Fill {placeholders} from slots (text, facts); return the text and the facts it states."""
+    template = DOUBLED.sub(lambda m: m.group(0) if not slots.get(m.group(1), ("",))[0].endswith(("检查", "治疗", "药物"))
+                           else "{" + m.group(1) + "}等", template)
     facts: list[dict] = []
     for key in PLACEHOLDER.findall(template):
         for fact in slots[key][1]:
@@ -239,14 +245,6 @@ def compose(parts: list[list[str]], slots: dict, rng: random.Random) -> tuple[st
             text += piece
             facts += [f for f in piece_facts if f not in facts]
     return text, facts
-
-
-# "血常规检查等检查" -> "血常规检查等": a value that already ends in the category word
-REDUNDANT = re.compile(r"(检查|治疗|药物)等(?:检查|药物治疗|药物|辅助治疗|治疗)")
-
-
-def tidy(text: str) -> str:
-    return REDUNDANT.sub(r"\1等", text)
 
 
 def prevention_as_treatment(output: str, facts: list[dict]) -> str | None:
@@ -318,10 +316,7 @@ class Planner:
         return random.Random(f"{self.seed}:" + ":".join(map(str, parts)))
 
     def task(self, style: str, entries: list[Entry], variant, question: str, answer: tuple[str, list[dict]]) -> dict:
-        output, facts = answer[0], answer[1]
-        tidied = tidy(output)
-        if all(f["value"] in tidied for f in facts):  # never at the cost of a value that holds such words itself
-            output = tidied
+        output, facts = answer
         entity = entries[0].name if len(entries) == 1 else [e.name for e in entries]
         for fact in facts:  # the evaluation relies on this; templates are data, so check rather than trust
             if fact["value"] not in output:
@@ -333,7 +328,7 @@ class Planner:
         source = entries[0].source if len(entries) == 1 else [e.source for e in entries]
         return {"id": hashlib.sha1(key.encode("utf-8")).hexdigest()[:16], "style": style, "entity": entity,
                 "source": source, "kind": entries[0].kind, "split": self.split_of[entries[0].name],
-                "instruction": tidy(question), "output": output, "facts": facts}
+                "instruction": question, "output": output, "facts": facts}
 
     def distinctive_symptoms(self, entry: Entry, rng: random.Random, most: int) -> list[str] | None:
         """2..most of the entry's symptoms that no other disease of the KB lists all of (or None)."""

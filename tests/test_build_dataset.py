@@ -260,9 +260,12 @@ def test_quotas_share_by_weight_and_pass_on_what_a_family_cannot_use():
     assert build_dataset.quotas({"single_fact": 3}, 10) == {"single_fact": 3}
 
 
-def test_tidy_drops_a_doubled_category_word_but_never_touches_a_value():
-    assert build_dataset.tidy("可做血常规检查等检查明确诊断") == "可做血常规检查等明确诊断"
-    assert build_dataset.tidy("阿司匹林等药物") == "阿司匹林等药物"
+def test_fill_drops_a_doubled_category_word_but_never_touches_a_value():
+    slots = {"exams": ("血常规检查、X线检查", [{"field": "检查", "value": "X线检查"}]), "drugs": ("服用止痛药物等药物", [])}
+    assert build_dataset.fill("可做{exams}等检查明确诊断", slots)[0] == "可做血常规检查、X线检查等明确诊断"
+    assert build_dataset.fill("与{drugs}等有关", slots)[0] == "与服用止痛药物等药物等有关"
+    assert build_dataset.fill("用{drugs}治疗", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林治疗"
+    assert build_dataset.fill("用{drugs}等药物", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林等药物"
 
 
 def test_bad_kb_exits_with_file_line_field(tmp_path):

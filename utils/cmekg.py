@@ -24,7 +24,7 @@ import os
 import pickle
 import re
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 

@@ -22,7 +22,7 @@ drug_contraindication. Records are drawn per style family by STYLE_WEIGHTS, so s
 dominate.
 
 Split rule: entities (中心词) are split per kind (diseases, drugs) into test / valid / train by
-sorting them on sha256("<seed>:<中心词>") (split_entities), so the split does not depend on
+sorting them on sha256("<seed>:<中心词>") (utils.knowledge.split_entities, shared with the exam), so the split does not depend on
 --max_records. A record goes to the split of its entity; comparison pairs are only drawn between
 two entities of the same split, so no entity ever appears in two splits.
 
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from utils import cmekg
 from utils.datacard import data_card, plot_lengths, statistics_of
 from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, NOT_TREATMENT_PHRASES, PLACEHOLDER, TREATMENT_FIELDS,
-                             Entry, KnowledgeError, display_path, load_knowledge, load_styles, resolve_kb_paths)
+                             Entry, KnowledgeError, display_path, load_styles, resolve_kb_paths, split_entities)
 from utils.llm import ReplyError, api_errors, ask_json, json_objects, make_client
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -152,7 +152,7 @@ def write_jsonl_atomic(path: str, records: list[dict]) -> str:
     return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-# ============================================================================ load and split
+# ============================================================================ load
 
 
 @dataclass
@@ -168,32 +168,11 @@ def load_kb(kb_path: str, styles_path: str, use_cmekg: bool) -> KB:
     """Our entries (+ cMeKG's diseases when asked and installed) and the styles; bad input exits with file:line."""
     try:
         files = resolve_kb_paths(kb_path)
-        entries = load_knowledge(files)
+        entries, report = cmekg.load_all(files, use_cmekg)
         styles = load_styles(styles_path)
     except KnowledgeError as e:
         raise SystemExit(f"knowledge base is invalid:\n{e}") from None
-    if not use_cmekg:
-        return KB(entries, styles, files)
-    try:
-        merged, report = cmekg.load_installed_entries(entries)
-    except cmekg.CmekgError as e:
-        log.warning("%s: building from our knowledge base alone", e)
-        return KB(entries, styles, files)
-    except KnowledgeError as e:
-        raise SystemExit(f"cMeKG import produced invalid entries:\n{e}") from None
-    return KB(merged, styles, files, report.source, report)
-
-
-def split_entities(entries: list[Entry], seed: int, valid_frac: float, test_frac: float) -> dict[str, str]:
-    """中心词 -> split. Per kind, sorted by a seeded hash: the first test_frac go to test, then valid."""
-    split_of = {}
-    for kind in sorted({e.kind for e in entries}):
-        names = sorted((e.name for e in entries if e.kind == kind),
-                       key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
-        n_test, n_valid = round(len(names) * test_frac), round(len(names) * valid_frac)
-        for i, name in enumerate(names):
-            split_of[name] = "test" if i < n_test else "valid" if i < n_test + n_valid else "train"
-    return split_of
+    return KB(entries, styles, files, report.source if report else {}, report)
 
 
 # ============================================================================ rendering helpers

@@ -429,6 +429,20 @@ def load_installed_entries(own: list[Entry]) -> tuple[list[Entry], ImportReport]
     return merge(own, to_entries(records, where)), report
 
 
+def load_all(kb_spec=None, use_cmekg: bool = True) -> tuple[list[Entry], ImportReport | None]:
+    """Our knowledge base (``kb_spec``: see resolve_kb_paths) merged with cMeKG's diseases when asked and
+    installed; without pycmekg, one warning and our entries alone (report None). Raises KnowledgeError
+    on bad input. What build_dataset.py trains on, for anything that must see the same entities."""
+    own = load_knowledge(kb_spec)
+    if not use_cmekg:
+        return own, None
+    try:
+        return load_installed_entries(own)
+    except CmekgError as e:
+        logger.warning("%s: building from our knowledge base alone", e)
+        return own, None
+
+
 def report_markdown(report: ImportReport) -> str:
     d = report.as_dict()
     lines = ["# cMeKG import report", "",

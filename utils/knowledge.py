@@ -14,6 +14,7 @@ Every problem is reported as `path:line: field 'X': what is wrong`, never as a t
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -251,6 +252,21 @@ def load_knowledge(spec=None) -> list[Entry]:
     logger.info("knowledge base: %s from %d file(s)", ", ".join(f"{n} {k}s" for k, n in counts.items()),
                 len(report.files))
     return report.entries
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def split_entities(entries: list[Entry], seed: int, valid_frac: float, test_frac: float) -> dict[str, str]:
+    """中心词 -> split. Per kind, sorted by a seeded hash: the first test_frac go to test, then valid."""
+    split_of = {}
+    for kind in sorted({e.kind for e in entries}):
+        names = sorted((e.name for e in entries if e.kind == kind),
+                       key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+        n_test, n_valid = round(len(names) * test_frac), round(len(names) * valid_frac)
+        for i, name in enumerate(names):
+            split_of[name] = "test" if i < n_test else "valid" if i < n_test + n_valid else "train"
+    return split_of
 
 
 # ----------------------------------------------------------------------------- question styles

@@ -51,7 +51,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from utils import cmekg
+from utils.cmekg import ImportReport, load_all, report_markdown
 from utils.datacard import data_card, plot_lengths, statistics_of
 from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, NOT_TREATMENT_PHRASES, PLACEHOLDER, TREATMENT_FIELDS,
                              Entry, KnowledgeError, display_path, load_styles, resolve_kb_paths, split_entities)
@@ -161,14 +161,14 @@ class KB:
     styles: dict
     files: list[str]
     cmekg_source: dict = field(default_factory=dict)  # package, version, pickle sha256 (empty: not used)
-    cmekg_report: cmekg.ImportReport | None = None
+    cmekg_report: ImportReport | None = None
 
 
 def load_kb(kb_path: str, styles_path: str, use_cmekg: bool) -> KB:
     """Our entries (+ cMeKG's diseases when asked and installed) and the styles; bad input exits with file:line."""
     try:
         files = resolve_kb_paths(kb_path)
-        entries, report = cmekg.load_all(files, use_cmekg)
+        entries, report = load_all(files, use_cmekg)
         styles = load_styles(styles_path)
     except KnowledgeError as e:
         raise SystemExit(f"knowledge base is invalid:\n{e}") from None
@@ -752,7 +752,7 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
     write_text_atomic(paths["meta"], json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
     if kb.cmekg_report is not None:
         write_text_atomic(paths["import"] + ".json", json.dumps(kb.cmekg_report.as_dict(), ensure_ascii=False, indent=2) + "\n")
-        write_text_atomic(paths["import"] + ".md", cmekg.report_markdown(kb.cmekg_report))
+        write_text_atomic(paths["import"] + ".md", report_markdown(kb.cmekg_report))
     plot_lengths(by_split, paths["lengths"])
     write_text_atomic(paths["card"], data_card(meta, paths))
     if os.path.exists(output_path + ".partial.jsonl"):

@@ -317,6 +317,14 @@ def test_parse_answer_rejects_malformed_and_ungrounded():
             build_dataset.parse_answer(bad, TASK, 1.0, VOCAB)
 
 
+def test_prompts_come_in_several_voices_and_carry_only_the_facts():
+    tasks = [dict(TASK, id=f"{i:04x}") for i in range(8)]
+    users = [build_dataset.build_messages(t)[1]["content"] for t in tasks]
+    assert sum(any(v in u for u in users) for v in build_dataset.VOICES) == len(build_dataset.VOICES)
+    material = json.loads(users[0].split("资料(JSON)：", 1)[1])
+    assert material["facts"] == [{"field": "检查", "value": "血常规"}] and material["entity"] == "甲病"
+
+
 def test_client_honours_retry_after_and_retries_transport_errors():
     with FakeOpenAI(script=["429", "500", "slow", "ok"], retry_after="0.3", slow_seconds=0.8) as server:
         client = make_client(server.base_url, api_key="k", timeout=0.3, max_retries=5)

@@ -1,28 +1,34 @@
-"""Build instruction-tuning data from the medical knowledge base (the seed's unreleased pipeline).
+"""Build instruction-tuning data from the medical knowledge bases: cMeKG (the seed's source) + ours.
 
-knowledge base (data/knowledge/*.jsonl)  ->  JSON Lines of {"instruction", "input": "", "output"}
-in the seed's llama_data.json format, plus provenance fields the trainer ignores: "style",
-"entity" (the 中心词, or [a, b] for a comparison), "facts" ([{"field", "value"}, ...]: every value
-appears verbatim in "output") and "id" (a deterministic task id).
+knowledge (data/knowledge/*.jsonl, plus the cMeKG diseases of the installed `pycmekg` package, see
+utils/cmekg.py)  ->  JSON Lines of {"instruction", "input": "", "output"} in the seed's
+llama_data.json format, plus provenance fields the trainer ignores: "style", "entity" (the 中心词,
+or [a, b] for a comparison), "source" (ours | cmekg, per entity), "facts" ([{"field", "value",
+"source"[, "entity"]}, ...]: every value appears verbatim in "output" and is a value of that field
+of its entry) and "id" (a deterministic task id).
 
     # offline: deterministic templates, no network (what data/llama_data*.json were built with)
     python build_dataset.py
+    python build_dataset.py --cmekg False            # our hand-written KB only
     python build_dataset.py --max_records 3000 --output_path /tmp/kb/llama_data.json
 
-    # any OpenAI-compatible endpoint; the key comes from the environment only
+    # any OpenAI-compatible endpoint (the openai client); the key comes from the environment only
     OPENAI_API_KEY=... python build_dataset.py --backend openai \\
         --base_url https://api.openai.com/v1 --model gpt-4o-mini --num_workers 8
 
-Styles (phrasings in data/knowledge/styles.json): single_fact, vignette, triage, comparison,
-drug_usage, drug_side_effects, drug_contraindication.
+Styles (phrasings in data/knowledge/styles.json), one function each below: single_fact, overview,
+vignette, triage, comparison (related diseases only), drug_usage, drug_side_effects,
+drug_contraindication. Records are drawn per style family by STYLE_WEIGHTS, so single facts do not
+dominate.
 
 Split rule: entities (中心词) are split per kind (diseases, drugs) into test / valid / train by
-sorting them on sha256("<seed>:<中心词>"), so the split does not depend on --max_records. A record
-goes to the split of its entity; comparison pairs are only drawn between two entities of the same
-split, so no entity ever appears in two splits.
+sorting them on sha256("<seed>:<中心词>") (utils.knowledge.split_entities, shared with the exam), so the split does not depend on
+--max_records. A record goes to the split of its entity; comparison pairs are only drawn between
+two entities of the same split, so no entity ever appears in two splits.
 
---max_records defaults to 2000: the committed train file (about 1,600 records, ~0.8 MB) then stays below 1 MiB; the offline
-backend can produce about 3,000 distinct records (--max_records 3000).
+Beside the train file: .valid/.test.json, .meta.json (flags, input hashes, pycmekg version and
+pickle sha256, statistics), .card.md (the data card), .lengths.png and, when cMeKG is used,
+.cmekg_import.md/.json (what the import dropped and why).
 
 The openai backend checkpoints every finished record to <output_path>.partial.jsonl (append,
 flush, fsync); rerunning the same command after a crash, Ctrl-C or SIGKILL resumes from it. Final
@@ -37,30 +43,36 @@ import json
 import logging
 import os
 import random
-import statistics
+import re
 import sys
 import time
 import unicodedata
-from collections import Counter
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 
-from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, Entry, KnowledgeError, PLACEHOLDER,
-                             display_path, load_knowledge, load_styles, resolve_kb_paths)
+from utils.cmekg import ImportReport, load_all, report_markdown
+from utils.datacard import data_card, plot_lengths, statistics_of
 from utils.exam import build_exam, exam_paths
-from utils.llm_client import ChatClient, LLMError
+from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, NOT_TREATMENT_PHRASES, PLACEHOLDER, TREATMENT_FIELDS,
+                             Entry, KnowledgeError, display_path, load_styles, resolve_kb_paths, split_entities)
+from utils.llm import ReplyError, api_errors, ask_json, json_objects, make_client
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("train", "valid", "test")
-MAX_VALUES = 6  # at most this many values of one field in one answer (KB order: most typical first)
+MAX_VALUES = 6  # at most this many values of one field in one answer (KB order)
+# share of the records each style family gets (a family with too few tasks leaves its share to the others)
+STYLE_WEIGHTS = {"single_fact": 0.26, "overview": 0.18, "vignette": 0.24, "triage": 0.10, "comparison": 0.14, "drug": 0.08}
 
 log = logging.getLogger("build_dataset")
 
 
 def main(
-    kb_path: str = "data/knowledge",  # knowledge base: a .jsonl file, a directory, a glob, or a comma list
-    output_path: str = "data/llama_data.json",  # train file; .valid/.test/.meta.json are written beside it
+    kb_path: str = "data/knowledge",  # our knowledge base: a .jsonl file, a directory, a glob, or a comma list
+    cmekg: bool = True,  # add the cMeKG diseases of the installed pycmekg package (ours win on a shared name)
+    output_path: str = "data/llama_data.json",  # train file; .valid/.test/.meta.json, the data card ... beside it
     backend: str = "offline",  # offline (templates) | openai (any OpenAI-compatible chat endpoint)
-    max_records: int = 2000,  # records in all splits together (before LLM-side de-duplication)
+    max_records: int = 9000,  # records in all splits together (before LLM-side de-duplication)
     seed: int = 42,  # sampling, phrasing and split seed
     valid_frac: float = 0.1,  # fraction of entities (per kind) held out for validation
     test_frac: float = 0.1,  # fraction of entities (per kind) held out for test
@@ -68,10 +80,8 @@ def main(
     base_url: str = "https://api.openai.com/v1",  # openai: API root (…/v1)
     model: str = "gpt-4o-mini",  # openai: model name
     num_workers: int = 8,  # openai: concurrent requests
-    max_retries: int = 5,  # openai: retries per record (transport errors and malformed answers alike)
+    max_retries: int = 5,  # openai: transport retries per call (in the client), and re-asks per unusable answer
     timeout: float = 60.0,  # openai: seconds per HTTP request
-    backoff_base: float = 1.0,  # openai: seconds; retry n waits about backoff_base * 2**n (plus jitter)
-    backoff_max: float = 30.0,  # openai: seconds; cap on one wait (Retry-After included)
     temperature: float = 0.7,  # openai: sampling temperature
     min_fact_coverage: float = 0.6,  # openai: reject answers stating fewer than this fraction of the facts
     progress: bool = True,  # openai: tqdm progress bar on stderr
@@ -86,76 +96,17 @@ def main(
     styles_path = _repo_path(styles_path) if styles_path else DEFAULT_STYLES_PATH
     t0 = time.perf_counter()
 
-    # ------------------------------------------------------------------ load
-    try:
-        kb_files = resolve_kb_paths(kb_path)
-        entries = load_knowledge(kb_files)
-        styles = load_styles(styles_path)
-    except KnowledgeError as e:
-        raise SystemExit(f"knowledge base is invalid:\n{e}") from None
+    kb = load_kb(kb_path, styles_path, cmekg)
+    split_of = split_entities(kb.entries, seed, valid_frac, test_frac)
+    tasks, n_dup = select_tasks(plan_tasks(kb.entries, kb.styles, split_of, seed), max_records, seed)
+    log.info("planned %d tasks (%d duplicate instructions skipped) in %.2fs", len(tasks), n_dup, time.perf_counter() - t0)
 
-    # ------------------------------------------------------------------ plan: split entities, render tasks
-    split_of = split_entities(entries, seed, valid_frac, test_frac)
-    tasks = plan_tasks(entries, styles, split_of, seed)
-    rng = random.Random(seed)
-    rng.shuffle(tasks)
-    tasks, n_dup = take_unique(tasks, max_records)
-    log.info("planned %d tasks (%d duplicate instructions skipped) in %.2fs",
-             len(tasks), n_dup, time.perf_counter() - t0)
-
-    # ------------------------------------------------------------------ generate
-    failures: dict[str, str] = {}
     if backend == "offline":
         records = [task_record(t, t["instruction"], t["output"], t["facts"]) for t in tasks]
     else:
-        api_key = os.environ.get("OPENAI_API_KEY", "")
-        if not api_key:
-            log.warning("OPENAI_API_KEY is not set; sending requests without an Authorization header")
-        client = ChatClient(base_url, model, api_key=api_key or None, timeout=timeout, max_retries=max_retries,
-                            backoff_base=backoff_base, backoff_max=backoff_max, seed=seed)
-        checkpoint = output_path + ".partial.jsonl"
-        done, failures = generate_openai(tasks, client, checkpoint, num_workers, max_retries, temperature,
-                                         min_fact_coverage, progress)
-        if failures:
-            for task_id, why in sorted(failures.items()):
-                log.error("record %s failed: %s", task_id, why)
-            log.error("%d of %d records failed after retries; %d are saved in %s. "
-                      "Rerun the same command to retry the failed ones.",
-                      len(failures), len(tasks), len(done), display_path(checkpoint))
-            raise SystemExit(2)
-        records = [done[t["id"]] for t in tasks]
-        records, n_llm_dup = dedup_records(records)
-        if n_llm_dup:
-            log.warning("%d LLM answers repeated an earlier instruction and were dropped", n_llm_dup)
-
-    # ------------------------------------------------------------------ split, write, report
-    by_split = {s: [] for s in SPLITS}
-    split_of_task = {t["id"]: t["split"] for t in tasks}
-    for record in records:
-        by_split[split_of_task[record["id"]]].append(record)
-    paths = split_paths(output_path)
-    outputs = {}
-    for split in SPLITS:
-        sha = write_jsonl_atomic(paths[split], by_split[split])
-        outputs[split] = {"path": _rel(paths[split]), "records": len(by_split[split]), "sha256": sha}
-    stats = statistics_of(by_split, {e.name: e for e in entries})
-    meta = {
-        "flags": {**flags, "kb_path": _rel(kb_path), "output_path": _rel(output_path), "styles_path": _rel(styles_path)},
-        "kb_files": [{"path": _rel(p), "sha256": sha256_file(p)} for p in kb_files],
-        "styles_file": {"path": _rel(styles_path), "sha256": sha256_file(styles_path)},
-        "entities": {s: sum(v == s for v in split_of.values()) for s in SPLITS},
-        "split_rule": "entities split per kind by sha256('<seed>:<中心词>'); comparison pairs drawn within one split",
-        "outputs": outputs,
-        "stats": stats,
-        "python": sys.version.split()[0],
-    }
-    exam = build_exam(entries, split_of, seed)  # kb-mcq: 4-option questions per split (utils/exam.py)
-    meta["exam"] = {s: {"path": _rel(str(p)), "questions": len(exam[s]), "sha256": write_jsonl_atomic(str(p), exam[s])}
-                    for s, p in exam_paths(output_path).items()}
-    write_text_atomic(paths["meta"], json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
-    if backend == "openai" and os.path.exists(output_path + ".partial.jsonl"):
-        os.remove(output_path + ".partial.jsonl")
-    print_stats(stats, outputs, time.perf_counter() - t0)
+        records = generate_openai(tasks, kb.entries, output_path, base_url, model, num_workers, max_retries, timeout,
+                                  temperature, min_fact_coverage, progress)
+    write_outputs(records, tasks, kb, split_of, flags, output_path, t0)
 
 
 # ============================================================================ paths and files
@@ -177,7 +128,8 @@ def _rel(path: str) -> str:
 
 def split_paths(output_path: str) -> dict[str, str]:
     stem = output_path[:-5] if output_path.endswith(".json") else output_path
-    return {"train": output_path, "valid": stem + ".valid.json", "test": stem + ".test.json", "meta": stem + ".meta.json"}
+    return {"train": output_path, "valid": stem + ".valid.json", "test": stem + ".test.json", "meta": stem + ".meta.json",
+            "card": stem + ".card.md", "lengths": stem + ".lengths.png", "import": stem + ".cmekg_import"}
 
 
 def sha256_file(path: str) -> str:
@@ -201,30 +153,40 @@ def write_jsonl_atomic(path: str, records: list[dict]) -> str:
     return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-# ============================================================================ split
+# ============================================================================ load
 
 
-def split_entities(entries: list[Entry], seed: int, valid_frac: float, test_frac: float) -> dict[str, str]:
-    """中心词 -> split. Per kind, sorted by a seeded hash: the first test_frac go to test, then valid."""
-    split_of = {}
-    for kind in sorted({e.kind for e in entries}):
-        names = sorted((e.name for e in entries if e.kind == kind),
-                       key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
-        n_test, n_valid = round(len(names) * test_frac), round(len(names) * valid_frac)
-        for i, name in enumerate(names):
-            split_of[name] = "test" if i < n_test else "valid" if i < n_test + n_valid else "train"
-    return split_of
+@dataclass
+class KB:
+    entries: list[Entry]
+    styles: dict
+    files: list[str]
+    cmekg_source: dict = field(default_factory=dict)  # package, version, pickle sha256 (empty: not used)
+    cmekg_report: ImportReport | None = None
 
 
-# ============================================================================ rendering
+def load_kb(kb_path: str, styles_path: str, use_cmekg: bool) -> KB:
+    """Our entries (+ cMeKG's diseases when asked and installed) and the styles; bad input exits with file:line."""
+    try:
+        files = resolve_kb_paths(kb_path)
+        entries, report = load_all(files, use_cmekg)
+        styles = load_styles(styles_path)
+    except KnowledgeError as e:
+        raise SystemExit(f"knowledge base is invalid:\n{e}") from None
+    return KB(entries, styles, files, report.source if report else {}, report)
 
 
-def _join(values: list[str], sep: str = "、") -> str:
-    return sep.join(values)
+# ============================================================================ rendering helpers
+
+
+# "{exams}等检查" with exams ending in 检查 would read "血常规检查等检查": the template's word is dropped
+DOUBLED = re.compile(r"\{(\w+)\}等(检查|药物治疗|辅助治疗|药物|治疗)")
 
 
 def fill(template: str, slots: dict[str, tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
     """Fill {placeholders} from slots (text, facts); return the text and the facts it states."""
+    template = DOUBLED.sub(lambda m: m.group(0) if not slots.get(m.group(1), ("",))[0].endswith(("检查", "治疗", "药物"))
+                           else "{" + m.group(1) + "}等", template)
     facts: list[dict] = []
     for key in PLACEHOLDER.findall(template):
         for fact in slots[key][1]:
@@ -233,9 +195,13 @@ def fill(template: str, slots: dict[str, tuple[str, list[dict]]]) -> tuple[str, 
     return PLACEHOLDER.sub(lambda m: slots[m.group(1)][0], template), facts
 
 
-def usable(templates: list[str], slots: dict) -> list[str]:
-    """Templates whose placeholders all have a value; among those, the most informative ones."""
-    ok = [t for t in templates if all(k in slots for k in PLACEHOLDER.findall(t))]
+def fits(template: str, slots: dict) -> bool:
+    return all(k in slots for k in PLACEHOLDER.findall(template))
+
+
+def usable(templates: list[str], slots: dict, must: tuple[str, ...] = ()) -> list[str]:
+    """Templates whose placeholders all have a value and that state every ``must`` slot the entry has."""
+    ok = [t for t in templates if fits(t, slots) and all("{" + m + "}" in t for m in must if m in slots)]
     if not ok:
         return []
     most = max(len(set(PLACEHOLDER.findall(t))) for t in ok)
@@ -244,8 +210,32 @@ def usable(templates: list[str], slots: dict) -> list[str]:
 
 def field_slot(entry: Entry, key: str, values: list[str] | None = None, sep: str = "、", tag_entity: bool = False):
     values = entry.get(key)[:MAX_VALUES] if values is None else values
-    facts = [{"field": key, "value": v, **({"entity": entry.name} if tag_entity else {})} for v in values]
-    return _join(values, sep), facts
+    facts = [{"field": key, "value": v, "source": entry.source, **({"entity": entry.name} if tag_entity else {})}
+             for v in values]
+    return sep.join(values), facts
+
+
+def compose(parts: list[list[str]], slots: dict, rng: random.Random) -> tuple[str, list[dict]]:
+    """Prose joined from one phrasing of every part whose placeholders the slots can fill."""
+    text, facts = "", []
+    for options in parts:
+        ok = [t for t in options if fits(t, slots)]
+        if ok:
+            piece, piece_facts = fill(rng.choice(ok), slots)
+            text += piece
+            facts += [f for f in piece_facts if f not in facts]
+    return text, facts
+
+
+def prevention_as_treatment(output: str, facts: list[dict]) -> str | None:
+    """A phrase of NOT_TREATMENT_PHRASES in an answer that states treatment (the text of its other facts,
+    e.g. the test 动物接种, aside), else None."""
+    if not any(f["field"] in TREATMENT_FIELDS for f in facts):
+        return None
+    for f in sorted(facts, key=lambda f: -len(f["value"])):
+        if f["field"] not in TREATMENT_FIELDS:
+            output = output.replace(f["value"], "")
+    return next((p for p in NOT_TREATMENT_PHRASES if p in output), None)
 
 
 def symptoms_of(entry: Entry) -> list[str]:
@@ -253,138 +243,242 @@ def symptoms_of(entry: Entry) -> list[str]:
     return [s for s in entry.get("相关症状") if "无症状" not in s and "无明显症状" not in s]
 
 
+AGE_WORDS = [("新生儿", 0, 0), ("早产儿", 0, 0), ("婴儿", 0, 0), ("婴幼儿", 1, 3), ("幼儿", 1, 3), ("5岁以下", 1, 4),
+             ("学龄前", 3, 6), ("学龄儿童", 6, 11), ("小儿", 2, 11), ("儿童", 3, 11), ("青少年", 12, 17), ("青春期", 12, 17),
+             ("孕妇", 24, 36), ("产妇", 24, 36), ("哺乳", 24, 34), ("育龄", 22, 40), ("生育年龄", 22, 40),
+             ("绝经", 52, 70), ("中老年", 45, 72), ("老年", 65, 85), ("老人", 65, 85), ("中年", 40, 60),
+             ("青壮年", 20, 40), ("中青年", 25, 45), ("青年", 18, 30), ("年轻", 18, 30), ("成年", 20, 60), ("成人", 20, 60)]
+AGE_RANGE = re.compile(r"(\d+)\s*[~～\-至到]\s*(\d+)\s*岁")
+AGE_BOUND = re.compile(r"(\d+)\s*岁(以上|以下|左右)")
+
+
 def make_person(entry: Entry, rng: random.Random) -> str:
     """'一名45岁男性' etc., drawn from the entry's 多发人群 so the vignette is plausible."""
     groups = entry.get("多发人群") or ["成人"]
     group = rng.choice(groups)
-    if "新生儿" in group:
-        return f"一名出生{rng.randint(2, 7)}天的新生儿"
-    sex = "女" if any(w in group for w in ("女", "孕妇", "哺乳")) else "男" if "男" in group else rng.choice("男女")
-    ranges = [("婴幼儿", 1, 3), ("5岁以下", 1, 4), ("6个月至5岁", 1, 4), ("学龄儿童", 6, 11), ("儿童", 3, 11),
-              ("青少年", 12, 17), ("孕妇", 24, 36), ("哺乳", 24, 34), ("育龄", 22, 40), ("绝经后", 52, 70),
-              ("中老年", 45, 72), ("老年", 65, 85), ("中年", 40, 60), ("50岁左右", 48, 55), ("青年", 18, 30),
-              ("青壮年", 20, 40), ("中青年", 25, 45)]
+    if any(w in group for w in ("新生儿", "早产儿")):
+        return f"一名出生{rng.randint(2, 20)}天的新生儿"
+    if "婴儿" in group and "婴幼儿" not in group:
+        return f"一名{rng.randint(2, 11)}个月大的婴儿"
+    sex = "女" if any(w in group for w in ("女", "孕妇", "产妇", "哺乳", "妇")) else "男" if "男" in group else rng.choice("男女")
     low, high = 20, 65
-    for word, lo, hi in ranges:
-        if word in group:
-            low, high = lo, hi
-            break
-    age = rng.randint(low, high)
+    if m := AGE_RANGE.search(group):
+        low, high = sorted((int(m.group(1)), int(m.group(2))))
+    elif m := AGE_BOUND.search(group):
+        n = int(m.group(1))
+        low, high = {"以上": (n, n + 20), "以下": (max(1, n - 8), max(1, n - 1)), "左右": (max(1, n - 3), n + 3)}[m.group(2)]
+    else:
+        for word, lo, hi in AGE_WORDS:
+            if word in group:
+                low, high = max(1, lo), max(1, hi)
+                break
+    age = rng.randint(low, min(high, 95))
     if "孕妇" in group:
         return f"一名{age}岁孕妇"
-    if "哺乳" in group:
-        return f"一名{age}岁哺乳期女性"
+    if "产妇" in group or "哺乳" in group:
+        return f"一名{age}岁哺乳期女性" if "哺乳" in group else f"一名{age}岁产妇"
     noun = ("男孩" if sex == "男" else "女孩") if age < 12 else ("男生" if sex == "男" else "女生") if age < 18 else \
         ("男性" if sex == "男" else "女性")
     return f"一名{age}岁{noun}"
 
 
-def _task(style: str, entity, kind: str, split: str, variant: str, question: str, answer: tuple[str, list[dict]]) -> dict:
-    output, facts = answer
-    for fact in facts:  # the evaluation relies on this; templates are data, so check rather than trust
-        if fact["value"] not in output:
-            raise AssertionError(f"{style} {entity}: fact {fact['value']!r} not in output {output!r}")
-    key = json.dumps([style, entity, variant], ensure_ascii=False)
-    return {"id": hashlib.sha1(key.encode("utf-8")).hexdigest()[:16], "style": style, "entity": entity,
-            "kind": kind, "split": split, "instruction": question, "output": output, "facts": facts}
+# ============================================================================ planning: one function per style
+
+
+@dataclass
+class Planner:
+    styles: dict
+    split_of: dict[str, str]
+    seed: int
+    by_symptom: dict[str, set[str]]  # symptom -> diseases listing it (to single a disease out)
+
+    def rng(self, *parts) -> random.Random:
+        return random.Random(f"{self.seed}:" + ":".join(map(str, parts)))
+
+    def task(self, style: str, entries: list[Entry], variant, question: str, answer: tuple[str, list[dict]]) -> dict:
+        output, facts = answer
+        entity = entries[0].name if len(entries) == 1 else [e.name for e in entries]
+        for fact in facts:  # the evaluation relies on this; templates are data, so check rather than trust
+            if fact["value"] not in output:
+                raise AssertionError(f"{style} {entity}: fact {fact['value']!r} not in output {output!r}")
+        bad = prevention_as_treatment(output, facts)
+        if bad:
+            raise AssertionError(f"{style} {entity}: treatment answer contains {bad!r}: {output!r}")
+        key = json.dumps([style, entity, variant], ensure_ascii=False)
+        source = entries[0].source if len(entries) == 1 else [e.source for e in entries]
+        return {"id": hashlib.sha1(key.encode("utf-8")).hexdigest()[:16], "style": style, "entity": entity,
+                "source": source, "kind": entries[0].kind, "split": self.split_of[entries[0].name],
+                "instruction": question, "output": output, "facts": facts}
+
+    def distinctive_symptoms(self, entry: Entry, rng: random.Random, most: int) -> list[str] | None:
+        """2..most of the entry's symptoms that no other disease of the KB lists all of (or None)."""
+        symptoms = symptoms_of(entry)  # KB order, so the question lists them as the KB does
+        if len(symptoms) < 2:  # one symptom alone rarely points to one disease or department
+            return None
+        for _ in range(12):
+            chosen = set(rng.sample(symptoms, rng.randint(2, min(most, len(symptoms)))))
+            if set.intersection(*(self.by_symptom[s] for s in chosen)) == {entry.name}:
+                return [s for s in symptoms if s in chosen]
+        return None
 
 
 def plan_tasks(entries: list[Entry], styles: dict, split_of: dict[str, str], seed: int) -> list[dict]:
     """Every candidate task, in a deterministic order; each phrasing drawn from a per-task RNG."""
-    def rng_for(*parts) -> random.Random:
-        return random.Random(f"{seed}:" + ":".join(map(str, parts)))
-
-    tasks = []
     diseases = [e for e in entries if e.kind == "disease"]
-    drugs = [e for e in entries if e.kind == "drug"]
-
+    by_symptom = defaultdict(set)
     for e in diseases:
-        name = (e.name, [])  # the name in a question or an answer it does not state as a fact
-        # -- single facts: one record per (disease, field)
-        for key, style in styles["single_fact"]["fields"].items():
-            if not e.get(key):
-                continue
-            rng = rng_for("single_fact", e.name, key)
-            slots = {"name": name, "values": field_slot(e, key)}
-            question, answer = rng.choice(style["questions"]), rng.choice(style["answers"])
-            tasks.append(_task("single_fact", e.name, "disease", split_of[e.name], key,
-                               fill(question, slots)[0], fill(answer, slots)))
-
-        symptoms = symptoms_of(e)
-        whole = {"name": (e.name, [{"field": NAME_FIELD, "value": e.name}]), "dept": field_slot(e, "所属科室")}
-        for key, slot in (("检查", "exams"), ("药物治疗", "drugs"), ("辅助治疗", "aux")):
-            if e.get(key):
-                whole[slot] = field_slot(e, key, e.get(key)[:4])
-        def patients(style: str, count: int, max_symptoms: int, answers) -> None:
-            """``count`` patients showing 2..max_symptoms of the disease's symptoms (same RNG order as before)."""
-            for i in range(count):
-                rng = rng_for(style, e.name, i)
-                k = rng.randint(2, min(max_symptoms, len(symptoms)))
-                chosen = set(rng.sample(symptoms, k))
-                picked = [s for s in symptoms if s in chosen]
-                slots = {**whole, "person": (make_person(e, rng), []), "symptoms": (_join(picked), [])}
-                question = rng.choice(styles[style]["questions"])
-                answer = rng.choice(answers(slots))
-                tasks.append(_task(style, e.name, "disease", split_of[e.name], i,
-                                   fill(question, slots)[0], fill(answer, slots)))
-
-        if len(symptoms) >= 2:  # one symptom alone rarely points to one disease or department
-            # -- vignettes: three patients per disease with different symptom subsets
-            patients("vignette", 3, 4, lambda slots: usable(styles["vignette"]["answers"], slots))
-            # -- triage: two per disease
-            patients("triage", 2, 3, lambda slots: styles["triage"]["answers"])
-
-    # -- comparisons: pairs drawn within one split (see the split rule in the docstring)
-    cmp_style = styles["comparison"]
-    seen_pairs = set()
-    for split in SPLITS:
-        pool = [e for e in diseases if split_of[e.name] == split]
-        for a in pool:
-            rng = rng_for("comparison", a.name)
-            same_dept = [b for b in pool if b is not a and set(b.get("所属科室")) & set(a.get("所属科室"))]
-            others = [b for b in pool if b is not a]
-            partners = ([rng.choice(same_dept)] if same_dept else []) + ([rng.choice(others)] if others else [])
-            for b in partners:
-                pair = tuple(sorted((a.name, b.name)))
-                shared = [k for k in cmp_style["fields"] if a.get(k) and b.get(k)]
-                if pair in seen_pairs or not shared:
-                    continue
-                seen_pairs.add(pair)
-                key = rng.choice(shared)
-                av, bv = a.get(key)[:MAX_VALUES], b.get(key)[:MAX_VALUES]
-                common = [v for v in av if v in bv]
-                kind = "same" if set(av) == set(bv) else "overlap" if common else "different"
-                slots = {"a": (a.name, []), "b": (b.name, []), "label": (rng.choice(cmp_style["fields"][key]["label"]), []),
-                         "a_values": field_slot(a, key, av, tag_entity=True),
-                         "b_values": field_slot(b, key, bv, tag_entity=True), "common": (_join(common), [])}
-                if kind == "same":
-                    slots["common"] = (_join(av), field_slot(a, key, av, tag_entity=True)[1] + field_slot(b, key, bv, tag_entity=True)[1])
-                question = rng.choice(cmp_style["questions"])
-                answer = rng.choice(cmp_style[kind])
-                tasks.append(_task("comparison", [a.name, b.name], "disease", split, key,
-                                   fill(question, slots)[0], fill(answer, slots)))
-
-    for e in drugs:
-        slots = {"name": (e.name, [])}
-        for key, slot, sep in (("药物分类", "class", "、"), ("适应症", "indication", "、"), ("用法用量", "usage", "，"),
-                               ("不良反应", "adverse", "、"), ("禁忌", "contra", "、")):
-            if e.get(key):
-                slots[slot] = field_slot(e, key, sep=sep)
-        plans = [("drug_usage", "usage", "questions", "answers"),
-                 ("drug_usage", "indication", "indication_questions", "indication_answers"),
-                 ("drug_side_effects", "adverse", "questions", "answers"),
-                 ("drug_contraindication", "contra", "questions", "answers")]
-        for style, variant, qkey, akey in plans:
-            rng = rng_for(style, e.name, variant)
-            answers = usable(styles[style][akey], slots)
-            if not answers:
-                continue
-            tasks.append(_task(style, e.name, "drug", split_of[e.name], variant,
-                               fill(rng.choice(styles[style][qkey]), slots)[0], fill(rng.choice(answers), slots)))
+        for s in symptoms_of(e):
+            by_symptom[s].add(e.name)
+    p = Planner(styles, split_of, seed, by_symptom)
+    tasks = []
+    for e in diseases:
+        tasks += single_fact_tasks(p, e)
+        tasks += overview_tasks(p, e)
+        tasks += patient_tasks(p, e, "vignette", count=3, most=4)
+        tasks += patient_tasks(p, e, "triage", count=2, most=3)
+    tasks += comparison_tasks(p, diseases)
+    for e in entries:
+        if e.kind == "drug":
+            tasks += drug_tasks(p, e)
     return tasks
 
 
-# ============================================================================ dedup
+def single_fact_tasks(p: Planner, e: Entry) -> list[dict]:
+    """One record per (disease, field): "X的并发症有哪些？"."""
+    tasks = []
+    for key, style in p.styles["single_fact"]["fields"].items():
+        if e.get(key):
+            rng = p.rng("single_fact", e.name, key)
+            slots = {"name": (e.name, []), "values": field_slot(e, key)}
+            question, answer = rng.choice(style["questions"]), rng.choice(style["answers"])
+            tasks.append(p.task("single_fact", [e], key, fill(question, slots)[0], fill(answer, slots)))
+    return tasks
+
+
+def _disease_slots(e: Entry, limits: dict[str, int]) -> dict:
+    """Slots of a composite answer: placeholder -> (text, facts), for the fields the entry has."""
+    slots = {"name": (e.name, [{"field": NAME_FIELD, "value": e.name, "source": e.source}])}
+    names = {"dept": "所属科室", "site": "发病部位", "cause": "病因", "group": "多发人群", "symptoms": "相关症状",
+             "exams": "检查", "drugs": "药物治疗", "aux": "辅助治疗"}
+    for slot, key in names.items():
+        if slot in limits and e.get(key):
+            slots[slot] = field_slot(e, key, e.get(key)[:limits[slot]])
+    return slots
+
+
+def overview_tasks(p: Planner, e: Entry) -> list[dict]:
+    """"请简单介绍一下X。": a prose introduction from department, site, cause, group, symptoms, tests."""
+    style = p.styles["overview"]
+    rng = p.rng("overview", e.name)
+    slots = _disease_slots(e, {"dept": 2, "site": 3, "cause": 3, "group": 2, "symptoms": 4, "exams": 3})
+    parts = [style[k] for k in ("answer_open", "answer_site", "answer_group", "answer_cause", "answer_symptoms",
+                                "answer_exams", "answer_close")]
+    question = fill(rng.choice(style["questions"]), slots)[0]
+    return [p.task("overview", [e], 0, question, compose(parts, slots, rng))]
+
+
+def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) -> list[dict]:
+    """Vignettes (diagnosis + treatment) and triage (department): a patient whose symptoms single out the disease."""
+    style = p.styles[style_name]
+    whole = _disease_slots(e, {"dept": 2, "exams": 4, "drugs": 4, "aux": 4})
+    tasks = []
+    for i in range(count):
+        rng = p.rng(style_name, e.name, i)
+        picked = p.distinctive_symptoms(e, rng, most)
+        if picked is None:
+            continue
+        slots = {**whole, "person": (make_person(e, rng), []), "symptoms": ("、".join(picked), [])}
+        question = rng.choice(style["questions"])
+        if style_name == "vignette":
+            parts = [style[k] for k in ("answer_open", "answer_dept", "answer_exams", "answer_drugs", "answer_aux",
+                                        "answer_close")]
+            answer = compose(parts, slots, rng)
+        else:
+            answer = fill(rng.choice(style["answers"]), slots)
+        tasks.append(p.task(style_name, [e], i, fill(question, slots)[0], answer))
+    return tasks
+
+
+def features(e: Entry) -> tuple[set[str], set[str]]:
+    return set(e.get("发病部位")), set(symptoms_of(e))
+
+
+def relatedness(fa: tuple[set, set], fb: tuple[set, set]) -> int:
+    """How related two diseases are: shared body sites count 2, shared symptoms 1 (0: unrelated)."""
+    return 2 * len(fa[0] & fb[0]) + len(fa[1] & fb[1])
+
+
+def related(a: Entry, b: Entry) -> int:
+    return relatedness(features(a), features(b))
+
+
+def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
+    """"X和Y的病因是否一致？" for related pairs only: same department, same split, shared site or >= 2 symptoms."""
+    style = p.styles["comparison"]
+    pool = defaultdict(list)  # (split, department) -> diseases
+    for e in diseases:
+        for d in e.get("所属科室"):
+            pool[(p.split_of[e.name], d)].append(e)
+    feats = {e.name: features(e) for e in diseases}
+    tasks, seen_pairs = [], set()
+    for a in diseases:
+        rng = p.rng("comparison", a.name)
+        candidates = {b.name: b for d in a.get("所属科室") for b in pool[(p.split_of[a.name], d)] if b is not a}
+        fa = feats[a.name]
+        scored = sorted(((relatedness(fa, feats[n]), n) for n in candidates), key=lambda x: (-x[0], x[1]))
+        best = [candidates[n] for score, n in scored[:4] if score >= 2]
+        for b in rng.sample(best, min(2, len(best))):
+            pair = tuple(sorted((a.name, b.name)))
+            shared = [k for k in style["fields"] if a.get(k) and b.get(k)]
+            if pair in seen_pairs or not shared:
+                continue
+            seen_pairs.add(pair)
+            key = rng.choice(shared)
+            tasks.append(p.task("comparison", [a, b], key, *_comparison(style, a, b, key, rng)))
+    return tasks
+
+
+def _comparison(style: dict, a: Entry, b: Entry, key: str, rng: random.Random) -> tuple[str, tuple[str, list[dict]]]:
+    av, bv = a.get(key)[:MAX_VALUES], b.get(key)[:MAX_VALUES]
+    common = [v for v in av if v in bv]
+    kind = "same" if set(av) == set(bv) else "overlap" if common else "different"
+    depts = [d for d in a.get("所属科室") if d in b.get("所属科室")]
+    dept_facts = field_slot(a, "所属科室", depts, tag_entity=True)[1] + field_slot(b, "所属科室", depts, tag_entity=True)[1]
+    slots = {"a": (a.name, []), "b": (b.name, []), "label": (rng.choice(style["fields"][key]["label"]), []),
+             "dept": ("、".join(depts), dept_facts),
+             "a_values": field_slot(a, key, av, tag_entity=True), "b_values": field_slot(b, key, bv, tag_entity=True),
+             "common": ("、".join(common), field_slot(a, key, common, tag_entity=True)[1]
+                        + field_slot(b, key, common, tag_entity=True)[1])}
+    question = fill(rng.choice(style["questions"]), slots)[0]
+    return question, fill(rng.choice(style[kind]), slots)
+
+
+def drug_tasks(p: Planner, e: Entry) -> list[dict]:
+    """What a drug is for and how it is used, its adverse reactions and contraindications."""
+    slots = {"name": (e.name, [])}
+    for key, slot, sep in (("药物分类", "class", "、"), ("适应症", "indication", "、"), ("用法用量", "usage", "，"),
+                           ("不良反应", "adverse", "、"), ("禁忌", "contra", "、"), ("禁忌例外", "exception", "；")):
+        if e.get(key):
+            slots[slot] = field_slot(e, key, sep=sep)
+    plans = [("drug_usage", "usage", "questions", "answers"),
+             ("drug_usage", "indication", "indication_questions", "indication_answers"),
+             ("drug_side_effects", "adverse", "questions", "answers"),
+             ("drug_contraindication", "contra", "questions", "answers")]
+    tasks = []
+    for style, variant, qkey, akey in plans:
+        rng = p.rng(style, e.name, variant)
+        answers = usable(p.styles[style][akey], slots, must=("exception",))  # an exception is never left out
+        if answers:
+            tasks.append(p.task(style, [e], variant, fill(rng.choice(p.styles[style][qkey]), slots)[0],
+                                fill(rng.choice(answers), slots)))
+    return tasks
+
+
+# ============================================================================ selection and dedup
+
+
+def family(style: str) -> str:
+    return "drug" if style.startswith("drug_") else style
 
 
 def normalize(text: str) -> str:
@@ -407,6 +501,34 @@ def take_unique(tasks: list[dict], limit: int) -> tuple[list[dict], int]:
     return kept, dups
 
 
+def quotas(available: dict[str, int], limit: int) -> dict[str, int]:
+    """Records per style family: STYLE_WEIGHTS shares of ``limit``, a family's unused share going to the rest."""
+    quota = {s: 0 for s in available}
+    left, open_ = limit, [s for s in available if available[s] > 0]
+    while left > 0 and open_:
+        total = sum(STYLE_WEIGHTS.get(s, 0.1) for s in open_)
+        share = {s: max(1, int(left * STYLE_WEIGHTS.get(s, 0.1) / total)) for s in open_}
+        for s in open_:
+            take = min(share[s], available[s] - quota[s], left)
+            quota[s] += take
+            left -= take
+        open_ = [s for s in open_ if quota[s] < available[s]]
+    return quota
+
+
+def select_tasks(tasks: list[dict], limit: int, seed: int) -> tuple[list[dict], int]:
+    """Distinct instructions, drawn per style family by STYLE_WEIGHTS, in a seeded order."""
+    rng = random.Random(seed)
+    rng.shuffle(tasks)
+    unique, n_dup = take_unique(tasks, len(tasks))
+    pools = defaultdict(list)
+    for t in unique:
+        pools[family(t["style"])].append(t)
+    quota = quotas({s: len(v) for s, v in sorted(pools.items())}, limit)
+    chosen = {t["id"] for s, v in pools.items() for t in v[:quota[s]]}
+    return [t for t in unique if t["id"] in chosen], n_dup
+
+
 def dedup_records(records: list[dict]) -> tuple[list[dict], int]:
     seen, kept = set(), []
     for r in records:
@@ -419,7 +541,7 @@ def dedup_records(records: list[dict]) -> tuple[list[dict], int]:
 
 def task_record(task: dict, instruction: str, output: str, facts: list[dict]) -> dict:
     return {"instruction": instruction, "input": "", "output": output, "style": task["style"],
-            "entity": task["entity"], "facts": facts, "id": task["id"]}
+            "entity": task["entity"], "source": task["source"], "facts": facts, "id": task["id"]}
 
 
 # ============================================================================ openai backend
@@ -428,46 +550,65 @@ SYSTEM_PROMPT = ("你是一名医学教育专家，负责根据给定的医学�
                  "只使用给定的事实，不要编造资料以外的医学信息。")
 STYLE_HINTS = {
     "single_fact": "关于一种疾病某一方面的知识问答",
+    "overview": "简要介绍一种疾病",
     "vignette": "病例问诊：描述患者年龄、性别和症状，询问可能的诊断和治疗",
     "triage": "根据症状询问应去哪个科室就诊",
-    "comparison": "比较两种疾病的某一方面是否一致",
+    "comparison": "比较两种相关疾病的某一方面是否一致",
     "drug_usage": "药物的用途和用法用量",
     "drug_side_effects": "药物的不良反应",
     "drug_contraindication": "药物的禁忌",
 }
+# who asks: the seed had GPT-3.5 write questions in several voices; one is picked per task (by its id)
+VOICES = (
+    "instruction 以患者本人的口吻提问，口语自然",
+    "instruction 以患者家属的口吻提问，可以带一点担心的语气",
+    "instruction 以医学生向老师请教的口吻提问，用词规范",
+    "instruction 像在线问诊平台上的提问，简短直接",
+)
+RETRY_PROMPT = ("上面的输出无法使用：{reason}。请重新只输出一个JSON对象："
+                "{{\"instruction\": \"...\", \"output\": \"...\"}}，output 只能使用资料中的事实。")
 
 
-class MalformedAnswer(ValueError):
-    """The model's message was not the JSON object asked for, or left out too many facts."""
+class MalformedAnswer(ReplyError):
+    """The model's message was not the JSON object asked for, left out too many facts, or stated new ones."""
 
 
 def build_messages(task: dict) -> list[dict]:
     material = {"style": task["style"], "entity": task["entity"], "reference_question": task["instruction"],
-                "facts": task["facts"]}
+                "facts": [{k: f[k] for k in ("field", "value")} for f in task["facts"]]}
+    voice = VOICES[int(task["id"], 16) % len(VOICES)]
     user = ("请根据下面的资料写一条“" + STYLE_HINTS[task["style"]] + "”类型的问答。\n"
             "要求：\n"
             "1. 只输出一个JSON对象：{\"instruction\": \"用户的提问\", \"output\": \"医生的回答\"}，不要输出其他内容；\n"
-            "2. instruction 口语自然，可参考 reference_question 改写；\n"
-            "3. output 必须逐字包含 facts 中的每一个 value，不得编造资料以外的医学事实。\n"
+            f"2. {voice}，可参考 reference_question 改写；\n"
+            "3. output 必须逐字包含 facts 中的每一个 value，不得提到资料以外的药物、检查或科室；\n"
+            "4. 疫苗和预防措施不是治疗方法，不要写成治疗。\n"
             "资料(JSON)：" + json.dumps(material, ensure_ascii=False))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def parse_answer(content: str, task: dict, min_fact_coverage: float) -> dict:
-    """The record from a model message; raises MalformedAnswer when it is not usable."""
-    text = content.strip()
-    if text.startswith("```"):
-        text = text.strip("`")
-        text = text[4:] if text.lower().startswith("json") else text
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        start, end = text.find("{"), text.rfind("}")
-        try:
-            obj = json.loads(text[start:end + 1]) if 0 <= start < end else None
-        except json.JSONDecodeError:
-            obj = None
-    if not isinstance(obj, dict):
+GROUNDED_FIELDS = ("药物治疗", "检查", "所属科室")  # an answer may name only its own entry's drugs, tests, departments
+
+
+def grounding_vocabulary(entries: list[Entry]) -> set[str]:
+    """Every drug, test and department the KB knows (drug entries included), to catch invented ones."""
+    vocab = {v for e in entries for k in GROUNDED_FIELDS for v in e.get(k)}
+    vocab |= {e.name for e in entries if e.kind == "drug"}
+    # 内科/外科 are words inside ordinary prose (外科手术) as much as departments: too short to police
+    return {v for v in vocab if len(v) >= 2} - {"内科", "外科"}
+
+
+def ungrounded(output: str, task: dict, vocabulary: set[str]) -> list[str]:
+    """Drugs, tests or departments the output names that are not among the task's facts."""
+    allowed = [f["value"] for f in task["facts"]] + [task["instruction"]]
+    allowed += task["entity"] if isinstance(task["entity"], list) else [task["entity"]]
+    return sorted(v for v in vocabulary if v in output and not any(v in a for a in allowed))
+
+
+def parse_answer(content: str, task: dict, min_fact_coverage: float, vocabulary: set[str] = frozenset()) -> dict:
+    """The record from a model message; raises MalformedAnswer (with the reason) when it is not usable."""
+    obj = next(json_objects(content), None)
+    if obj is None:
         raise MalformedAnswer(f"not a JSON object: {content[:60]!r}")
     instruction, output = obj.get("instruction"), obj.get("output")
     if not isinstance(instruction, str) or not instruction.strip() or not isinstance(output, str) or not output.strip():
@@ -476,21 +617,20 @@ def parse_answer(content: str, task: dict, min_fact_coverage: float) -> dict:
     stated = [f for f in task["facts"] if f["value"] in output]
     if task["facts"] and len(stated) / len(task["facts"]) < min_fact_coverage:
         raise MalformedAnswer(f"answer states {len(stated)}/{len(task['facts'])} facts")
+    invented = ungrounded(output, task, vocabulary)
+    if invented:
+        raise MalformedAnswer(f"answer names {'、'.join(invented[:3])}, which the facts do not contain")
+    if task["style"] in ("vignette", "single_fact", "overview") and prevention_as_treatment(output, stated):
+        raise MalformedAnswer("answer presents prevention (vaccine/prophylaxis) as treatment")
     return task_record(task, instruction, output, stated)
 
 
-def ask(client: ChatClient, task: dict, max_retries: int, temperature: float, min_fact_coverage: float) -> dict:
-    """One record from the LLM; malformed answers are retried (transport retries live in the client)."""
-    last = None
-    for attempt in range(max_retries + 1):
-        content = client.chat(build_messages(task), temperature=temperature)
-        try:
-            return parse_answer(content, task, min_fact_coverage)
-        except MalformedAnswer as e:
-            last = e
-            if attempt < max_retries:
-                time.sleep(client.backoff(attempt))
-    raise MalformedAnswer(f"{max_retries + 1} malformed answer(s); last: {last}")
+def ask(client, model: str, task: dict, max_retries: int, temperature: float, min_fact_coverage: float,
+        vocabulary: set[str]) -> dict:
+    """One record from the LLM: unusable answers are asked again with the reason (utils.llm.ask_json)."""
+    reply = ask_json(client, model, build_messages(task), lambda text: parse_answer(text, task, min_fact_coverage, vocabulary),
+                     max_attempts=max_retries + 1, retry_prompt=RETRY_PROMPT, temperature=temperature)
+    return reply.value
 
 
 def load_checkpoint(path: str, wanted: set[str], model: str) -> dict[str, dict]:
@@ -524,10 +664,34 @@ def load_checkpoint(path: str, wanted: set[str], model: str) -> dict[str, dict]:
     return done
 
 
-def generate_openai(tasks, client, checkpoint, num_workers, max_retries, temperature, min_fact_coverage, progress):
+def generate_openai(tasks, entries, output_path, base_url, model, num_workers, max_retries, timeout, temperature,
+                    min_fact_coverage, progress) -> list[dict]:
+    """Records rewritten by the LLM, in task order; exits 2 listing the failures when retries ran out."""
+    api_key = os.environ.get("OPENAI_API_KEY", "")
+    if not api_key:
+        log.warning("OPENAI_API_KEY is not set; sending requests with a placeholder key")
+    client = make_client(base_url, api_key=api_key or None, timeout=timeout, max_retries=max_retries)
+    checkpoint = output_path + ".partial.jsonl"
+    done, failures = run_requests(tasks, client, model, checkpoint, num_workers, max_retries, temperature,
+                                  min_fact_coverage, grounding_vocabulary(entries), progress)
+    if failures:
+        for task_id, why in sorted(failures.items()):
+            log.error("record %s failed: %s", task_id, why)
+        log.error("%d of %d records failed after retries; %d are saved in %s. "
+                  "Rerun the same command to retry the failed ones.",
+                  len(failures), len(tasks), len(done), display_path(checkpoint))
+        raise SystemExit(2)
+    records, n_llm_dup = dedup_records([done[t["id"]] for t in tasks])
+    if n_llm_dup:
+        log.warning("%d LLM answers repeated an earlier instruction and were dropped", n_llm_dup)
+    return records
+
+
+def run_requests(tasks, client, model, checkpoint, num_workers, max_retries, temperature, min_fact_coverage,
+                 vocabulary, progress):
     from tqdm import tqdm
 
-    done = load_checkpoint(checkpoint, {t["id"] for t in tasks}, client.model)
+    done = load_checkpoint(checkpoint, {t["id"] for t in tasks}, model)
     pending = [t for t in tasks if t["id"] not in done]
     failures: dict[str, str] = {}
     os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)
@@ -535,17 +699,17 @@ def generate_openai(tasks, client, checkpoint, num_workers, max_retries, tempera
             tqdm(total=len(tasks), initial=len(done), desc="records", file=sys.stderr, disable=not progress) as bar:
         pool = ThreadPoolExecutor(max_workers=max(1, num_workers))
         try:
-            futures = {pool.submit(ask, client, t, max_retries, temperature, min_fact_coverage): t for t in pending}
+            futures = {pool.submit(ask, client, model, t, max_retries, temperature, min_fact_coverage, vocabulary): t
+                       for t in pending}
             for future in as_completed(futures):
                 task = futures[future]
                 try:
                     record = future.result()
-                except (LLMError, MalformedAnswer) as e:
-                    failures[task["id"]] = f"{task['style']} {task['entity']}: {e}"
+                except (*api_errors(), ReplyError) as e:
+                    failures[task["id"]] = f"{task['style']} {task['entity']}: {type(e).__name__}: {e}"
                 else:
                     # only the main thread writes, one whole line at a time, durable before counting
-                    ckpt.write(json.dumps({"id": task["id"], "model": client.model, "record": record},
-                                          ensure_ascii=False) + "\n")
+                    ckpt.write(json.dumps({"id": task["id"], "model": model, "record": record}, ensure_ascii=False) + "\n")
                     ckpt.flush()
                     os.fsync(ckpt.fileno())
                     done[task["id"]] = record
@@ -559,44 +723,61 @@ def generate_openai(tasks, client, checkpoint, num_workers, max_retries, tempera
     return done, failures
 
 
-# ============================================================================ statistics
+# ============================================================================ outputs, statistics, data card
 
 
-def _lengths(values: list[int]) -> dict:
-    if not values:
-        return {}
-    values = sorted(values)
-    return {"min": values[0], "mean": round(statistics.mean(values), 1), "median": statistics.median(values),
-            "p95": values[min(len(values) - 1, int(0.95 * len(values)))], "max": values[-1]}
-
-
-def statistics_of(by_split: dict[str, list[dict]], entry_of: dict[str, Entry]) -> dict:
-    every = [r for s in SPLITS for r in by_split[s]]
-    depts = Counter()
-    for r in every:
-        names = r["entity"] if isinstance(r["entity"], list) else [r["entity"]]
-        for d in sorted({d for n in names for d in (entry_of[n].get("所属科室") or ["药物"])}):
-            depts[d] += 1
-    return {
-        "records": len(every),
-        "per_split": {s: len(by_split[s]) for s in SPLITS},
-        "per_style": dict(sorted(Counter(r["style"] for r in every).items())),
-        "per_style_split": {s: dict(sorted(Counter(r["style"] for r in by_split[s]).items())) for s in SPLITS},
-        "per_department": dict(depts.most_common()),
-        "instruction_chars": _lengths([len(r["instruction"]) for r in every]),
-        "output_chars": _lengths([len(r["output"]) for r in every]),
+def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict, flags: dict, output_path: str,
+                  t0: float) -> None:
+    by_split = {s: [] for s in SPLITS}
+    split_of_task = {t["id"]: t["split"] for t in tasks}
+    for record in records:
+        by_split[split_of_task[record["id"]]].append(record)
+    paths = split_paths(output_path)
+    outputs = {}
+    for split in SPLITS:
+        sha = write_jsonl_atomic(paths[split], by_split[split])
+        outputs[split] = {"path": _rel(paths[split]), "records": len(by_split[split]), "sha256": sha}
+    stats = statistics_of(by_split, {e.name: e for e in kb.entries})
+    meta = {
+        "flags": {**flags, "kb_path": _rel(flags["kb_path"] if os.path.isabs(flags["kb_path"]) else flags["kb_path"]),
+                  "output_path": _rel(output_path), "styles_path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH)},
+        "kb_files": [{"path": _rel(p), "sha256": sha256_file(p)} for p in kb.files],
+        "styles_file": {"path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH),
+                        "sha256": sha256_file(_repo_path(flags["styles_path"]) if flags["styles_path"] else DEFAULT_STYLES_PATH)},
+        "cmekg": kb.cmekg_source or None,
+        "entities": {s: sum(v == s for v in split_of.values()) for s in SPLITS},
+        "split_rule": "entities split per kind by sha256('<seed>:<中心词>'); comparison pairs drawn within one split",
+        "outputs": outputs,
+        "stats": stats,
+        "python": sys.version.split()[0],
     }
+    exam = build_exam(kb.entries, split_of, flags["seed"])  # kb-mcq: 4-option questions per split (utils/exam.py)
+    meta["exam"] = {s: {"path": _rel(str(p)), "questions": len(exam[s]), "sha256": write_jsonl_atomic(str(p), exam[s])}
+                    for s, p in exam_paths(output_path).items()}
+    write_text_atomic(paths["meta"], json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+    if kb.cmekg_report is not None:
+        write_text_atomic(paths["import"] + ".json", json.dumps(kb.cmekg_report.as_dict(), ensure_ascii=False, indent=2) + "\n")
+        write_text_atomic(paths["import"] + ".md", report_markdown(kb.cmekg_report))
+    plot_lengths(by_split, paths["lengths"])
+    write_text_atomic(paths["card"], data_card(meta, paths))
+    if os.path.exists(output_path + ".partial.jsonl"):
+        os.remove(output_path + ".partial.jsonl")
+    print_stats(stats, outputs, time.perf_counter() - t0)
 
 
 def print_stats(stats: dict, outputs: dict, seconds: float) -> None:
-    print(f"built {stats['records']} records in {seconds:.2f}s")
+    print(f"built {stats['records']} records from {stats['diseases']} diseases and {stats['drugs']} drugs "
+          f"in {seconds:.2f}s")
     for split, info in outputs.items():
         print(f"  {split:5s} {info['records']:6d}  {info['path']}")
+    print("per source: " + ", ".join(f"{k} {v}" for k, v in stats["per_source"].items()))
     print("per style:")
     for style, n in stats["per_style"].items():
         per = " ".join(f"{s}={stats['per_style_split'][s].get(style, 0)}" for s in SPLITS)
         print(f"  {style:22s} {n:6d}  ({per})")
     print("per department (top 12): " + ", ".join(f"{d} {n}" for d, n in list(stats["per_department"].items())[:12]))
+    print(f"masked patterns: {stats['instruction_patterns']} instruction, {stats['answer_patterns']} answer "
+          f"(top 10 answer patterns cover {stats['top10_answer_pattern_share']:.0%})")
     print(f"instruction chars: {stats['instruction_chars']}")
     print(f"output chars:      {stats['output_chars']}")
 

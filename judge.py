@@ -123,15 +123,15 @@ def main(
         if missing:
             raise DataError(f"{predictions_file}: {len(missing)} question(s) of {questions_file} have no answer, e.g. {missing[0][:60]!r}")
 
-    from utils.llm_client import ChatClient
+    from utils.llm import make_client
 
     api_key = os.environ.get(judge_api_key_env, "")
     if not api_key:
         logger.warning("$%s is not set: calling %s without a key", judge_api_key_env, judge_base_url)
-    client = ChatClient(judge_base_url, judge_model, api_key=api_key or None, timeout=timeout, max_retries=max_retries)
-    logger.info("judging %d answers with %r", len(records), client)
+    client = make_client(judge_base_url, api_key=api_key or None, timeout=timeout, max_retries=max_retries)
+    logger.info("judging %d answers with %s at %s", len(records), judge_model, judge_base_url)
     judgments = judge.judge_all(
-        client, [(r["instruction"], r["model_output"]) for r in records], max_attempts, workers,
+        client, judge_model, [(r["instruction"], r["model_output"]) for r in records], max_attempts, workers,
         temperature=judge_temperature, max_tokens=judge_max_tokens,
     )  # fmt: skip
 

@@ -3,7 +3,8 @@
 Scores follow from the judged answer, so a test can check each recorded score:
 完整性 = min(3, len // 10), 深刻性 = min(3, len // 20), 专业性 = 3 if "医生" in the answer else 1.
 A reply is malformed when a hash of (seed, question, attempt) falls under ``malformed_rate``; the
-kind cycles through prose, a score out of range, a missing dimension and cut-off JSON. Good replies
+next byte of that hash picks the kind: prose, a score out of range, a missing dimension or cut-off JSON (so a
+test's expectations do not depend on the order concurrent calls arrive in). Good replies
 alternate between bare JSON and JSON in a code fence after a sentence. Transport failures come
 from the parent's ``script`` ("500", "429", ...). Every call is logged in ``log`` as
 (question, attempt, "ok" | malformed kind | HTTP status).
@@ -27,6 +28,13 @@ def is_malformed(seed: int, question: str, attempt: int, rate: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
+def malformed_kind(seed: int, question: str, attempt: int) -> str:
+    """Which way a malformed reply is broken: the byte after the ones ``is_malformed`` reads, so it is
+    fixed per (question, attempt) whatever order concurrent calls arrive in."""
+    digest = hashlib.sha256(f"{seed}:{question}:{attempt}".encode()).digest()
+    return MALFORMED_KINDS[digest[8] % len(MALFORMED_KINDS)]
+
+
 class FakeJudge(FakeOpenAI):
     def __init__(self, malformed_rate: float = 1 / 3, **kwargs):
         super().__init__(**kwargs)
@@ -47,7 +55,7 @@ class FakeJudge(FakeOpenAI):
         with self._lock:
             attempt = self.attempts[question] = self.attempts.get(question, 0) + 1
             n = len(self.log)
-            kind = MALFORMED_KINDS[n % len(MALFORMED_KINDS)] if is_malformed(0, question, attempt, self.malformed_rate) else "ok"
+            kind = malformed_kind(0, question, attempt) if is_malformed(0, question, attempt, self.malformed_rate) else "ok"
             self.log.append((question, attempt, kind))
         scores = {**expected_scores(answer), "理由": "测试"}
         if kind == "ok":

@@ -12,12 +12,13 @@ fact value verbatim. Failures can be injected, each counted:
     "nonjson"   a valid body whose message content is prose, not JSON
     "empty"     a valid body whose JSON content has an empty "output"
     "400"       HTTP 400 (not retryable)
+    "invented"  a well-formed answer that also names a drug the facts do not hold (INVENTED_DRUG)
 
 `script` lists outcomes for the first calls in order ("ok" for a normal answer); after it runs
 out, each call fails with probability `failure_rate`, drawing the kind from `kinds`.
 
     with FakeOpenAI(failure_rate=0.2) as server:
-        ChatClient(server.base_url, "fake-model").chat([...])
+        openai.OpenAI(base_url=server.base_url, api_key="k").chat.completions.create(model="m", messages=[...])
         server.calls, server.outcomes
 """
 
@@ -32,11 +33,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MARKER = "资料(JSON)："
 ALL_KINDS = ("429", "500", "503", "slow", "truncated", "nonjson", "empty")
+INVENTED_DRUG = "头孢曲松"  # a drug of the shipped KB
 
 
 def answer_for(messages: list[dict]) -> dict:
     """The {"instruction", "output"} a perfect model would give for build_dataset's prompt."""
-    user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    # the prompt with the material (a re-ask appends the bad reply and the reason after it)
+    user = next((m["content"] for m in reversed(messages) if m.get("role") == "user" and MARKER in m["content"]), "")
     if MARKER not in user:
         return {"instruction": "你好", "output": "你好，请问有什么可以帮您？"}
     material = json.loads(user.split(MARKER, 1)[1].strip())
@@ -135,6 +138,8 @@ class FakeOpenAI:
             answer = answer_for(request.get("messages", []))
             if outcome == "nonjson":
                 content = "抱歉，我不能按要求输出JSON。" + answer["output"]
+            elif outcome == "invented":
+                content = json.dumps({**answer, "output": answer["output"] + f"也可以使用{INVENTED_DRUG}。"}, ensure_ascii=False)
             elif outcome == "empty":
                 content = json.dumps({"instruction": answer["instruction"], "output": ""}, ensure_ascii=False)
             else:

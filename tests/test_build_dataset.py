@@ -1,9 +1,11 @@
-"""build_dataset.py: offline build (size, speed, grounding, determinism, split, dedup) and the
-openai backend against a real loopback server with injected failures, SIGKILL and resume."""
+"""build_dataset.py: the default offline build (cMeKG + ours: size, speed, grounding, safety, variety,
+split, determinism, the committed files) and the openai backend against a real loopback server with
+injected failures, an invented drug, SIGKILL and resume."""
 
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -11,12 +13,28 @@ import time
 import pytest
 
 import build_dataset
-from tests.fake_openai_server import FakeOpenAI
-from utils.llm_client import ChatClient, LLMError
+from tests.fake_openai_server import INVENTED_DRUG, FakeOpenAI
+from utils import cmekg
+from utils.knowledge import NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, load_knowledge
+from utils.llm import ReplyError, api_errors, ask_json, make_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "build_dataset.py")
 SPLIT_FILES = ("llama_data.json", "llama_data.valid.json", "llama_data.test.json")
+SEED_DATA = os.path.join(os.path.dirname(REPO), "shared", "huatuo", "llama_data.json")  # the seed's, when beside us
+SEED_OUTPUT_CHARS = (16, 54, 107)  # its answers' 5th percentile, median, 95th percentile (measured 2026-11)
+
+
+def percentiles(lengths: list[int]) -> tuple[int, int, int]:
+    lengths = sorted(lengths)
+    return tuple(lengths[int(q * len(lengths))] for q in (0.05, 0.5, 0.95))
+
+
+def test_seed_answer_lengths_are_what_the_constants_say():
+    if not os.path.isfile(SEED_DATA):
+        pytest.skip(f"{SEED_DATA} not present")
+    with open(SEED_DATA, encoding="utf-8") as f:
+        assert percentiles([len(json.loads(line)["output"]) for line in f if line.strip()]) == SEED_OUTPUT_CHARS
 
 
 def read_split(out_dir) -> dict[str, list[dict]]:
@@ -39,46 +57,138 @@ def run_script(*args, **kwargs):
     return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, capture_output=True, text=True, **kwargs)
 
 
-# ============================================================================ offline
+def have_cmekg() -> bool:
+    try:
+        cmekg.find_pickle()
+        return True
+    except cmekg.CmekgError:
+        return False
+
+
+needs_cmekg = pytest.mark.skipif(not have_cmekg(), reason="pycmekg is not installed")
+
+
+# ============================================================================ the default offline build
 
 
 @pytest.fixture(scope="module")
-def big_offline(tmp_path_factory):
+def default_build(tmp_path_factory):
+    """`python build_dataset.py` with default flags (cMeKG + ours), into a temporary folder."""
+    if not have_cmekg():
+        pytest.skip("pycmekg is not installed")
     out = tmp_path_factory.mktemp("offline")
     start = time.perf_counter()
-    result = run_script("--max_records", "3000", "--output_path", str(out / "llama_data.json"), timeout=120)
+    result = run_script("--output_path", str(out / "llama_data.json"), timeout=300)
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     return out, seconds, result
 
 
-def test_offline_builds_2000_distinct_records_under_30s(big_offline):
-    out, seconds, result = big_offline
+@pytest.fixture(scope="module")
+def entry_of():
+    own = load_knowledge()
+    if not have_cmekg():
+        return {e.name: e for e in own}
+    merged, _ = cmekg.load_installed_entries(own)
+    return {e.name: e for e in merged}
+
+
+def test_default_build_size_speed_and_variety(default_build):
+    out, seconds, result = default_build
     records = all_records(out)
-    assert len(records) >= 2000
+    meta = json.loads((out / "llama_data.meta.json").read_text(encoding="utf-8"))
+    assert len(records) >= 8000
     assert len({build_dataset.normalize(r["instruction"]) for r in records}) == len(records)
-    assert seconds < 30, f"offline build of {len(records)} records took {seconds:.1f}s"
+    assert meta["stats"]["diseases"] >= 1500
+    assert meta["stats"]["instruction_patterns"] >= 300 and meta["stats"]["answer_patterns"] >= 200
+    assert seconds < 60, f"offline build of {len(records)} records took {seconds:.1f}s"
     print(f"offline build: {len(records)} records in {seconds:.2f}s (subprocess, incl. start-up)")
-    assert "per style:" in result.stdout and "instruction chars" in result.stdout
+    assert "per style:" in result.stdout and "masked patterns: " in result.stdout
+    assert set(meta["stats"]["per_source"]) == {"ours", "cmekg"}
+    # no style family dominates any more (the hand-written set was 56% single facts)
+    assert max(meta["stats"]["per_style"].values()) / len(records) < 0.35
 
 
-def test_records_have_seed_format_and_grounded_facts(big_offline):
-    out, _, _ = big_offline
+def test_records_keep_provenance_and_every_fact_is_a_fact_of_its_entry(default_build, entry_of):
+    out, _, _ = default_build
     styles = set()
     for r in all_records(out):
-        assert set(r) == {"instruction", "input", "output", "style", "entity", "facts", "id"}
+        assert set(r) == {"instruction", "input", "output", "style", "entity", "source", "facts", "id"}
         assert r["input"] == "" and r["instruction"].strip() and r["output"].strip()
         assert r["facts"], r
+        names = entities(r)
+        assert r["source"] == ([entry_of[n].source for n in names] if isinstance(r["entity"], list) else entry_of[names[0]].source)
         for fact in r["facts"]:
-            assert set(fact) <= {"field", "value", "entity"}
+            assert set(fact) <= {"field", "value", "source", "entity"}
             assert fact["value"] in r["output"], (fact, r["output"])
+            entry = entry_of[fact.get("entity", names[0])]
+            assert fact["source"] == entry.source
+            if fact["field"] == NAME_FIELD:
+                assert fact["value"] == entry.name
+            else:
+                assert fact["value"] in entry.get(fact["field"]), (fact, entry.name)
         styles.add(r["style"])
-    assert styles == {"single_fact", "vignette", "triage", "comparison", "drug_usage",
+    assert styles == {"single_fact", "overview", "vignette", "triage", "comparison", "drug_usage",
                       "drug_side_effects", "drug_contraindication"}
 
 
-def test_split_by_entity_has_no_overlap(big_offline):
-    out, _, _ = big_offline
+def test_unsafe_patterns_occur_in_no_record(default_build, entry_of):
+    out, _, _ = default_build
+    records = all_records(out)
+    for r in records:
+        treatment = [f for f in r["facts"] if f["field"] in TREATMENT_FIELDS]
+        assert not [f for f in treatment if any(p in f["value"] for p in NOT_TREATMENT_PHRASES)], r
+        assert build_dataset.prevention_as_treatment(r["output"], r["facts"]) is None, r
+        assert "检查等检查" not in r["output"]
+        assert not [f for f in r["facts"] if f["field"] == "相关症状" and "无症状" in f["value"]], r
+        if r["entity"] == "乳腺增生":
+            assert "乳腺纤维腺瘤" not in r["output"]
+        if r["entity"] == "狂犬病" and r["style"] in ("vignette", "overview"):
+            assert "免疫球蛋白" not in r["output"] and "疫苗" not in r["output"], r
+        if r["entity"] == "肾上腺素" and r["style"] == "drug_contraindication":
+            assert "无绝对禁忌" in r["output"], r
+    for name in ("流行性感冒", "狂犬病", "水痘", "宫颈癌"):  # the prevention itself is still taught, as prevention
+        assert entry_of[name].get("预防")
+
+
+def test_vignette_and_triage_symptoms_single_out_the_disease(default_build, entry_of):
+    out, _, _ = default_build
+    having = {}  # symptom -> diseases listing it
+    for e in entry_of.values():
+        for s in build_dataset.symptoms_of(e):
+            having.setdefault(s, set()).add(e.name)
+    patients = [r for r in all_records(out) if r["style"] in ("vignette", "triage")]
+    assert len(patients) > 1000
+    for r in patients:
+        given = [s for s in build_dataset.symptoms_of(entry_of[r["entity"]]) if s in r["instruction"]]
+        assert len(given) >= 2, r
+        fitting = set.intersection(*(having[s] for s in given))
+        assert fitting == {r["entity"]}, (r["instruction"], fitting)
+
+
+def test_comparisons_are_between_related_diseases(default_build, entry_of):
+    out, _, _ = default_build
+    pairs = [r for r in all_records(out) if r["style"] == "comparison"]
+    assert len(pairs) > 500
+    for r in pairs:
+        a, b = (entry_of[n] for n in r["entity"])
+        assert set(a.get("所属科室")) & set(b.get("所属科室")), r["entity"]
+        assert build_dataset.related(a, b) >= 2, r["entity"]
+
+
+def test_vignettes_are_prose_and_answer_lengths_are_in_the_seeds_range(default_build):
+    out, _, _ = default_build
+    records = all_records(out)
+    p5, median, p95 = percentiles([len(r["output"]) for r in records])
+    low, seed_median, high = SEED_OUTPUT_CHARS
+    assert low <= p5 and 0.7 * seed_median <= median <= 1.3 * seed_median and p95 <= 1.3 * high, (p5, median, p95)
+    vignettes = [r for r in records if r["style"] == "vignette" and any(f["field"] == "药物治疗" for f in r["facts"])]
+    assert vignettes and statistics.mean(len(r["output"]) for r in vignettes) > 60
+    assert any("可能患的是" in r["output"] and "药物治疗" in r["output"] for r in vignettes)
+
+
+def test_split_by_entity_has_no_overlap(default_build):
+    out, _, _ = default_build
     by_split = {s: {e for r in records for e in entities(r)} for s, records in read_split(out).items()}
     assert not by_split["train"] & by_split["valid"]
     assert not by_split["train"] & by_split["test"]
@@ -86,30 +196,61 @@ def test_split_by_entity_has_no_overlap(big_offline):
     assert all(by_split.values())
 
 
-def test_meta_file_records_flags_hashes_and_counts(big_offline):
-    out, _, _ = big_offline
+def test_meta_report_and_data_card(default_build):
+    out, _, _ = default_build
     meta = json.loads((out / "llama_data.meta.json").read_text(encoding="utf-8"))
-    assert meta["flags"]["max_records"] == 3000 and meta["flags"]["backend"] == "offline"
+    assert meta["flags"]["max_records"] == 9000 and meta["flags"]["backend"] == "offline" and meta["flags"]["cmekg"]
     assert {os.path.basename(f["path"]) for f in meta["kb_files"]} == {"diseases.jsonl", "drugs.jsonl"}
+    source = cmekg.find_pickle()
+    assert meta["cmekg"]["version"] == source.version and meta["cmekg"]["sha256"] == source.sha256
     assert sum(meta["outputs"][s]["records"] for s in ("train", "valid", "test")) == meta["stats"]["records"]
+    report = json.loads((out / "llama_data.cmekg_import.json").read_text(encoding="utf-8"))
+    assert report["diseases_imported"] >= 1500 and set(report["rules"]) == set(cmekg.RULES)
+    assert report["per_field"]["相关症状"]["raw"] > report["per_field"]["相关症状"]["kept"] > 0
+    card = (out / "llama_data.card.md").read_text(encoding="utf-8")
+    for needle in ("## Sources", "## Records per style", "## Records per department", "## Known limits",
+                   source.sha256[:16], "llama_data.lengths.png"):
+        assert needle in card
+    assert (out / "llama_data.lengths.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_committed_data_is_what_the_default_build_gives(default_build):
+    """data/llama_data*.json are the default offline build (cMeKG + ours), each under 10 MB."""
+    out, _, _ = default_build
+    for f in SPLIT_FILES + ("llama_data.meta.json", "llama_data.card.md", "llama_data.cmekg_import.md"):
+        committed = os.path.join(REPO, "data", f)
+        assert os.path.getsize(committed) < 10 * 1024 * 1024
+        with open(committed, "rb") as fh:
+            if f == "llama_data.meta.json":  # the python version and timings may differ; data and inputs may not
+                got, want = json.loads(fh.read()), json.loads((out / f).read_bytes())
+                for key in ("kb_files", "styles_file", "cmekg", "entities", "stats"):
+                    assert got[key] == want[key], f"{f}: {key} is stale: rerun python build_dataset.py"
+                strip = lambda outputs: {s: {k: v for k, v in o.items() if k != "path"} for s, o in outputs.items()}
+                assert strip(got["outputs"]) == strip(want["outputs"])
+            else:
+                assert fh.read() == (out / f).read_bytes(), f"{f} is stale: rerun python build_dataset.py"
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        build_dataset.main(output_path=str(tmp_path / name / "llama_data.json"), max_records=300, seed=seed)
+        build_dataset.main(output_path=str(tmp_path / name / "llama_data.json"), max_records=300, seed=seed, cmekg=False)
     for f in SPLIT_FILES:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     assert (tmp_path / "a" / SPLIT_FILES[0]).read_bytes() != (tmp_path / "c" / SPLIT_FILES[0]).read_bytes()
 
 
-def test_committed_data_is_what_the_kb_builds(tmp_path):
-    """data/llama_data*.json are the offline build of data/knowledge with default flags, each < 1 MiB."""
-    build_dataset.main(output_path=str(tmp_path / "llama_data.json"))
-    for f in SPLIT_FILES:
-        committed = os.path.join(REPO, "data", f)
-        assert os.path.getsize(committed) < 1024 * 1024
-        with open(committed, "rb") as fh:
-            assert fh.read() == (tmp_path / f).read_bytes(), f"{f} is stale: rerun bash scripts/build_dataset.sh"
+def test_without_pycmekg_one_line_and_our_kb_alone(tmp_path, monkeypatch, caplog):
+    def missing():
+        raise cmekg.CmekgError("pycmekg is not installed (pip install pycmekg)")
+
+    monkeypatch.setattr(cmekg, "find_pickle", missing)
+    build_dataset.main(output_path=str(tmp_path / "llama_data.json"), max_records=500)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["pycmekg is not installed (pip install pycmekg): building from our knowledge base alone"]
+    records = all_records(tmp_path)
+    assert len(records) == 500 and {s for r in records for s in entities({"entity": r["source"]})} == {"ours"}
+    meta = json.loads((tmp_path / "llama_data.meta.json").read_text(encoding="utf-8"))
+    assert meta["cmekg"] is None and not (tmp_path / "llama_data.cmekg_import.json").exists()
 
 
 def test_dedup_by_normalised_instruction():
@@ -123,54 +264,115 @@ def test_dedup_by_normalised_instruction():
     assert len(records) == 1 and n == 1
 
 
+def test_quotas_share_by_weight_and_pass_on_what_a_family_cannot_use():
+    q = build_dataset.quotas({"single_fact": 10_000, "overview": 10_000, "drug": 50, "vignette": 10_000,
+                              "triage": 10_000, "comparison": 10_000}, 1000)
+    assert sum(q.values()) == 1000 and q["drug"] == 50
+    assert q["single_fact"] > q["overview"] > q["triage"] > q["drug"]
+    assert build_dataset.quotas({"single_fact": 3}, 10) == {"single_fact": 3}
+
+
+def test_fill_drops_a_doubled_category_word_but_never_touches_a_value():
+    slots = {"exams": ("血常规检查、X线检查", [{"field": "检查", "value": "X线检查"}]), "drugs": ("服用止痛药物等药物", [])}
+    assert build_dataset.fill("可做{exams}等检查明确诊断", slots)[0] == "可做血常规检查、X线检查等明确诊断"
+    assert build_dataset.fill("与{drugs}等有关", slots)[0] == "与服用止痛药物等药物等有关"
+    assert build_dataset.fill("用{drugs}治疗", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林治疗"
+    assert build_dataset.fill("用{drugs}等药物", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林等药物"
+
+
 def test_bad_kb_exits_with_file_line_field(tmp_path):
     bad = tmp_path / "diseases.jsonl"
     bad.write_text('{"中心词": "甲病", "所属科室": 3, "相关症状": ["发热"]}\n', encoding="utf-8")
-    result = run_script("--kb_path", str(bad), "--output_path", str(tmp_path / "o.json"), timeout=60)
+    result = run_script("--kb_path", str(bad), "--output_path", str(tmp_path / "o.json"), timeout=120)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "diseases.jsonl:1: field '所属科室': expected a list of non-empty strings, got int" in result.stderr
 
 
-# ============================================================================ openai backend
+# ============================================================================ openai backend (our KB only: fast)
 
-FAST = dict(backoff_base=0.01, backoff_max=0.05, timeout=0.5, progress=False)
+FAST = dict(timeout=0.5, progress=False, cmekg=False)
+CLI_FAST = ("--cmekg", "False", "--progress", "False")
 
 
 def offline_ids(tmp_path, max_records, seed=42) -> set[str]:
-    build_dataset.main(output_path=str(tmp_path / "offline" / "llama_data.json"), max_records=max_records, seed=seed)
+    build_dataset.main(output_path=str(tmp_path / "offline" / "llama_data.json"), max_records=max_records, seed=seed,
+                       cmekg=False)
     return {r["id"] for r in all_records(tmp_path / "offline")}
 
 
-def test_parse_answer_rejects_malformed():
-    task = {"id": "x", "style": "single_fact", "entity": "甲病", "facts": [{"field": "检查", "value": "血常规"}],
-            "instruction": "q"}
-    good = build_dataset.parse_answer('```json\n{"instruction": "问", "output": "做血常规"}\n```', task, 1.0)
-    assert good["output"] == "做血常规" and good["facts"] == task["facts"]
-    for bad in ("不是JSON", '{"instruction": "问", "output": "做血', '{"instruction": "问"}',
-                '{"instruction": "", "output": "做血常规"}', '{"instruction": "问", "output": "多喝水"}', "[1, 2]"):
-        with pytest.raises(build_dataset.MalformedAnswer):
-            build_dataset.parse_answer(bad, task, 1.0)
+TASK = {"id": "0f", "style": "single_fact", "entity": "甲病", "source": "ours", "instruction": "甲病怎么查？",
+        "facts": [{"field": "检查", "value": "血常规", "source": "ours"}]}
+VOCAB = {"血常规", "头孢曲松", "心电图", "呼吸内科"}
+
+
+def test_parse_answer_rejects_malformed_and_ungrounded():
+    good = build_dataset.parse_answer('```json\n{"instruction": "问", "output": "做血常规"}\n```', TASK, 1.0, VOCAB)
+    assert good["output"] == "做血常规" and good["facts"] == TASK["facts"]
+    for bad, why in (("不是JSON", "not a JSON object"), ('{"instruction": "问", "output": "做血', "not a JSON object"),
+                     ('{"instruction": "问"}', "non-empty strings"), ('{"instruction": "", "output": "做血常规"}', "non-empty"),
+                     ('{"instruction": "问", "output": "多喝水"}', "states 0/1 facts"), ("[1, 2]", "not a JSON object"),
+                     ('{"instruction": "问", "output": "做血常规，再用头孢曲松"}', "names 头孢曲松"),
+                     ('{"instruction": "问", "output": "做血常规和心电图，去呼吸内科"}', "names 呼吸内科、心电图")):
+        with pytest.raises(build_dataset.MalformedAnswer, match=why):
+            build_dataset.parse_answer(bad, TASK, 1.0, VOCAB)
+
+
+def test_prompts_come_in_several_voices_and_carry_only_the_facts():
+    tasks = [dict(TASK, id=f"{i:04x}") for i in range(8)]
+    users = [build_dataset.build_messages(t)[1]["content"] for t in tasks]
+    assert sum(any(v in u for u in users) for v in build_dataset.VOICES) == len(build_dataset.VOICES)
+    material = json.loads(users[0].split("资料(JSON)：", 1)[1])
+    assert material["facts"] == [{"field": "检查", "value": "血常规"}] and material["entity"] == "甲病"
 
 
 def test_client_honours_retry_after_and_retries_transport_errors():
-    with FakeOpenAI(script=["429", "500", "truncated", "slow", "ok"], retry_after="0.3", slow_seconds=0.8) as server:
-        client = ChatClient(server.base_url, "m", api_key="k", timeout=0.3, max_retries=5, backoff_base=0.01)
+    with FakeOpenAI(script=["429", "500", "slow", "ok"], retry_after="0.3", slow_seconds=0.8) as server:
+        client = make_client(server.base_url, api_key="k", timeout=0.3, max_retries=5)
         start = time.perf_counter()
-        content = client.chat([{"role": "user", "content": "你好"}])
-        assert json.loads(content)["output"]
+        reply = ask_json(client, "m", [{"role": "user", "content": "你好"}], parse=json.loads, max_attempts=1)
+        assert reply.value["output"] and reply.attempts == 1
         assert time.perf_counter() - start >= 0.3 + 0.3  # Retry-After wait + the slow call's timeout
-        assert server.calls == 5
+        assert server.calls == 4
+
+
+def parse_output(text: str) -> dict:
+    obj = next(build_dataset.json_objects(text), None)
+    if not obj or not obj.get("output"):
+        raise ReplyError("no output")
+    return obj
+
+
+def test_unusable_replies_are_asked_again_with_the_reason():
+    with FakeOpenAI(script=["truncated", "nonjson", "empty", "ok"]) as server:
+        client = make_client(server.base_url, api_key="k", timeout=2, max_retries=0)
+        reply = ask_json(client, "m", [{"role": "user", "content": "x"}], parse_output, max_attempts=4,
+                         retry_prompt="不可用：{reason}")
+        assert reply.attempts == 4 and server.calls == 4
+    with FakeOpenAI(script=["nonjson", "nonjson"]) as server:
+        client = make_client(server.base_url, api_key="k", timeout=2, max_retries=0)
+        with pytest.raises(ReplyError, match="2 unusable replies; last: no output") as err:
+            ask_json(client, "m", [{"role": "user", "content": "x"}], parse_output, max_attempts=2)
+        assert err.value.attempts == 2 and server.calls == 2
 
 
 def test_client_fails_fast_on_client_errors_and_when_retries_run_out():
     with FakeOpenAI(script=["400"]) as server:
-        with pytest.raises(LLMError, match="HTTP 400") as err:
-            ChatClient(server.base_url, "m", max_retries=5, backoff_base=0.01).chat([{"role": "user", "content": "x"}])
-        assert err.value.status == 400 and server.calls == 1
+        with pytest.raises(api_errors(), match="400"):
+            ask_json(make_client(server.base_url, max_retries=5), "m", [{"role": "user", "content": "x"}], json.loads)
+        assert server.calls == 1
     with FakeOpenAI(failure_rate=1.0, kinds=["503"]) as server:
-        with pytest.raises(LLMError, match="giving up after 3 attempt"):
-            ChatClient(server.base_url, "m", max_retries=2, backoff_base=0.01).chat([{"role": "user", "content": "x"}])
+        with pytest.raises(api_errors()):
+            ask_json(make_client(server.base_url, max_retries=2), "m", [{"role": "user", "content": "x"}], json.loads)
         assert server.calls == 3
+
+
+def test_grounding_check_rejects_an_invented_drug_and_asks_again(tmp_path):
+    with FakeOpenAI(script=["invented", "invented"]) as server:
+        build_dataset.main(backend="openai", base_url=server.base_url, model="fake", max_records=2, num_workers=1,
+                           max_retries=3, output_path=str(tmp_path / "llama_data.json"), **FAST)
+        assert server.outcomes["invented"] == 2 and server.outcomes["ok"] == 2
+    records = all_records(tmp_path)
+    assert len(records) == 2 and not [r for r in records if INVENTED_DRUG in r["output"] and r["entity"] != INVENTED_DRUG]
 
 
 def test_flaky_server_every_record_exactly_once(tmp_path, monkeypatch, capsys):
@@ -200,10 +402,10 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
     with FakeOpenAI(failure_rate=0.1, kinds=["500", "429", "nonjson"], delay=0.03, seed=2) as server:
         cmd = [sys.executable, SCRIPT, "--backend", "openai", "--base_url", server.base_url, "--model", "fake",
                "--max_records", str(n), "--num_workers", "3", "--max_retries", "8", "--timeout", "2",
-               "--backoff_base", "0.01", "--backoff_max", "0.05", "--output_path", str(out), "--progress", "False"]
+               "--output_path", str(out), *CLI_FAST]
         env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 30
+        deadline = time.time() + 60
         while time.time() < deadline:
             if checkpoint.exists() and checkpoint.read_bytes().count(b"\n") >= 15:
                 break
@@ -215,7 +417,7 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
         assert not out.exists()
         ok_before = server.outcomes["ok"]
 
-        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
         assert result.returncode == 0, result.stderr
         assert "resuming from" in result.stderr
         # the second run got exactly one good answer per record the first had not saved
@@ -231,8 +433,8 @@ def test_exhausted_retries_are_reported_not_dropped(tmp_path):
     out = tmp_path / "llama_data.json"
     with FakeOpenAI(failure_rate=1.0, kinds=["500", "nonjson"]) as server:
         result = run_script("--backend", "openai", "--base_url", server.base_url, "--model", "fake",
-                            "--max_records", "5", "--num_workers", "2", "--max_retries", "1", "--backoff_base", "0.01",
-                            "--output_path", str(out), "--progress", "False", timeout=60)
+                            "--max_records", "5", "--num_workers", "2", "--max_retries", "1",
+                            "--output_path", str(out), *CLI_FAST, timeout=120)
     assert result.returncode == 2
     assert "5 of 5 records failed" in result.stderr
     assert result.stderr.count("failed: ") == 5
@@ -240,7 +442,7 @@ def test_exhausted_retries_are_reported_not_dropped(tmp_path):
     # a partial failure: a later run with a healthy server finishes the job from the checkpoint
     with FakeOpenAI() as server:
         result = run_script("--backend", "openai", "--base_url", server.base_url, "--model", "fake",
-                            "--max_records", "5", "--output_path", str(out), "--progress", "False", timeout=60)
+                            "--max_records", "5", "--output_path", str(out), *CLI_FAST, timeout=120)
         assert result.returncode == 0, result.stderr
         assert server.calls == 5
     assert len(all_records(tmp_path)) == 5

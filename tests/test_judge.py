@@ -8,7 +8,7 @@ import pytest
 import infer
 import judge
 from conftest import seed_file, write_jsonl
-from fake_judge_server import FakeJudge, expected_scores, is_malformed
+from fake_judge_server import FakeJudge, expected_scores, is_malformed, malformed_kind
 from utils.data import DataError
 from utils.judge import JudgeReplyError, parse_reply
 
@@ -52,6 +52,8 @@ def test_judge_survives_malformed_replies_and_counts_unscored(tmp_path, monkeypa
     malformed = [entry for entry in judged_calls if entry[2] != "ok"]
     assert [entry[2] for entry in log if entry[1] == 0] == ["500"]
     assert 0.2 < len(malformed) / len(judged_calls) < 0.5  # about a third of the judge's replies are unusable
+    # each (question, attempt) is broken in its own fixed way; together they cover every kind
+    assert sorted(malformed) == sorted((q, a, malformed_kind(0, q, a)) for q, a, _ in malformed)
     assert {kind for _, _, kind in malformed} == {"prose", "range", "missing", "truncated"}
 
     expected_unscored = {r["instruction"] for r in records if all(is_malformed(0, r["instruction"], a, 1 / 3) for a in (1, 2))}

@@ -30,8 +30,9 @@ def test_shipped_fields_are_schema_fields():
 
 def test_styles_file_loads_and_covers_every_style():
     styles = load_styles()
-    assert set(styles) == {"single_fact", "vignette", "triage", "comparison", "drug_usage",
+    assert set(styles) == {"single_fact", "overview", "vignette", "triage", "comparison", "drug_usage",
                            "drug_side_effects", "drug_contraindication"}
+    assert "预防" in styles["single_fact"]["fields"]  # prevention has its own questions, never treatment ones
 
 
 def _write(tmp_path, lines, name="diseases.jsonl"):
@@ -53,6 +54,9 @@ BAD_SECOND_LINES = [
     ({**GOOD, "中心词": "乙病", "颜色": ["红"]}, "field '颜色': unknown field for a disease"),
     ({**GOOD, "中心词": "乙病", "并发症": ["肺炎", "肺炎"]}, "field '并发症': duplicate value(s) '肺炎'"),
     ({**GOOD, "中心词": "乙病", "病因": ["很" * 60]}, "field '病因': value"),
+    ({**GOOD, "中心词": "乙病", "辅助治疗": ["休息", "接种流感疫苗"]},
+     "field '辅助治疗': '接种流感疫苗' is prevention (疫苗), not treatment; move it to 预防"),
+    ({**GOOD, "中心词": "乙病", "药物治疗": ["狂犬病暴露后处置"]}, "field '药物治疗': '狂犬病暴露后处置' is prevention"),
     (GOOD, "field '中心词': duplicate '甲病' (first at"),
     ('{"中心词": "乙病", "所属科室": ["内科"', "not valid JSON"),
     ('["乙病"]', "expected a JSON object, got list"),
@@ -117,3 +121,16 @@ def test_cli_rejects_bad_file_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert ":2: field '中心词': duplicate '甲病'" in result.stderr
     assert ":3: field '所属科室': expected a list of non-empty strings, got int" in result.stderr
+
+
+def test_shipped_kb_keeps_prevention_out_of_treatment_and_symptoms_real():
+    """The entries the review found unsafe or wrong are fixed (the validator now refuses the first kind)."""
+    by_name = {e.name: e for e in load_knowledge()}
+    for name in ("流行性感冒", "甲型病毒性肝炎", "流行性腮腺炎", "麻疹", "水痘", "带状疱疹", "宫颈癌", "狂犬病"):
+        treatment = by_name[name].get("药物治疗") + by_name[name].get("辅助治疗")
+        assert not [v for v in treatment if "疫苗" in v or "免疫球蛋白" in v or "接种" in v], (name, treatment)
+        assert any("疫苗" in v for v in by_name[name].get("预防")), name
+    assert "狂犬病免疫球蛋白" in by_name["狂犬病"].get("预防")
+    assert not [e.name for e in by_name.values() if any("无症状" in s for s in e.get("相关症状"))]
+    assert "乳腺纤维腺瘤" not in by_name["乳腺增生"].get("并发症")
+    assert "无绝对禁忌" in by_name["肾上腺素"].get("禁忌例外")[0]

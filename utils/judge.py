@@ -1,18 +1,19 @@
 """LLM-as-judge for open medical questions, on the CMCOQA dimensions.
 
 Each answer is scored 0-3 on 完整性 (completeness), 深刻性 (depth) and 专业性 (professionalism) by a
-judge model behind any OpenAI-compatible endpoint (``utils.llm_client.ChatClient``, which retries
-transport failures). The judge must reply with one JSON object; a reply that cannot be read (prose,
-a missing dimension, a score outside 0-3, cut-off JSON) is asked again with the reason, and after
-``max_attempts`` the answer is recorded as *unscored* with the last reason and reply: a judging
-run never crashes on the judge and never drops an answer.
+judge model behind any OpenAI-compatible endpoint (an ``openai`` client from ``utils.llm.make_client``,
+which retries transport failures). The judge must reply with one JSON object; a reply that cannot be
+read (prose, a missing dimension, a score outside 0-3, cut-off JSON) is asked again with the reason
+(``utils.llm.ask_json``), and after ``max_attempts`` the answer is recorded as *unscored* with the
+last reason and reply: a judging run never crashes on the judge and never drops an answer.
 """
 
 import json
 import logging
-import re
 import statistics
 from concurrent.futures import ThreadPoolExecutor
+
+from utils.llm import ReplyError, api_errors, ask_json, json_objects
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ RUBRIC = (
 RETRY_PROMPT = '上面的输出无法使用：{reason}。请只输出一个JSON对象：{{"完整性": 0-3, "深刻性": 0-3, "专业性": 0-3, "理由": "..."}}'
 
 
-class JudgeReplyError(ValueError):
+class JudgeReplyError(ReplyError):
     """The judge's reply holds no usable scores; the message says why."""
 
 
@@ -40,21 +41,9 @@ def build_messages(question: str, answer: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def _json_objects(text: str):
-    """Every JSON object that starts somewhere in ``text`` (code fences and prose around it allowed)."""
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", text):
-        try:
-            value, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            yield value
-
-
 def parse_reply(text: str) -> dict:
     """``{"完整性": int, "深刻性": int, "专业性": int, "理由": str}`` from a judge reply, else JudgeReplyError."""
-    objects = list(_json_objects(text or ""))
+    objects = list(json_objects(text or ""))
     if not objects:
         raise JudgeReplyError("no JSON object in the reply")
     problem = "no JSON object with the scores"
@@ -79,32 +68,24 @@ def parse_reply(text: str) -> dict:
     raise JudgeReplyError(problem)
 
 
-def judge_one(client, question: str, answer: str, max_attempts: int = 3, **params) -> dict:
+def judge_one(client, model: str, question: str, answer: str, max_attempts: int = 3, **params) -> dict:
     """Score one answer: ``{"status": "scored"|"unscored", "scores", "attempts", "error", "raw"}``."""
-    from utils.llm_client import LLMError
-
-    messages = build_messages(question, answer)
-    reply, error = "", ""
-    for attempt in range(1, max_attempts + 1):
-        try:
-            reply = client.chat(messages, **params)
-        except LLMError as err:  # the client already retried the transport; nothing more to do here
-            return {"status": "unscored", "scores": None, "attempts": attempt, "error": f"judge endpoint: {err}", "raw": reply}
-        try:
-            return {"status": "scored", "scores": parse_reply(reply), "attempts": attempt, "error": "", "raw": reply}
-        except JudgeReplyError as err:
-            error = str(err)
-            logger.debug("judge reply %d unusable (%s): %.80r", attempt, error, reply)
-            messages = messages[:2] + [{"role": "assistant", "content": reply}, {"role": "user", "content": RETRY_PROMPT.format(reason=error)}]
-    return {"status": "unscored", "scores": None, "attempts": max_attempts, "error": f"unusable reply: {error}", "raw": reply[:2000]}
+    try:
+        reply = ask_json(client, model, build_messages(question, answer), parse_reply, max_attempts, RETRY_PROMPT, **params)
+    except api_errors() as err:  # the client already retried the transport; nothing more to do here
+        return {"status": "unscored", "scores": None, "attempts": 1, "error": f"judge endpoint: {err}", "raw": ""}
+    except ReplyError as err:
+        reason = str(err).split("; last: ", 1)[-1]
+        return {"status": "unscored", "scores": None, "attempts": err.attempts, "error": f"unusable reply: {reason}", "raw": err.raw}
+    return {"status": "scored", "scores": reply.value, "attempts": reply.attempts, "error": "", "raw": reply.raw}
 
 
-def judge_all(client, items: list[tuple[str, str]], max_attempts: int = 3, workers: int = 4, **params) -> list[dict]:
+def judge_all(client, model: str, items: list[tuple[str, str]], max_attempts: int = 3, workers: int = 4, **params) -> list[dict]:
     """:func:`judge_one` for every (question, answer), ``workers`` at a time, results in input order."""
     from tqdm.auto import tqdm
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(judge_one, client, q, a, max_attempts, **params) for q, a in items]
+        futures = [pool.submit(judge_one, client, model, q, a, max_attempts, **params) for q, a in items]
         return [f.result() for f in tqdm(futures, desc="judging", unit="answer")]
 
 

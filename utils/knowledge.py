@@ -14,6 +14,7 @@ Every problem is reported as `path:line: field 'X': what is wrong`, never as a t
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -35,15 +36,20 @@ SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
     "disease": {
         "required": ("所属科室", "相关症状"),
         "optional": (
-            "发病部位", "并发症", "高危因素", "检查", "组织学检查", "药物治疗", "辅助治疗",
+            "发病部位", "并发症", "高危因素", "检查", "组织学检查", "药物治疗", "辅助治疗", "预防",
             "病因", "传播途径", "多发人群", "相关疾病",
         ),
     },
     "drug": {
         "required": ("药物分类", "适应症"),
-        "optional": ("用法用量", "不良反应", "禁忌"),
+        "optional": ("用法用量", "不良反应", "禁忌", "禁忌例外"),
     },
 }
+# Prevention (vaccines, post-exposure prophylaxis) lives in 预防 and is never presented as treatment:
+# a treatment field holding one of these phrases is an error, and build_dataset checks every
+# treatment answer against the same list.
+TREATMENT_FIELDS = ("药物治疗", "辅助治疗")
+NOT_TREATMENT_PHRASES = ("疫苗", "接种", "预防", "暴露后")
 # file-name prefix -> kind
 KIND_BY_PREFIX = {"disease": "disease", "drug": "drug"}
 
@@ -64,7 +70,8 @@ class Entry:
     name: str  # the 中心词
     fields: dict[str, list[str]]  # field -> values, in file order
     path: str  # file it came from (as displayed in messages)
-    line: int  # 1-based line number
+    line: int  # 1-based line number (0 for an imported entry)
+    source: str = "ours"  # provenance of the entry and of every value in it: "ours" | "cmekg"
 
     def get(self, key: str) -> list[str]:
         return self.fields.get(key, [])
@@ -179,6 +186,12 @@ def validate_record(obj, kind: str, where: str) -> list[str]:
                           f"(allowed: {', '.join([NAME_FIELD, *schema['required'], *schema['optional']])})")
             continue
         errors.extend(_check_list(where, key, value))
+        if kind == "disease" and key in TREATMENT_FIELDS and isinstance(value, list):
+            for v in value:
+                hit = [p for p in NOT_TREATMENT_PHRASES if isinstance(v, str) and p in v]
+                if hit:
+                    errors.append(f"{where}: field '{key}': {v!r} is prevention ({hit[0]}), not treatment; "
+                                  f"move it to 预防")
     return errors
 
 
@@ -239,6 +252,21 @@ def load_knowledge(spec=None) -> list[Entry]:
     logger.info("knowledge base: %s from %d file(s)", ", ".join(f"{n} {k}s" for k, n in counts.items()),
                 len(report.files))
     return report.entries
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def split_entities(entries: list[Entry], seed: int, valid_frac: float, test_frac: float) -> dict[str, str]:
+    """中心词 -> split. Per kind, sorted by a seeded hash: the first test_frac go to test, then valid."""
+    split_of = {}
+    for kind in sorted({e.kind for e in entries}):
+        names = sorted((e.name for e in entries if e.kind == kind),
+                       key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+        n_test, n_valid = round(len(names) * test_frac), round(len(names) * valid_frac)
+        for i, name in enumerate(names):
+            split_of[name] = "test" if i < n_test else "valid" if i < n_test + n_valid else "train"
+    return split_of
 
 
 # ----------------------------------------------------------------------------- question styles

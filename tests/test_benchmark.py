@@ -12,17 +12,19 @@ import pytest
 import benchmark
 import build_dataset
 from conftest import REPO_ROOT, write_jsonl
-from utils.exam import QUESTIONS, build_exam, read_exam_file
-from utils.knowledge import Entry, load_knowledge
+from utils.cmekg import load_all
+from utils.exam import MAX_QUESTIONS, QUESTIONS, build_exam, read_exam_file
+from utils.knowledge import Entry, load_knowledge, split_entities
 
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
 def kb():
+    """Our knowledge base, every question (no cap)."""
     entries = load_knowledge(None)
-    split_of = build_dataset.split_entities(entries, 42, 0.1, 0.1)
-    return entries, split_of, build_exam(entries, split_of, 42)
+    split_of = split_entities(entries, 42, 0.1, 0.1)
+    return entries, split_of, build_exam(entries, split_of, 42, max_questions=None)
 
 
 def linked(a: str, b: str) -> bool:
@@ -68,12 +70,18 @@ def test_exam_size_follows_the_knowledge_base_and_letters_are_balanced(kb):
         assert 0.95 * asked <= facts <= asked, split  # one question per asked fact, a few left out at most
         letters = Counter(q["answer"] for q in questions)
         assert max(letters.values()) - min(letters.values()) <= 1, letters
-    assert build_exam(entries, split_of, 42) == exam  # deterministic
+    assert build_exam(entries, split_of, 42, max_questions=None) == exam  # deterministic
     assert len(exam["test"]) >= len([e for e in entries if split_of[e.name] == "test"])
+    capped = build_exam(entries, split_of, 42, max_questions={"test": 100})
+    assert len(capped["test"]) == 100
+    assert {q["id"] for q in capped["test"]} <= {q["id"] for q in exam["test"]} and capped["valid"] == exam["valid"]
 
 
-def test_committed_exam_files_are_the_builders_output(kb):
-    _, _, exam = kb
+def test_committed_exam_files_are_the_builders_output():
+    """What build_dataset.py wrote: cMeKG + ours (as the build loads them), the default caps, >= 1,000 test questions."""
+    entries, _ = load_all(None)
+    exam = build_exam(entries, split_entities(entries, 42, 0.1, 0.1), 42)
+    assert len(exam["test"]) == MAX_QUESTIONS["test"] >= 1000
     for split in ("valid", "test"):
         path = REPO_ROOT / "data" / "kb_mcq" / f"{split}.json"
         assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == exam[split]

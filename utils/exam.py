@@ -175,9 +175,15 @@ def _place_answers(questions: list[dict], rng: random.Random) -> list[dict]:
     return placed
 
 
-def build_exam(entries: list, split_of: dict[str, str], seed: int = 42) -> dict[str, list[dict]]:
+# Questions kept per split (a seeded sample, in build order): the exam stays a few MB and an lm-eval
+# pass over the test split takes minutes, not hours; None keeps every question.
+MAX_QUESTIONS = {"train": 10000, "valid": 1000, "test": 2000}
+
+
+def build_exam(entries: list, split_of: dict[str, str], seed: int = 42, max_questions: dict | None = MAX_QUESTIONS) -> dict[str, list[dict]]:
     """Questions per split from knowledge entries (``name``, ``kind``, ``get(field)``) and the entity
-    split (name -> split). Deterministic for a given knowledge base, split and seed."""
+    split (name -> split), at most ``max_questions[split]`` of them. Deterministic for a given
+    knowledge base, split and seed."""
     kinds = {kind: _Kind(entries, kind) for kind in QUESTIONS}
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     left_out = 0
@@ -205,6 +211,11 @@ def build_exam(entries: list, split_of: dict[str, str], seed: int = 42) -> dict[
                     continue
                 question = reverse_q.format(values="、".join(shown))
                 out.append(_question("reverse", entry, field, question, entry.name, [o.name for o in drawn]))
+    for split, questions in by_split.items():
+        cap = (max_questions or {}).get(split)
+        if cap is not None and len(questions) > cap:
+            keep = sorted(random.Random(f"{seed}:exam:cap:{split}").sample(range(len(questions)), cap))
+            by_split[split] = [questions[i] for i in keep]
     placed = {s: _place_answers(qs, random.Random(f"{seed}:exam:{s}")) for s, qs in by_split.items()}
     logger.info("exam: %s questions (%d left out: fewer than three verifiable distractors)",
                 ", ".join(f"{s} {len(q)}" for s, q in placed.items()), left_out)  # fmt: skip

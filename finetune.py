@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from utils import batching, checkpointing, modeling
-from utils.chat import make_prompter, stop_token_ids
-from utils.data import IGNORE_INDEX, load_records, tokenize_records
-from utils.prompter import DEFAULT_TEMPLATE
+from utils.chat import stop_token_ids
+from utils.prompter import DEFAULT_TEMPLATE, IGNORE_INDEX, make_prompter, tokenize_records
+from utils.records import load_records
 from utils.runinfo import file_sha256, run_config, write_json
 from utils.tracking import setup_wandb
 

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from utils import judge
-from utils.data import DataError, load_records
+from utils.records import DataError, load_records
 from utils.runinfo import file_sha256, run_config, write_json
 
 logger = logging.getLogger("judge")

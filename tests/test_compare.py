@@ -11,7 +11,7 @@ import pytest
 import compare
 import finetune
 from conftest import REPO_ROOT, write_jsonl
-from utils.data import DataError
+from utils.records import DataError
 
 
 class Cells(HTMLParser):

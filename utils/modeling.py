@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from utils import adapters, hub
+from utils import adapters, hub, tiny_base
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def device_map_for(world_size: int, local_rank: int):
 
 TINY_BASE_BANNER = """
 ================================================================================
- No --base_model given: using the EMBEDDED TINY DEMO MODEL (%s).
+ Base model: the EMBEDDED TINY DEMO MODEL (%s).
  Its weights are RANDOM: it runs the pipeline end to end, but its answers are
  NOT medicine and mean nothing. For a real model pass --base_model with a model
  folder or a hub id (e.g. --base_model /models/llama-7b-hf).
@@ -91,14 +91,14 @@ TINY_BASE_BANNER = """
 
 def resolve_base_model(base_model: str) -> str:
     """The local folder of ``base_model`` (a folder, or a hub id through the hub cache); "" builds/uses
-    the embedded tiny base and says so loudly."""
-    if not base_model:
-        from utils.tiny_base import ensure_tiny_base
-
-        path = ensure_tiny_base()
+    the embedded tiny base. Whenever the tiny base is used, a banner on stderr says so."""
+    if base_model:
+        path = hub.resolve_folder(base_model, "base model", "config.json", hub.MODEL_FILES, hub.MODEL_BIN_FILES)
+    else:
+        path = tiny_base.ensure_tiny_base()
+    if tiny_base.fingerprint_of(path):
         logger.warning(TINY_BASE_BANNER, path)
-        return path
-    return hub.resolve_folder(base_model, "base model", "config.json", hub.MODEL_FILES, hub.MODEL_BIN_FILES)
+    return path
 
 
 # Tokens some vocabularies reserve for padding (Llama-3.1's <|finetune_right_pad_id|>, ...).

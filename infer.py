@@ -16,6 +16,7 @@ and ``--lora_weights`` take folders or hub ids (through the hub cache; ``HF_HUB_
     python infer.py --lora_weights ./lora-literature --prompt_template literature_template --mode multi
 """
 
+import inspect
 import json
 import logging
 import sys
@@ -33,6 +34,19 @@ BUILTIN_QUESTIONS = [
     "急性阑尾炎有哪些典型症状？需要做哪些检查？",
     "高血压患者在日常生活中需要注意什么？",
 ]
+
+
+GENERATION_FLAGS = ("temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "do_sample")  # make_generation_config's
+
+
+def flags(**given) -> dict:
+    """infer.py's flags with their defaults, updated with ``given`` (for entries built on this one,
+    such as infer_literature.py); an unknown name is refused."""
+    params = inspect.signature(main).parameters
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise ValueError(f"unknown flag(s) --{', --'.join(unknown)} (infer.py's flags: {', '.join(params)})")
+    return {name: given.get(name, param.default) for name, param in params.items()}
 
 
 def load(base_model, lora_weights, use_lora, prompt_template, system_prompt, load_8bit, load_4bit, precision, trust_remote_code,

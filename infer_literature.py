@@ -44,43 +44,32 @@ def main(
     use_lora: bool = True,  # apply the adapter in --lora_weights
     lora_weights: str = "./lora-llama-literature",  # adapter folder or hub id (the seed's script's folder)
     prompt_template: str = "",  # "" = the adapter's, else literature_template
-    system_prompt: str = "",  # chat template only ("" = the adapter's / template default)
     instruct_dir: str = "",  # single: questions file instead of the seed's eight
     output_file: str = "",  # write JSON Lines answers here ("" = print only)
-    max_new_tokens: int = generation.MAX_NEW_TOKENS,  # answer length limit, in tokens
-    num_beams: int = generation.NUM_BEAMS,  # beam width; 1 = greedy
-    temperature: float = generation.TEMPERATURE,  # only with do_sample
-    top_p: float = generation.TOP_P,  # only with do_sample
-    top_k: int = generation.TOP_K,  # only with do_sample
-    do_sample: bool = generation.DO_SAMPLE,  # sample instead of greedy/beam search
-    load_4bit: bool = False,  # base weights in NF4
-    precision: str = "auto",  # auto | bf16 | fp16 | fp32
-    trust_remote_code: bool = False,  # run model code shipped with the checkpoint
-    max_history_turns: int = 5,  # multi: earlier exchanges folded into the prompt (0 = all)
+    **infer_flags,  # any other flag of infer.py, with its default there: --num_beams 1, --max_new_tokens 128, --precision ...
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if single_or_multi not in ("single", "multi"):
         raise ValueError(f"--single_or_multi must be single or multi, got {single_or_multi!r}")
+    flags = infer.flags(**infer_flags)
     questions = SEED_QUESTIONS
     if instruct_dir:
         questions = [r["instruction"] for r in load_records(instruct_dir, require_output=False).records]
 
     prompter, tokenizer, model, used = infer.load(
-        base_model, lora_weights, use_lora, prompt_template, system_prompt, load_8bit, load_4bit, precision,
-        trust_remote_code, default_template="literature_template",
+        base_model, lora_weights, use_lora, prompt_template, flags["system_prompt"], load_8bit, flags["load_4bit"],
+        flags["precision"], flags["trust_remote_code"], default_template="literature_template",
     )  # fmt: skip
-    settings = dict(
-        temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=do_sample
-    )
+    settings = {name: flags[name] for name in infer.GENERATION_FLAGS}
     gen_config = generation.make_generation_config(model, tokenizer, **settings)
     if single_or_multi == "multi":
         interactive = sys.stdin.isatty()
         records = infer.chat(prompter, tokenizer, model, gen_config, literature.read_turns(sys.stdin, interactive, "请输入:"),
-                             True, max_history_turns, interactive)  # fmt: skip
+                             True, flags["max_history_turns"], interactive)  # fmt: skip
         answers = [r.pop("model_output") for r in records]
     else:
         records = [{"instruction": literature.instruction([], q, prompter.folds_dialogue), "input": ""} for q in questions]
-        answers = generation.generate_answers(model, tokenizer, prompter.prompts(tokenizer, records), gen_config, 16, progress=False)
+        answers = generation.generate_answers(model, tokenizer, prompter.prompts(tokenizer, records), gen_config, flags["batch_size"], progress=False)
         for question, answer in zip(questions, answers):
             print("instruction:", question)
             print("Response:", answer, flush=True)

@@ -192,3 +192,10 @@ def test_infer_with_only_an_adapter_uses_its_template(trained_adapter, tmp_path)
     settings = json.loads(out.read_text(encoding="utf-8").splitlines()[0])["settings"]
     assert settings["prompt_template"] == "literature_template"
     assert settings["base_model"] == config["resolved"]["base_model"]
+
+
+def test_infer_literature_refuses_unknown_flags_and_modes():
+    with pytest.raises(ValueError, match="unknown flag.*--num_beam\\b"):
+        infer_literature.main(num_beam=1)
+    with pytest.raises(ValueError, match="single or multi"):
+        infer_literature.main(single_or_multi="both")

@@ -16,8 +16,11 @@ FLAG_ALIASES = {"prompt_template_name": "prompt_template", "prompt_template": "p
 
 
 def with_aliases(fn, argv: list[str]) -> list[str]:
-    """``argv`` with each aliased flag that ``fn`` lacks renamed to the spelling it has."""
+    """``argv`` with each aliased flag that ``fn`` lacks renamed to the spelling it has (and ``--help``
+    kept for Fire's help even where ``fn`` takes ``**flags``)."""
     params = inspect.signature(fn).parameters
+    if any(arg in ("--help", "-h") for arg in argv):
+        return ["--", "--help"]
     out = []
     for arg in argv:
         name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")

@@ -69,13 +69,17 @@ def load(base_model, lora_weights, use_lora, prompt_template, system_prompt, loa
 
 
 def chat(prompter, tokenizer, model, gen_config, turns, keep_history: bool, max_history_turns: int, interactive: bool) -> list[dict]:
-    """The seed's literature chat: each turn asked through the prompter, history folded as the template's data does."""
+    """The seed's literature chat: each turn asked through the prompter, history folded as the template's data
+    does; each answer printed on its line as it comes."""
 
     def answer(instruction: str) -> str:
         prompt = prompter.prompts(tokenizer, [{"instruction": instruction}])[0]
         return generation.generate_batch(model, tokenizer, [prompt], gen_config)[0]
 
-    return literature.chat(answer, turns, keep_history, max_history_turns, interactive, prompter.folds_dialogue)
+    def show(text: str) -> None:
+        print(f"助手: {text}" if interactive else text, flush=True)
+
+    return literature.chat(answer, turns, keep_history, max_history_turns, prompter.folds_dialogue, show)
 
 
 def print_answers(records: list[dict], answers: list[str]) -> None:

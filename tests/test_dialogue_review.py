@@ -46,7 +46,7 @@ def fake_answer(instruction: str) -> str:
 
 def test_chat_loop_from_a_pipe_keeps_or_forgets_history(capsys):
     stream = io.StringIO("问一\n\n问二\n/reset\n问三\n问四\n")
-    records = literature.chat(fake_answer, literature.read_turns(stream), keep_history=True, max_history_turns=5)
+    records = literature.chat(fake_answer, literature.read_turns(stream), keep_history=True, max_history_turns=5, show=print)
     assert [r["instruction"] for r in records] == [
         " <user>: 问一",
         " <user>: 问一 <bot>: 答1 轮 <user>: 问二",

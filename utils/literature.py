@@ -7,8 +7,8 @@ the answer to the last user turn is the output. A single-turn question of that d
 prompter, so the same question gives the same prompt everywhere) and the chat template, which unfolds
 such records into user/assistant messages for training and inference.
 
-``chat`` runs the seed's console loop from a terminal (prompting) or a pipe (one user turn per line,
-EOF ends); in a terminal ``/reset`` forgets the history and ``/exit`` ends.
+``chat`` runs the seed's console loop over user turns from a terminal (prompting) or a pipe (one user
+turn per line, EOF ends; ``read_turns``); ``/reset`` forgets the history and ``/exit`` ends.
 """
 
 import logging
@@ -78,13 +78,14 @@ def read_turns(stream=None, interactive: bool | None = None, prompt: str = "用�
             yield line
 
 
-def chat(answer_fn, turns, keep_history: bool = True, max_history_turns: int = 5, interactive: bool = False, fold_single: bool = True) -> list[dict]:
-    """Answer each turn with ``answer_fn(instruction)``; print the answers; return one record per turn.
+def chat(answer_fn, turns, keep_history: bool = True, max_history_turns: int = 5, fold_single: bool = True, show=None) -> list[dict]:
+    """Answer each turn with ``answer_fn(instruction)``, hand each answer to ``show(answer)`` as it comes
+    (the caller prints it), and return one record per turn.
 
     With ``keep_history`` the last ``max_history_turns`` exchanges (0 = all) are folded into each
-    instruction; without it every turn is a single question (folded when ``fold_single``).
-    Answers are printed on one line each (newlines become spaces, as the seed's loop did), which
-    is also how they enter the history.
+    instruction; without it every turn is a single question (folded when ``fold_single``). Answers
+    are kept on one line (newlines become spaces, as the seed's loop did), which is also how they
+    enter the history.
     """
     history: list[dict] = []
     records = []
@@ -98,7 +99,8 @@ def chat(answer_fn, turns, keep_history: bool = True, max_history_turns: int = 5
         context = history[-2 * max_history_turns :] if max_history_turns > 0 else history
         text = instruction(context if keep_history else [], user, fold_single)
         answer = " ".join(answer_fn(text).split())
-        print(f"助手: {answer}" if interactive else answer, flush=True)
+        if show is not None:
+            show(answer)
         history += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
         records.append({"turn": len(records) + 1, "user": user, "instruction": text, "input": "", "model_output": answer})
     return records

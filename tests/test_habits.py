@@ -166,6 +166,9 @@ def test_infer_takes_base_template_and_system_prompt_from_the_adapter(qwen_adapt
     assert BANNER not in run.stderr  # not the tiny LLaMA: the Qwen2 base the adapter names
     settings = json.loads(out.read_text(encoding="utf-8").splitlines()[0])["settings"]
     assert (settings["base_model"], settings["prompt_template"], settings["system_prompt"]) == (base, "chat", "你是一名医生。")
+    # a text template asked for explicitly: the adapter's system prompt (a chat-template setting) is not carried over
+    chosen = adapters.settings(str(adapter), prompt_template="med_template")
+    assert (chosen["base_model"], chosen["prompt_template"], chosen["system_prompt"]) == (base, "med_template", "")
 
 
 def test_explicit_flags_that_disagree_with_the_adapter_are_warned_about(trained_adapter, tiny_base, tmp_path, caplog):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from utils import hub, tiny_base
+from utils.chat import CHAT_TEMPLATE_NAME
 from utils.prompter import DEFAULT_TEMPLATE
 from utils.files import fsync_dir
 
@@ -44,7 +45,10 @@ def resolve(lora_weights: str) -> str:
     """The local adapter folder for a folder or a hub id (fetched into, or read offline from, the hub cache)."""
     if not Path(lora_weights).expanduser().exists() and not hub.looks_like_hub_id(lora_weights):
         raise FileNotFoundError(f"LoRA adapter folder {lora_weights} not found (pass --lora_weights DIR or a hub id, or --use_lora False)")
-    return hub.resolve_folder(lora_weights, "LoRA adapter", ADAPTER_CONFIG, hub.ADAPTER_FILES)
+    return hub.resolve_folder(
+        lora_weights, "LoRA adapter", ADAPTER_CONFIG, hub.ADAPTER_FILES,
+        hint="an adapter folder holds adapter_config.json and adapter_model.safetensors (or .bin), as finetune.py writes it",
+    )  # fmt: skip
 
 
 def weights_file(folder: str | Path) -> Path | None:
@@ -123,19 +127,18 @@ def settings(lora_weights: str, base_model: str = "", prompt_template: str = "",
         ("prompt_template", prompt_template, info.prompt_template),
         ("system_prompt", system_prompt, info.system_prompt),
     ):
-        if recorded is None or (not flag and name != "base_model" and not recorded):
-            chosen[name] = flag
-        elif not flag:
-            chosen[name] = recorded
-            logger.info("%s from %s/%s: %r", name, lora_weights, RUN_CONFIG, recorded or "(the embedded tiny base)")
-        else:
-            chosen[name] = flag
-            if not (_same_base(flag, recorded) if name == "base_model" else flag == recorded):
-                logger.warning(
-                    "--%s %r differs from the %r that %s was trained with (%s): using %r as asked",
-                    name, flag, recorded or "(the embedded tiny base)", lora_weights, RUN_CONFIG, flag,
-                )  # fmt: skip
+        chosen[name] = flag or recorded or ""
+        if recorded is None or flag == recorded:
+            continue
+        shown = recorded or ("(the embedded tiny base)" if name == "base_model" else "''")
+        if not flag:
+            logger.info("%s from %s/%s: %s", name, lora_weights, RUN_CONFIG, shown)
+        elif not (_same_base(flag, recorded) if name == "base_model" else False):
+            logger.warning("--%s %r differs from the %s that %s was trained with (%s): using %r as asked",
+                           name, flag, shown, lora_weights, RUN_CONFIG, flag)  # fmt: skip
     chosen["prompt_template"] = chosen["prompt_template"] or default_template
+    if not system_prompt and chosen["prompt_template"] != CHAT_TEMPLATE_NAME:
+        chosen["system_prompt"] = ""  # the adapter's system prompt belongs to its chat template
     return chosen
 
 

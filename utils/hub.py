@@ -22,19 +22,22 @@ def looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("/"))
 
 
-def resolve_folder(name: str, what: str, required: str, patterns: tuple[str, ...], fallback_patterns: tuple[str, ...] = ()) -> str:
+def resolve_folder(
+    name: str, what: str, required: str, patterns: tuple[str, ...], fallback_patterns: tuple[str, ...] = (), hint: str = ""
+) -> str:
     """The local folder holding ``name`` (a folder, or a hub id fetched into the cache).
 
-    ``what`` names the thing in errors ("base model", "LoRA adapter"); the folder must hold
-    ``required``. ``fallback_patterns`` are fetched too when nothing matching ``patterns[-1]`` came
-    (old repositories with only ``.bin`` weights).
+    ``what`` names the thing in errors ("base model", "LoRA adapter"), ``hint`` says what to pass
+    instead; the folder must hold ``required``. ``fallback_patterns`` are fetched too when nothing
+    matching ``patterns[-1]`` came (old repositories with only ``.bin`` weights).
     """
     path = Path(name).expanduser()
+    hint = f"; {hint}" if hint else ""
     if path.exists() or not looks_like_hub_id(name):
         if not path.exists():
-            raise FileNotFoundError(f"{what} {name!r} not found (tried {path.resolve()}); pass a local folder or a hub id (owner/name)")
+            raise FileNotFoundError(f"{what} {name!r} not found (tried {path.resolve()}); pass a local folder or a hub id (owner/name){hint}")
         if not (path / required).is_file():
-            raise FileNotFoundError(f"{what} folder {path} has no {required}")
+            raise FileNotFoundError(f"{what} folder {path} has no {required}{hint}")
         return str(path)
 
     from huggingface_hub import constants, snapshot_download
@@ -51,7 +54,7 @@ def resolve_folder(name: str, what: str, required: str, patterns: tuple[str, ...
         )  # fmt: skip
         raise FileNotFoundError(
             f"{what} {name!r}: no such local folder, and {reason} (cache: {constants.HF_HUB_CACHE}); "
-            "download it while online, or pass a local folder"
+            f"download it while online, or pass a local folder{hint}"
         ) from None
     if not (folder / required).is_file():
         raise FileNotFoundError(f"{what} {name!r}: the cached snapshot {folder} has no {required}")

@@ -93,7 +93,10 @@ def resolve_base_model(base_model: str) -> str:
     """The local folder of ``base_model`` (a folder, or a hub id through the hub cache); "" builds/uses
     the embedded tiny base. Whenever the tiny base is used, a banner on stderr says so."""
     if base_model:
-        path = hub.resolve_folder(base_model, "base model", "config.json", hub.MODEL_FILES, hub.MODEL_BIN_FILES)
+        path = hub.resolve_folder(
+            base_model, "base model", "config.json", hub.MODEL_FILES, hub.MODEL_BIN_FILES,
+            hint="a Hugging Face model folder holds config.json, weights and tokenizer; or leave --base_model empty for the embedded tiny LLaMA",
+        )  # fmt: skip
     else:
         path = tiny_base.ensure_tiny_base()
     if tiny_base.fingerprint_of(path):

@@ -15,10 +15,11 @@ Records (every format may carry ``"system": "..."``, which overrides ``--system_
 * ``"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]`` (OpenAI style); for
   training it ends with an assistant turn, for inference a final assistant turn is the golden answer.
 
-Labels (set by ``utils.prompter.ChatPrompter``): the loss covers every assistant turn's tokens and the
-end-of-turn token that closes it; everything else (system, user turns, the template's headers, the
-text after the last turn) is masked. The spans come from prefix renders: the tokens of ``render(messages[:i], add_generation_prompt=True)``
-are followed in the full conversation by assistant turn ``i`` up to and including its end-of-turn
+Labels (set by ``utils.prompter.ChatPrompter`` from :meth:`ChatFormat.assistant_spans`): the loss
+covers every assistant turn's tokens and the end-of-turn token that closes it; everything else
+(system, user turns, the template's headers, the text after the last turn) is masked. The spans
+come from prefix renders: the tokens of ``render(messages[:i], add_generation_prompt=True)`` are
+followed in the full conversation by assistant turn ``i`` up to and including its end-of-turn
 token. Templates that rewrite earlier turns when later ones follow are refused (no exact mask).
 """
 

@@ -130,7 +130,7 @@ def settings(lora_weights: str, base_model: str = "", prompt_template: str = "",
         chosen[name] = flag or recorded or ""
         if recorded is None or flag == recorded:
             continue
-        shown = recorded or ("(the embedded tiny base)" if name == "base_model" else "''")
+        shown = repr(recorded) if recorded else "(the embedded tiny base)" if name == "base_model" else "''"
         if not flag:
             logger.info("%s from %s/%s: %s", name, lora_weights, RUN_CONFIG, shown)
         elif not (_same_base(flag, recorded) if name == "base_model" else False):

@@ -9,8 +9,9 @@ base model, built from the repository's own Chinese text in well under a minute:
 * a randomly initialised ``LlamaForCausalLM`` of a few million parameters (fixed seed).
 
 The tokenizer learns from ``utils/tiny_base_corpus.txt.gz``, a frozen snapshot of the repository's
-Chinese text (data, knowledge base, templates): rebuilding the data set does not change the token
-ids, so adapters trained on the tiny base stay valid. The folder is never committed; scripts call
+Chinese text (data, knowledge base, templates, as of the data set of November 2026; the build is
+byte-identical to the one made from those files then): rebuilding the data set does not change the
+token ids, so adapters trained on the tiny base stay valid. The folder is never committed; scripts call
 :func:`ensure_tiny_base` when no base model is given. ``build_info.json`` records the fingerprint of
 the corpus and the build settings, so a stale folder (the recipe changed) is rebuilt instead of
 silently reused, and ``run_config.json`` of an adapter records it (``utils/adapters.py`` refuses an

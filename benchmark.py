@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from utils.data import DataError
+from utils.records import DataError
 
 logger = logging.getLogger("benchmark")
 

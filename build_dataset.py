@@ -54,9 +54,11 @@ from dataclasses import dataclass, field
 from utils.cmekg import ImportReport, load_all, report_markdown
 from utils.datacard import data_card, plot_lengths, statistics_of
 from utils.exam import build_exam, exam_paths
+from utils.files import write_atomic
 from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, NOT_TREATMENT_PHRASES, PLACEHOLDER, TREATMENT_FIELDS,
                              Entry, KnowledgeError, display_path, load_styles, resolve_kb_paths, split_entities)
 from utils.llm import ReplyError, api_errors, ask_json, json_objects, make_client
+from utils.runinfo import file_sha256
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("train", "valid", "test")
@@ -132,25 +134,8 @@ def split_paths(output_path: str) -> dict[str, str]:
             "card": stem + ".card.md", "lengths": stem + ".lengths.png", "import": stem + ".cmekg_import"}
 
 
-def sha256_file(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def write_text_atomic(path: str, text: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    data = text.encode("utf-8")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()
-
-
 def write_jsonl_atomic(path: str, records: list[dict]) -> str:
-    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 # ============================================================================ load
@@ -741,9 +726,9 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
     meta = {
         "flags": {**flags, "kb_path": _rel(flags["kb_path"] if os.path.isabs(flags["kb_path"]) else flags["kb_path"]),
                   "output_path": _rel(output_path), "styles_path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH)},
-        "kb_files": [{"path": _rel(p), "sha256": sha256_file(p)} for p in kb.files],
+        "kb_files": [{"path": _rel(p), "sha256": file_sha256(p)} for p in kb.files],
         "styles_file": {"path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH),
-                        "sha256": sha256_file(_repo_path(flags["styles_path"]) if flags["styles_path"] else DEFAULT_STYLES_PATH)},
+                        "sha256": file_sha256(_repo_path(flags["styles_path"]) if flags["styles_path"] else DEFAULT_STYLES_PATH)},
         "cmekg": kb.cmekg_source or None,
         "entities": {s: sum(v == s for v in split_of.values()) for s in SPLITS},
         "split_rule": "entities split per kind by sha256('<seed>:<中心词>'); comparison pairs drawn within one split",
@@ -754,12 +739,12 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
     exam = build_exam(kb.entries, split_of, flags["seed"])  # kb-mcq: 4-option questions per split (utils/exam.py)
     meta["exam"] = {s: {"path": _rel(str(p)), "questions": len(exam[s]), "sha256": write_jsonl_atomic(str(p), exam[s])}
                     for s, p in exam_paths(output_path).items()}
-    write_text_atomic(paths["meta"], json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+    write_atomic(paths["meta"], json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
     if kb.cmekg_report is not None:
-        write_text_atomic(paths["import"] + ".json", json.dumps(kb.cmekg_report.as_dict(), ensure_ascii=False, indent=2) + "\n")
-        write_text_atomic(paths["import"] + ".md", report_markdown(kb.cmekg_report))
+        write_atomic(paths["import"] + ".json", json.dumps(kb.cmekg_report.as_dict(), ensure_ascii=False, indent=2) + "\n")
+        write_atomic(paths["import"] + ".md", report_markdown(kb.cmekg_report))
     plot_lengths(by_split, paths["lengths"])
-    write_text_atomic(paths["card"], data_card(meta, paths))
+    write_atomic(paths["card"], data_card(meta, paths))
     if os.path.exists(output_path + ".partial.jsonl"):
         os.remove(output_path + ".partial.jsonl")
     print_stats(stats, outputs, time.perf_counter() - t0)

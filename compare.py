@@ -11,7 +11,7 @@ import html
 import logging
 from pathlib import Path
 
-from utils.data import DataError, load_records
+from utils.records import DataError, question_of, read_results
 from utils.runinfo import run_config, write_json
 
 logger = logging.getLogger("compare")
@@ -34,18 +34,12 @@ def parse_results(results) -> list[tuple[str, str]]:
     return pairs
 
 
-def question_of(record: dict) -> str:
-    return record["instruction"] + (f"\n{record['input']}" if record.get("input") else "")
-
-
 def load_table(pairs: list[tuple[str, str]], with_reference: bool) -> tuple[list[str], list[list[str]]]:
     """Header and rows; every file must answer the first file's questions in the same order."""
-    columns, questions, references = [], None, None
+    columns, questions, references, bases = [], None, None, {}
     for name, path in pairs:
-        loaded = load_records(path, require_output=False)
-        for record, line in zip(loaded.records, loaded.lines):
-            if not isinstance(record.get("model_output"), str):
-                raise DataError(f"{path}:{line}: field 'model_output': missing or not a string (expected infer.py results)")
+        loaded = read_results(path)
+        bases[name] = (loaded.records[0].get("settings") or {}).get("base_model")
         these = [question_of(r) for r in loaded.records]
         if questions is None:
             questions, first = these, path
@@ -55,6 +49,8 @@ def load_table(pairs: list[tuple[str, str]], with_reference: bool) -> tuple[list
             where = f"{path}:{loaded.lines[bad]}" if bad < len(these) else f"{path}"
             raise DataError(f"{where}: field 'instruction': question {bad + 1} differs from {first} ({len(these)} vs {len(questions)} questions)")
         columns.append([r["model_output"] for r in loaded.records])
+    if len({b for b in bases.values() if b is not None}) > 1:  # the seed's table compares adapters of one base
+        logger.warning("the results come from different base models: %s", ", ".join(f"{n}: {b}" for n, b in bases.items()))
     header = ["test input"] + (["reference"] if with_reference and any(references) else []) + [f"{n} output" for n, _ in pairs]
     rows = []
     for i, question in enumerate(questions):

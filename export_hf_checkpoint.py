@@ -29,16 +29,13 @@ never happens inside them. A base checkpoint that is itself saved quantized is d
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from utils import modeling
+from utils import adapters, modeling
 from utils.chat import stop_token_ids
 from utils.chat_template import chat_template_for
-from utils.prompter import DEFAULT_TEMPLATE
+from utils.files import staged_folder
 from utils.runinfo import file_sha256, run_config, write_json
-from utils.tiny_base import DEFAULT_DIR as TINY_BASE_DIR
 
 logger = logging.getLogger("export_hf_checkpoint")
 
@@ -62,40 +59,15 @@ def trained_with(lora_weights: str) -> dict:
         raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
 
 
-def same_base(a: str, b: str) -> bool:
-    a, b = (name or str(TINY_BASE_DIR) for name in (a, b))  # "" = the embedded tiny base
-    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
-
-
 def resolve_settings(base_model: str, lora_weights: str, prompt_template: str, system_prompt: str) -> dict:
-    """Base model, adapter, template and system prompt to use. A flag wins over $BASE_MODEL /
-    $LORA_WEIGHTS, which win over the adapter's run_config.json; one that disagrees with the
-    run_config is kept, with a warning (the prompt must be the one the adapter was trained with)."""
+    """Base model, adapter, template and system prompt to use (``adapters.settings``, the rule every
+    script follows), with the seed's environment variables: a flag wins over $BASE_MODEL /
+    $LORA_WEIGHTS, which win over the adapter's run_config.json."""
     lora_weights = lora_weights or os.environ.get("LORA_WEIGHTS", "") or DEFAULT_LORA
-    if not Path(lora_weights).is_dir():
-        raise FileNotFoundError(f"LoRA adapter folder {lora_weights} not found (pass --lora_weights DIR or set LORA_WEIGHTS)")
-    recorded = trained_with(lora_weights)
-    flags, resolved = recorded.get("flags", {}), recorded.get("resolved", {})
-    trained = {
-        # "" in the flags = the embedded tiny base, which resolves here as it did there
-        "base_model": resolved.get("base_model", "") if flags.get("base_model") else "",
-        "prompt_template": flags.get("prompt_template_name", ""),
-        "system_prompt": flags.get("system_prompt", ""),
-    }
-    chosen = {
-        "base_model": base_model or os.environ.get("BASE_MODEL", ""),
-        "prompt_template": prompt_template,
-        "system_prompt": system_prompt,
-    }
-    if not recorded:
+    chosen = adapters.settings(lora_weights, base_model or os.environ.get("BASE_MODEL", ""), prompt_template, system_prompt)
+    if not (Path(chosen["lora_weights"]) / "run_config.json").is_file():
         logger.warning("%s has no run_config.json: cannot check that the base and prompt are the ones it was trained with", lora_weights)
-    for name, value in chosen.items():
-        if not value:
-            chosen[name] = trained[name]
-        elif recorded and name in trained and not (same_base if name == "base_model" else str.__eq__)(value, trained[name]):
-            logger.warning("%s: the adapter was trained with %r (run_config.json), using %r as asked", name, trained[name], value)
-    chosen["prompt_template"] = chosen["prompt_template"] or DEFAULT_TEMPLATE
-    return {**chosen, "lora_weights": lora_weights, "trained_with": flags}
+    return {**chosen, "trained_with": trained_with(chosen["lora_weights"]).get("flags", {})}
 
 
 def base_precision(config) -> str:
@@ -164,7 +136,7 @@ def main(
 
     # ------------------------------------------------------------------------------------------
     # merge
-    model = modeling.load_adapter(model, lora_weights)
+    model = adapters.load_adapter(model, lora_weights)
     logger.info("merging %s (r=%s, alpha=%s, targets=%s)", lora_weights, adapter_config.get("r"),
                 adapter_config.get("lora_alpha"), adapter_config.get("target_modules"))  # fmt: skip
     merged = model.merge_and_unload(safe_merge=True)  # safe_merge: refuse NaN/inf instead of writing them
@@ -178,9 +150,7 @@ def main(
 
     # ------------------------------------------------------------------------------------------
     # save into a temporary sibling, then move into place: a kill never leaves half a checkpoint
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(str(tmp))
         (tmp / CHAT_TEMPLATE_FILE).write_text(tokenizer.chat_template, encoding="utf-8")
@@ -193,15 +163,9 @@ def main(
                           "prompt_template": settings["prompt_template"], "system_prompt": settings["system_prompt"],
                           "stop_token_ids": merged.generation_config.eos_token_id},
                 adapter={"path": str(Path(lora_weights).resolve()), "config": adapter_config, "trained_with": trained_on,
-                         "weights_sha256": file_sha256(modeling.adapter_weights_file(lora_weights))},
+                         "weights_sha256": file_sha256(adapters.weights_file(lora_weights))},
             ),
         )  # fmt: skip
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     shards = sorted(p.name for p in out.glob("*.safetensors"))
     logger.info("merged checkpoint written to %s (%d shard(s), %s, prompt %s)", out, len(shards), precision_name, settings["prompt_template"])
     return str(out)

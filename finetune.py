@@ -27,7 +27,6 @@ adapter + run_config.json + metrics.json in ``output_dir``.
     python finetune.py ... --resume_from_checkpoint auto
 """
 
-import json
 import logging
 import math
 import random
@@ -36,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import batching, checkpointing, memory, modeling
+from utils import adapters, batching, checkpointing, memory, modeling
 from utils.callbacks import parameters_sharded
-from utils.chat import make_prompter, prompts_for, stop_token_ids
-from utils.data import IGNORE_INDEX, load_records, tokenize_records
-from utils.prompter import DEFAULT_TEMPLATE
+from utils.chat import stop_token_ids
+from utils.prompter import DEFAULT_TEMPLATE, IGNORE_INDEX, make_prompter, tokenize_records
+from utils.records import load_records, split_validation
 from utils.runinfo import file_sha256, run_config, write_json
 from utils.tracking import setup_wandb
 
@@ -48,7 +47,6 @@ logger = logging.getLogger("finetune")
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = str(REPO_ROOT / "data" / "llama_data.json")
-VALIDATION_SPLIT_SEED = 2023  # the held-out records do not move with --seed
 
 
 def train(
@@ -169,7 +167,7 @@ def train(
     model = modeling.prepare_for_training(model, gradient_checkpointing)
     resume_from_checkpoint, adapter_only = checkpointing.resolve_resume(resume_from_checkpoint, output_dir)
     if adapter_only:  # the seed's second mode: adapter weights without optimizer state
-        model = modeling.load_adapter(model, adapter_only, is_trainable=True)
+        model = adapters.load_adapter(model, adapter_only, is_trainable=True)
     else:
         lora_target_modules = modeling.resolve_lora_targets(model, lora_target_modules)
         lora_config = LoraConfig(
@@ -284,11 +282,9 @@ def read_train_val(data_path: str, val_data_path: str, val_set_size: int, on_bad
         info["validation"] = {"path": str(Path(val_data_path).resolve()), "sha256": file_sha256(val_data_path), "records": len(val.records)}
         logger.info("%s: %d records; validation: %s, %d records", data_path, len(records), val_data_path, len(val.records))
         return info, records, val.records
-    if val_set_size >= len(records):
-        raise ValueError(f"val_set_size ({val_set_size}) must be smaller than the {len(records)} records of {data_path}")
-    order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(len(records))
+    train, val = split_validation(records, val_set_size, data_path)  # a fixed seed: the held-out records never move
     logger.info("%s: %d records (%d held out for validation)", data_path, len(records), val_set_size)
-    return info, [records[i] for i in order[val_set_size:]], [records[i] for i in order[:val_set_size]]
+    return info, train, val
 
 
 def load_tokenizer_for(base_model: str, trust_remote_code: bool, dry_run: bool):
@@ -320,10 +316,11 @@ def tokenize_train_val(tokenizer, prompter, train_records, val_records, cutoff_l
 
 def estimate_lengths(prompter, records, base_model: str, cutoff_len: int) -> tuple[list[int], list[int]]:
     """Token and answer lengths without a tokenizer (dry run of a config-only folder)."""
-    if getattr(prompter, "is_chat", False):
-        raise ValueError(f"the chat template needs the model's tokenizer: put its tokenizer files beside {base_model}/config.json")
+    try:
+        prompts = prompter.prompts(None, records)  # a text template needs no tokenizer
+    except (AttributeError, TypeError):
+        raise ValueError(f"the {prompter.template_name} template needs the model's tokenizer: put its tokenizer files beside {base_model}/config.json") from None
     vocab = memory.load_config(base_model).get_text_config().vocab_size
-    prompts = prompts_for(prompter, None, records)
     lengths, answers = [], []
     for prompt, record in zip(prompts, records):
         n_prompt, n_answer = memory.estimate_tokens(prompt, vocab), memory.estimate_tokens(record["output"], vocab) + 1

@@ -2,7 +2,9 @@
 
 Safe by default: it listens on 127.0.0.1 only, opens no public share link and sends no analytics.
 Multi-turn questions fold the chat history into the instruction the way the seed's literature data
-does (`` <user>: ... <bot>: ... <user>: ...``). Answers are not medical advice and the page says so.
+does (`` <user>: ... <bot>: ... <user>: ...``; ``utils/literature.py``, as infer.py's chat modes do).
+The adapter's run_config.json supplies the base model, template and system prompt unless given.
+Answers are not medical advice and the page says so.
 
     python generate.py                                        # tiny base + ./lora-llama-med, http://127.0.0.1:7860
     python generate.py --base_model decapoda-research/llama-7b-hf --load_8bit --lora_weights ./lora-llama-med
@@ -15,9 +17,8 @@ import logging
 import os
 from pathlib import Path
 
-from utils import generation, modeling
-from utils.chat import make_prompter, prompts_for
-from utils.prompter import DEFAULT_TEMPLATE
+from utils import adapters, generation, literature, modeling
+from utils.prompter import make_prompter
 
 logger = logging.getLogger("generate")
 
@@ -49,15 +50,9 @@ def message_text(message: dict) -> str:
     return ""
 
 
-def fold_history(history: list[dict], question: str) -> str:
-    """The instruction for ``question``: alone without history, else the seed's literature format
-    `` <user>: q1 <bot>: a1 <user>: question``."""
-    turns = [(m.get("role"), message_text(m).strip()) for m in history or []]
-    turns = [(role, text) for role, text in turns if role in ("user", "assistant") and text]
-    if not turns:
-        return question
-    tags = {"user": "<user>", "assistant": "<bot>"}
-    return "".join(f" {tags[role]}: {text}" for role, text in turns) + f" <user>: {question}"
+def history_messages(history: list[dict]) -> list[dict]:
+    """Gradio's chat history as plain ``{"role", "content"}`` messages."""
+    return [{"role": m.get("role"), "content": message_text(m)} for m in history or []]
 
 
 def clamp_settings(settings: dict, defaults: dict) -> tuple[dict, list[str]]:
@@ -86,8 +81,8 @@ def fit_prompt(tokenizer, prompter, history, question, extra_input, max_new_toke
     in ``context`` tokens (None = no limit); ValueError when the question alone does not fit."""
     history = list(history or [])
     for dropped in [*range(0, len(history), 2), len(history)]:  # whole turns (user + bot) at a time
-        record = {"instruction": fold_history(history[dropped:], question), "input": extra_input}
-        prompt = prompts_for(prompter, tokenizer, [record])[0]  # text template or the model's chat template
+        instruction = literature.instruction(history_messages(history[dropped:]), question, prompter.folds_dialogue)
+        prompt = prompter.prompts(tokenizer, [{"instruction": instruction, "input": extra_input}])[0]
         with generation.ENCODE_LOCK:
             length = len(tokenizer(prompt)["input_ids"])
         if context is None or length + max_new_tokens <= context:
@@ -103,24 +98,22 @@ def fit_prompt(tokenizer, prompter, history, question, extra_input, max_new_toke
 
 
 def resolve_adapter(lora_weights: str, use_lora: bool) -> tuple[str, str]:
-    """(adapter folder to load or "", a line for the page). Only the default folder may be missing:
-    the demo then answers with the plain base and says so; a folder the user named must exist."""
+    """(local adapter folder to load, or "", a line for the page). Only the default folder may be missing:
+    the demo then answers with the plain base and says so; an adapter the user named (folder or hub id) must exist."""
     if not use_lora or not lora_weights:
         return "", "**Adapter:** none (`--use_lora False`): answers come from the plain base model."
-    if not Path(lora_weights).exists():
-        if lora_weights != DEFAULT_LORA:
-            raise FileNotFoundError(f"LoRA adapter folder {lora_weights} not found (pass --lora_weights DIR, or --use_lora False)")
+    if lora_weights == DEFAULT_LORA and not Path(lora_weights).exists():
         logger.warning("adapter folder %s not found: answering with the plain base model (train one with finetune.py)", lora_weights)
         return "", (
             f"**Adapter:** ⚠️ `{lora_weights}` not found — answers come from the **plain base model**, "
             "not a fine-tuned one (train an adapter with `finetune.py`, or pass `--lora_weights DIR`)."
         )
-    return lora_weights, f"**Adapter:** `{lora_weights}`"
+    return adapters.resolve(lora_weights), f"**Adapter:** `{lora_weights}`"
 
 
 def load_examples(path: Path = EXAMPLES_FILE, limit: int = 8) -> list[str]:
     """Example questions for the page, from data/infer.json (none when the file is absent)."""
-    from utils.data import load_records
+    from utils.records import load_records
 
     if not path.is_file():
         return []
@@ -217,11 +210,11 @@ def parse_auth(auth: str) -> tuple[str, str] | None:
 
 def main(
     load_8bit: bool = False,  # base weights in int8 (GPU)
-    base_model: str = "",  # HF model folder or hub id; "" = the embedded tiny LLaMA
+    base_model: str = "",  # HF model folder or hub id; "" = the adapter's (run_config.json), else the embedded tiny LLaMA
     use_lora: bool = True,  # apply the adapter in --lora_weights
-    lora_weights: str = DEFAULT_LORA,  # adapter folder; the default may be missing (plain base, said on the page)
-    prompt_template: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
-    system_prompt: str = "",  # chat template only: system message ("" = the template's default)
+    lora_weights: str = DEFAULT_LORA,  # adapter folder or hub id; the default folder may be missing (plain base, said on the page)
+    prompt_template: str = "",  # templates/NAME.json, a path to one, or chat; "" = the adapter's, else med_template
+    system_prompt: str = "",  # chat template only: system message ("" = the adapter's / template default)
     server_name: str = "127.0.0.1",  # interface to listen on; 0.0.0.0 exposes the model to your network
     server_port: int = 7860,  # TCP port
     share_gradio: bool = False,  # open a public *.gradio.live link (anyone with it can use the model)
@@ -249,10 +242,11 @@ def main(
     if (server_name not in LOOPBACK or share_gradio) and credentials is None:
         logger.warning("the demo is reachable beyond this machine without --auth: anyone who reaches it can use the model")
 
-    prompter = make_prompter(prompt_template, system_prompt)
     adapter, adapter_line = resolve_adapter(lora_weights, use_lora)
+    chosen = adapters.settings(adapter, base_model, prompt_template, system_prompt)
+    prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
     tokenizer, model, base_model = modeling.load_for_inference(
-        base_model, adapter, bool(adapter), load_8bit, load_4bit, precision, trust_remote_code
+        chosen["base_model"], chosen["lora_weights"], bool(adapter), load_8bit, load_4bit, precision, trust_remote_code
     )
     weights = "8-bit" if load_8bit else "4-bit" if load_4bit else str(next(model.parameters()).dtype).removeprefix("torch.")
     model_line = (

@@ -2,26 +2,29 @@
 
 Prints instruction / golden output / model output for every record as the seed did, and with
 ``--output_file`` writes JSON Lines: each input record's fields plus ``model_output`` and the
-settings used. Questions are answered in left-padded batches (``--batch_size``).
+settings used. Questions are answered in left-padded batches (``--batch_size``). The adapter folder
+describes itself: without ``--base_model`` / ``--prompt_template`` / ``--system_prompt`` its
+``run_config.json`` supplies them (an explicit flag that disagrees gets a warning). ``--base_model``
+and ``--lora_weights`` take folders or hub ids (through the hub cache; ``HF_HUB_OFFLINE=1`` honoured).
 
     python infer.py --lora_weights ./lora-llama-med --instruct_dir ./data/infer.json
     python infer.py --base_model decapoda-research/llama-7b-hf --load_8bit \\
-        --lora_weights ./lora-llama-med --instruct_dir ./data/infer.json --output_file answers.jsonl
+        --lora_weights thinksoso/lora-llama-med --instruct_dir ./data/infer.json --output_file answers.jsonl
     python infer.py --use_lora False --prompt_template ori_template --instruct_dir ./data/infer.json
     python infer.py --base_model Qwen/Qwen2.5-7B-Instruct --lora_weights ./lora-qwen-med --prompt_template chat
-    # multi-turn chat in the seed's literature format (a terminal, or a pipe: one user turn per line)
+    # chat in the seed's literature format (a terminal, or a pipe: one user turn per line); see also infer_literature.py
     python infer.py --lora_weights ./lora-literature --prompt_template literature_template --mode multi
 """
 
+import inspect
 import json
 import logging
 import sys
 from pathlib import Path
 
-from utils import dialogue, generation, modeling
-from utils.chat import make_prompter, prompts_for, question_of
-from utils.data import load_records
-from utils.prompter import DEFAULT_TEMPLATE
+from utils import adapters, generation, literature, modeling
+from utils.prompter import DEFAULT_TEMPLATE, make_prompter
+from utils.records import load_records, question_of
 
 logger = logging.getLogger("infer")
 
@@ -33,14 +36,83 @@ BUILTIN_QUESTIONS = [
 ]
 
 
+GENERATION_FLAGS = ("temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "do_sample")  # make_generation_config's
+
+
+def flags(**given) -> dict:
+    """infer.py's flags with their defaults, updated with ``given`` (for entries built on this one,
+    such as infer_literature.py); an unknown name is refused."""
+    params = inspect.signature(main).parameters
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise ValueError(f"unknown flag(s) --{', --'.join(unknown)} (infer.py's flags: {', '.join(params)})")
+    return {name: given.get(name, param.default) for name, param in params.items()}
+
+
+def load(base_model, lora_weights, use_lora, prompt_template, system_prompt, load_8bit, load_4bit, precision, trust_remote_code,
+         default_template: str = DEFAULT_TEMPLATE):  # fmt: skip
+    """(prompter, tokenizer, model, settings used): empty flags defaulted from the adapter's run_config.json."""
+    chosen = adapters.settings(lora_weights if use_lora else "", base_model, prompt_template, system_prompt, default_template)
+    prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
+    tokenizer, model, base_model = modeling.load_for_inference(
+        chosen["base_model"], chosen["lora_weights"], use_lora, load_8bit, load_4bit, precision, trust_remote_code
+    )
+    used = {
+        "base_model": base_model,
+        "lora_weights": lora_weights if use_lora else "",
+        "prompt_template": prompter.template_name,
+        "system_prompt": prompter.system_prompt,
+        "load_8bit": load_8bit,
+        "load_4bit": load_4bit,
+    }
+    return prompter, tokenizer, model, used
+
+
+def chat(prompter, tokenizer, model, gen_config, turns, keep_history: bool, max_history_turns: int, interactive: bool) -> list[dict]:
+    """The seed's literature chat: each turn asked through the prompter, history folded as the template's data
+    does; each answer printed on its line as it comes."""
+
+    def answer(instruction: str) -> str:
+        prompt = prompter.prompts(tokenizer, [{"instruction": instruction}])[0]
+        return generation.generate_batch(model, tokenizer, [prompt], gen_config)[0]
+
+    def show(text: str) -> None:
+        print(f"助手: {text}" if interactive else text, flush=True)
+
+    return literature.chat(answer, turns, keep_history, max_history_turns, prompter.folds_dialogue, show)
+
+
+def print_answers(records: list[dict], answers: list[str]) -> None:
+    """The seed's console format."""
+    for record, answer in zip(records, answers):
+        print("###infering###")
+        print("###instruction###")
+        print(question_of(record))
+        if record.get("output") is not None:
+            print("###golden output###")
+            print(record["output"])
+        print("###model output###")
+        print(answer)
+
+
+def write_results(output_file: str, records: list[dict], answers: list[str], used: dict) -> None:
+    """JSON Lines: each record's fields, ``model_output`` and the settings used (read by utils.records.read_results)."""
+    path = Path(output_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record, answer in zip(records, answers):
+            handle.write(json.dumps({**record, "model_output": answer, "settings": used}, ensure_ascii=False) + "\n")
+    logger.info("wrote %d answers to %s", len(answers), path)
+
+
 def main(
     load_8bit: bool = False,  # base weights in int8
-    base_model: str = "",  # HF model folder or hub id; "" = the embedded tiny LLaMA
+    base_model: str = "",  # HF model folder or hub id; "" = the adapter's (run_config.json), else the embedded tiny LLaMA
     instruct_dir: str = "",  # questions file (JSON Lines or JSON array); "" = a few built-in questions
     use_lora: bool = True,  # apply the adapter in --lora_weights
-    lora_weights: str = "./lora-llama-med",  # adapter folder written by finetune.py (or an old peft one)
-    prompt_template: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
-    system_prompt: str = "",  # chat template only: system message for records without one ("" = template default)
+    lora_weights: str = "./lora-llama-med",  # adapter folder or hub id written by finetune.py (or an old peft one)
+    prompt_template: str = "",  # templates/NAME.json, a path to one, or chat; "" = the adapter's, else med_template
+    system_prompt: str = "",  # chat template only: system message for records without one ("" = the adapter's / template default)
     output_file: str = "",  # write JSON Lines answers here ("" = print only)
     batch_size: int = 16,  # questions generated together (bench/infer_speed.py: 5.6x one-at-a-time on CPU)
     max_new_tokens: int = generation.MAX_NEW_TOKENS,  # answer length limit, in tokens
@@ -62,61 +134,30 @@ def main(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if mode not in ("file", "single", "multi"):
         raise ValueError(f"mode must be file, single or multi, got {mode!r}")
-    prompter = make_prompter(prompt_template, system_prompt)
     if instruct_dir:
         records = load_records(instruct_dir, require_output=False, on_bad_record=on_bad_record).records
     else:
         records = [{"instruction": q} for q in BUILTIN_QUESTIONS]
 
-    tokenizer, model, base_model = modeling.load_for_inference(
-        base_model, lora_weights, use_lora, load_8bit, load_4bit, precision, trust_remote_code
-    )
+    prompter, tokenizer, model, used = load(
+        base_model, lora_weights, use_lora, prompt_template, system_prompt,
+        load_8bit, load_4bit, precision, trust_remote_code,
+    )  # fmt: skip
     settings = dict(
         temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=do_sample
     )
     gen_config = generation.make_generation_config(model, tokenizer, **settings)
-    if mode != "file":  # the seed's infer-literature chat: history folded as " <user>: .. <bot>: .. <user>: .."
+    if mode != "file":  # the answers are printed as they come
         interactive = sys.stdin.isatty()
-
-        def answer(instruction: str) -> str:
-            prompt = prompts_for(prompter, tokenizer, [{"instruction": instruction}])[0]
-            return generation.generate_batch(model, tokenizer, [prompt], gen_config)[0]
-
-        records = dialogue.chat(answer, dialogue.read_turns(sys.stdin, interactive), mode == "multi", max_history_turns, interactive)
-        answers, quiet = [r.pop("model_output") for r in records], True
+        records = chat(prompter, tokenizer, model, gen_config, literature.read_turns(sys.stdin, interactive),
+                       mode == "multi", max_history_turns, interactive)  # fmt: skip
+        answers = [r.pop("model_output") for r in records]
     else:
-        prompts = prompts_for(prompter, tokenizer, records)
-        answers = generation.generate_answers(model, tokenizer, prompts, gen_config, batch_size)
-
-    for record, answer in zip(records, answers):
-        if quiet:
-            break
-        print("###infering###")
-        print("###instruction###")
-        print(question_of(record))
-        if record.get("output") is not None:
-            print("###golden output###")
-            print(record["output"])
-        print("###model output###")
-        print(answer)
-
+        answers = generation.generate_answers(model, tokenizer, prompter.prompts(tokenizer, records), gen_config, batch_size)
+        if not quiet:
+            print_answers(records, answers)
     if output_file:
-        used = {
-            "base_model": base_model,
-            "lora_weights": lora_weights if use_lora else "",
-            "prompt_template": prompter.template_name,
-            "system_prompt": system_prompt,
-            "load_8bit": load_8bit,
-            "load_4bit": load_4bit,
-            **settings,
-        }
-        path = Path(output_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as handle:
-            for record, answer in zip(records, answers):
-                handle.write(json.dumps({**record, "model_output": answer, "settings": used}, ensure_ascii=False) + "\n")
-        logger.info("wrote %d answers to %s", len(answers), path)
-
+        write_results(output_file, records, answers, {**used, **settings})
 
 
 if __name__ == "__main__":

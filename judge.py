@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from utils import judge
-from utils.data import DataError, load_records
+from utils.records import DataError, load_records, read_results
 from utils.runinfo import file_sha256, run_config, write_json
 
 logger = logging.getLogger("judge")
@@ -112,11 +112,7 @@ def main(
 
     # ------------------------------------------------------------------------------------------
     # answers to judge (every question of --questions_file must have one, when given)
-    loaded = load_records(predictions_file, require_output=False)
-    for record, line in zip(loaded.records, loaded.lines):
-        if not isinstance(record.get("model_output"), str):
-            raise DataError(f"{predictions_file}:{line}: field 'model_output': missing or not a string (expected infer.py results)")
-    records = loaded.records
+    records = read_results(predictions_file).records  # the one reader of infer.py results: file:line:field errors
     if questions_file:
         answered = {r["instruction"] for r in records}
         missing = [r["instruction"] for r in read_questions(questions_file, question_field) if r["instruction"] not in answered]

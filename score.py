@@ -17,26 +17,10 @@ import logging
 from pathlib import Path
 
 from utils import metrics
-from utils.data import DataError, load_records
+from utils.records import load_records, read_results
 from utils.runinfo import file_sha256, run_config, write_json
 
 logger = logging.getLogger("score")
-
-
-def read_predictions(path: str) -> tuple[list[dict], list[int]]:
-    """infer.py results, checked: every record has a string ``model_output``; ``facts`` well formed."""
-    loaded = load_records(path, require_output=False)
-    for record, line in zip(loaded.records, loaded.lines):
-        if not isinstance(record.get("model_output"), str):
-            raise DataError(
-                f"{path}:{line}: field 'model_output': missing or not a string (expected infer.py --output_file results)"
-            )
-        facts = record.get("facts")
-        if facts is not None and not (
-            isinstance(facts, list) and all(isinstance(f, dict) and "value" in f for f in facts)
-        ):
-            raise DataError(f"{path}:{line}: field 'facts': expected a list of {{\"field\", \"value\"}} objects")
-    return loaded.records, loaded.lines
 
 
 def score_predictions(records: list[dict]) -> dict:
@@ -124,7 +108,7 @@ def main(
     data_path: str = "",  # records whose reference answers get a loss/perplexity ("" = no model is loaded)
     base_model: str = "",  # with data_path: HF model folder or hub id; "" = the embedded tiny LLaMA
     lora_weights: str = "",  # with data_path: adapter folder ("" = the base alone)
-    prompt_template: str = "med_template",  # with data_path: the template the adapter was trained with
+    prompt_template: str = "",  # with data_path: templates/NAME.json or chat; "" = the adapter's run_config.json, else med_template
     cutoff_len: int = 512,  # with data_path: longest example in tokens, as in finetune.py
     batch_size: int = 8,  # with data_path: examples per forward pass
     load_8bit: bool = False,  # with data_path: base weights in int8
@@ -142,20 +126,22 @@ def main(
     inputs = {}
 
     if predictions_file:
-        records, _ = read_predictions(predictions_file)
+        records = read_results(predictions_file).records
         result.update(score_predictions(records))
         inputs["predictions_file"] = {"path": str(Path(predictions_file).resolve()), "sha256": file_sha256(predictions_file)}
         logger.info("%s: %d answers scored (%d with a reference)", predictions_file, len(records), result["with_reference"])
 
     if data_path:
-        from utils import modeling
-        from utils.chat import make_prompter
+        from utils import adapters, modeling
+        from utils.prompter import make_prompter
 
         refs = load_records(data_path).records
+        chosen = adapters.settings(lora_weights, base_model, prompt_template)  # defaults from the adapter's run_config.json
         tokenizer, model, resolved = modeling.load_for_inference(
-            base_model, lora_weights, bool(lora_weights), load_8bit, load_4bit, precision, trust_remote_code
+            chosen["base_model"], chosen["lora_weights"], bool(lora_weights), load_8bit, load_4bit, precision, trust_remote_code
         )
-        result["reference_loss"] = metrics.reference_loss(model, tokenizer, make_prompter(prompt_template), refs, cutoff_len, batch_size)
+        prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
+        result["reference_loss"] = metrics.reference_loss(model, tokenizer, prompter, refs, cutoff_len, batch_size)
         inputs["data_path"] = {"path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "base_model": resolved}
 
     label = name or (Path(predictions_file).stem if predictions_file else Path(lora_weights or "base").name)

@@ -43,7 +43,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import export_hf_checkpoint
-from utils import generation, modeling
+from utils import adapters, generation, modeling
 from utils.runinfo import file_sha256
 
 logger = logging.getLogger("serve_api")
@@ -88,7 +88,7 @@ def ensure_merged(settings: dict, merged_dir: Path, trust_remote_code: bool) -> 
     """Export the adapter into ``merged_dir`` unless that folder already holds this adapter, base and prompt."""
     lora = settings["lora_weights"]
     base = modeling.resolve_base_model(settings["base_model"])
-    want = {"adapter": str(Path(lora).resolve()), "weights_sha256": file_sha256(modeling.adapter_weights_file(lora)),
+    want = {"adapter": str(Path(lora).resolve()), "weights_sha256": file_sha256(adapters.weights_file(lora)),
             "prompt_template": settings["prompt_template"], "system_prompt": settings["system_prompt"]}  # fmt: skip
     recorded = export_hf_checkpoint.trained_with(str(merged_dir))  # the merged folder's own run_config.json
     if (merged_dir / "config.json").exists() and not recorded:
@@ -97,7 +97,7 @@ def ensure_merged(settings: dict, merged_dir: Path, trust_remote_code: bool) -> 
         resolved, adapter = recorded.get("resolved", {}), recorded.get("adapter", {})
         have = {"adapter": adapter.get("path"), "weights_sha256": adapter.get("weights_sha256"),
                 "prompt_template": resolved.get("prompt_template"), "system_prompt": resolved.get("system_prompt")}  # fmt: skip
-        if have == want and export_hf_checkpoint.same_base(resolved.get("base_model", ""), base):
+        if have == want and adapters.same_base(resolved.get("base_model", ""), base):
             logger.info("%s is up to date with %s: serving it", merged_dir, lora)
             return
         logger.info("%s was merged from another adapter, base or prompt: exporting again", merged_dir)

@@ -38,7 +38,7 @@ def main(
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from utils import generation, modeling
-    from utils.data import load_records
+    from utils.records import load_records
     from utils.prompter import Prompter
 
     data_path = data_path or str(SHARED_DATA if SHARED_DATA.is_file() else REPO_ROOT / "data" / "infer.json")

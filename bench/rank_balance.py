@@ -23,8 +23,8 @@ SEED_DATA = REPO_ROOT.parent / "shared" / "huatuo" / "llama_data.json"
 
 def main(world_size: int = 4, batch_size: int = 128, micro_batch_size: int = 8, cutoff_len: int = 256, data_path: str = ""):
     from utils import batching, modeling
-    from utils.data import load_records, tokenize_records
-    from utils.prompter import Prompter
+    from utils.prompter import Prompter, tokenize_records
+    from utils.records import load_records
 
     logging.disable(logging.WARNING)
     data = data_path or str(SEED_DATA if SEED_DATA.is_file() else REPO_ROOT / "data" / "llama_data.json")

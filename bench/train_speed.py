@@ -40,9 +40,9 @@ RECIPE = dict(micro_batch_size=128, batch_size=128, learning_rate=3e-4, cutoff_l
 def in_finetune_order(records: list[dict]) -> list[dict]:
     """The records in the order finetune.py trains from with val_set_size=0 (its seeded split shuffles them),
     so that optimizer step k holds the same examples in both runs."""
-    import numpy as np
+    from utils.records import split_validation
 
-    return [records[i] for i in np.random.default_rng(2023).permutation(len(records))]
+    return split_validation(records, 0)[0]
 
 
 def default_data() -> str:
@@ -64,30 +64,13 @@ def peak_memory_mb() -> float:
 
 def heldout_loss(base_model: str, adapter_dir: str, heldout_file: str, precision: str) -> float:
     """Mean cross-entropy per answer token of the held-out records (prompt masked), eval mode."""
-    import torch
-
-    from utils import modeling
-    from utils.batching import seed_collator
-    from utils.data import IGNORE_INDEX, load_records, tokenize_records
-    from utils.generation import model_device
+    from utils import metrics, modeling
     from utils.prompter import Prompter
+    from utils.records import load_records
 
     tokenizer, model, _ = modeling.load_for_inference(base_model, adapter_dir, True, precision=precision)
-    examples, _ = tokenize_records(tokenizer, Prompter(), load_records(heldout_file).records, RECIPE["cutoff_len"])
-    collate = seed_collator(tokenizer)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(examples), 16):
-            batch = collate([dict(e) for e in examples[start : start + 16]])
-            batch = {k: v.to(model_device(model)) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-            targets = batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-            )
-            total += loss.item()
-            count += int(targets.ne(IGNORE_INDEX).sum())
-    return total / count
+    records = load_records(heldout_file).records
+    return metrics.reference_loss(model, tokenizer, Prompter(), records, RECIPE["cutoff_len"], batch_size=16)["loss"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,8 +86,8 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
 
     from utils import modeling
     from utils.batching import seed_collator, trainer_class
-    from utils.data import load_records, tokenize_records
-    from utils.prompter import Prompter
+    from utils.prompter import Prompter, tokenize_records
+    from utils.records import load_records
 
     torch.manual_seed(42)
     base_model = modeling.resolve_base_model(base_model)
@@ -147,8 +130,8 @@ def replay_finetune_batches(base_model: str, train_file: str, config: dict, step
     """Tokens and positions of the micro-batches finetune.py trained on (its sampler and packing are deterministic)."""
     from utils import modeling
     from utils.batching import PackingCollator, micro_batches
-    from utils.data import load_records, tokenize_records
-    from utils.prompter import Prompter
+    from utils.prompter import Prompter, tokenize_records
+    from utils.records import load_records
 
     flags, resolved = config["flags"], config["resolved"]
     tokenizer = modeling.load_tokenizer(base_model)
@@ -240,7 +223,7 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import numpy as np
 
-    from utils.data import load_records
+    from utils.records import load_records
     from utils.tiny_base import ensure_tiny_base
 
     if not base_model:

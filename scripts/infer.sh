@@ -10,6 +10,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
   --lora_weights "${LORA_WEIGHTS:-./lora-llama-med-e1}" \
   --use_lora "${USE_LORA:-True}" \
   --instruct_dir "${INFER_DATA:-$ROOT/data/infer.json}" \
-  --prompt_template "${PROMPT_TEMPLATE:-med_template}" \
+  --prompt_template "${PROMPT_TEMPLATE:-}" \
   --output_file "${OUTPUT_FILE:-}" \
   "$@"

@@ -25,14 +25,14 @@ answer() {  # answer NAME TEMPLATE USE_LORA ADAPTER [flags...]
 
 # 1. the base model, asked the plain question
 answer "${BASE_NAME:-base}" ori_template False "" "$@"
-# 2. other adapters: OTHER_ADAPTERS="name=dir,name=dir" (each with OTHER_TEMPLATE)
+# 2. other adapters: OTHER_ADAPTERS="name=dir,name=dir" (template: OTHER_TEMPLATE, else each adapter's run_config.json, else med_template)
 IFS=',' read -r -a others <<< "${OTHER_ADAPTERS:-}"
 for item in "${others[@]}"; do
   [ -n "$item" ] || continue
-  answer "${item%%=*}" "${OTHER_TEMPLATE:-med_template}" True "${item#*=}" "$@"
+  answer "${item%%=*}" "${OTHER_TEMPLATE:-}" True "${item#*=}" "$@"
 done
 # 3. ours
-answer "${OURS_NAME:-HuaTuo}" "${PROMPT_TEMPLATE:-med_template}" True "${LORA_WEIGHTS:-./lora-llama-med-e1}" "$@"
+answer "${OURS_NAME:-HuaTuo}" "${PROMPT_TEMPLATE:-}" True "${LORA_WEIGHTS:-./lora-llama-med-e1}" "$@"
 
 joined="$(IFS=','; echo "${results[*]}")"
 "$PYTHON" "$ROOT/compare.py" --results "$joined" --output_dir "$out"

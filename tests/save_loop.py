@@ -17,7 +17,7 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from utils.checkpointing import PARTIAL_DIR, publish_adapter
+    from utils.adapters import PARTIAL_DIR, publish
 
     base, folder = sys.argv[1], Path(sys.argv[2])
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
@@ -28,7 +28,7 @@ def main() -> None:
                 param.fill_(float(i))
         partial = folder / PARTIAL_DIR
         model.save_pretrained(str(partial))
-        publish_adapter(partial, folder)
+        publish(partial, folder)
         print(f"saved {i}", flush=True)
 
 

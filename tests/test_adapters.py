@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from utils import modeling
+from utils import adapters, modeling
 
 OLD_CONFIG = {  # as peft 0.2/0.3 wrote it for the published HuaTuo adapter
     "base_model_name_or_path": "decapoda-research/llama-7b-hf",
@@ -53,7 +53,7 @@ def test_old_format_adapter_loads_and_changes_outputs(tiny_base, tmp_path):
     batch = tokenizer(["急性阑尾炎有哪些症状？"], return_tensors="pt")
     with torch.no_grad():
         plain = AutoModelForCausalLM.from_pretrained(tiny_base).eval()(**batch).logits
-        model = modeling.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(tmp_path / "huatuo-lora"))
+        model = adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(tmp_path / "huatuo-lora"))
         tuned = model(**batch).logits
     assert (tuned - plain).abs().max() > 1e-3
     # every tensor of the file went where its name says
@@ -71,10 +71,10 @@ def test_empty_or_mismatched_adapter_is_an_error(tiny_base, tmp_path):
     torch.save({}, folder / "adapter_model.bin")
     (folder / "adapter_config.json").write_text(json.dumps(OLD_CONFIG))
     with pytest.raises(ValueError, match="holds no tensors"):
-        modeling.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(folder))
+        adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(folder))
     torch.save({"base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight": torch.zeros(8, 4)}, folder / "adapter_model.bin")
     with pytest.raises(ValueError, match="does not match the base model"):
-        modeling.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(folder))
+        adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(folder))
 
 
 class RunsCode:
@@ -92,5 +92,5 @@ def test_pickle_that_runs_code_is_refused(tiny_base, tmp_path, monkeypatch):
         pickle.dump({"x": RunsCode()}, handle)
     (folder / "adapter_config.json").write_text(json.dumps(OLD_CONFIG))
     with pytest.raises(ValueError, match="refused to load"):
-        modeling.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(folder))
+        adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(folder))
     assert not (tmp_path / "pwned").exists()

@@ -64,8 +64,7 @@ def test_finetune_save_reload_infer(name, tmp_path):
 
     if template == "chat":  # the training examples end with the end-of-turn token, never with "\n" after it
         tokenizer = modeling.load_tokenizer(base)
-        from utils.chat import ChatPrompter
-        from utils.data import tokenize_records
+        from utils.prompter import ChatPrompter, tokenize_records
 
         examples, _ = tokenize_records(tokenizer, ChatPrompter(), records, cutoff_len=128)
         eot = end_of_turn_id(name, tokenizer)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.data import DataError, load_records
+from utils.records import DataError, load_records
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOOD = '{"instruction": "发烧怎么办？", "input": "", "output": "多喝水，必要时就医。"}'
@@ -114,8 +114,7 @@ def test_corpus_is_large_enough():
 
 
 def test_a_record_beyond_cutoff_len_is_cut_and_counted(tokenizer, tmp_path):
-    from utils.data import tokenize_records
-    from utils.prompter import Prompter
+    from utils.prompter import Prompter, tokenize_records
 
     records = load_records(write_case(tmp_path, "long_record")).records
     examples, dropped = tokenize_records(tokenizer, Prompter(), records, cutoff_len=64)

@@ -10,7 +10,6 @@ from collections import Counter
 import pytest
 
 import benchmark
-import build_dataset
 from conftest import REPO_ROOT, write_jsonl
 from utils.cmekg import load_all
 from utils.exam import MAX_QUESTIONS, QUESTIONS, build_exam, read_exam_file

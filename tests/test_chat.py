@@ -8,8 +8,9 @@ import torch
 from conftest import write_jsonl
 from tiny_archs import CHAT_ARCHS, build, end_of_turn_id
 from utils import generation, modeling
-from utils.chat import ChatPrompter, make_prompter, prompts_for, record_messages, tokenize_chat_records
-from utils.data import IGNORE_INDEX, DataError, load_records, tokenize_records
+from utils.chat import record_messages
+from utils.prompter import IGNORE_INDEX, ChatPrompter, make_prompter, tokenize_records
+from utils.records import DataError, load_records
 
 SYS, Q1, A1, Q2, A2 = "你是一名医生。", "头痛怎么办？", "多休息，少熬夜。", "还需要吃药吗？", "疼得厉害可以吃布洛芬。"
 
@@ -87,13 +88,13 @@ def test_generation_prompt_is_the_training_prefix(arch, name):
     """infer renders the same text the model was trained on, up to the answer (no double bos)."""
     _, tokenizer = arch(name)
     prompter = ChatPrompter(SYS)
-    [prompt] = prompts_for(prompter, tokenizer, [RECORDS["folded"]])
+    [prompt] = prompter.prompts(tokenizer, [RECORDS["folded"]])
     expected = expected_example(tokenizer, EXPECTED_SEGMENTS[name][:3])["input_ids"]
     assert tokenizer(prompt)["input_ids"] == expected
     inference_record = {"messages": RECORDS["messages"]["messages"][:3]}
-    assert prompts_for(prompter, tokenizer, [inference_record]) == [prompt]
+    assert prompter.prompts(tokenizer, [inference_record]) == [prompt]
     with_golden = {"messages": RECORDS["messages"]["messages"]}  # a final assistant turn is the golden answer
-    assert prompts_for(prompter, tokenizer, [with_golden]) == [prompt]
+    assert prompter.prompts(tokenizer, [with_golden]) == [prompt]
 
 
 def test_default_system_prompt_input_and_truncation(arch):
@@ -110,7 +111,7 @@ def test_default_system_prompt_input_and_truncation(arch):
     [everything], _ = tokenize_records(tokenizer, ChatPrompter(), [record], cutoff_len=512, train_on_inputs=True)
     assert everything["labels"] == everything["input_ids"] == example["input_ids"]
     prompt_len = sum(1 for label in example["labels"] if label == IGNORE_INDEX)
-    examples, dropped = tokenize_chat_records(tokenizer, ChatPrompter(), [record], cutoff_len=prompt_len)
+    examples, dropped = ChatPrompter().tokenize(tokenizer, [record], cutoff_len=prompt_len)
     assert examples == [] and dropped == 1  # the prompt alone fills cutoff_len: nothing to learn
 
 
@@ -176,7 +177,7 @@ def test_generation_stops_at_end_of_turn(arch, name):
                 scores[:, [eot, tokenizer.eos_token_id]] = -float("inf")
             return scores
 
-    [prompt] = prompts_for(ChatPrompter(), tokenizer, [{"instruction": Q1}])
+    [prompt] = ChatPrompter().prompts(tokenizer, [{"instruction": Q1}])
     inputs = tokenizer([prompt], return_tensors="pt")
     n = inputs["input_ids"].shape[1]
     force = LogitsProcessorList([ForceEndOfTurnAt(n, 3)])
@@ -231,5 +232,5 @@ def test_demo_and_training_review_render_chat_prompts(arch):
     question = RECORDS["messages"]["messages"][2]["content"]
     prompt, dropped = generate.fit_prompt(tokenizer, prompter, history, question, "", 8, None)
     assert dropped == 0
-    assert prompt == prompts_for(prompter, tokenizer, [{"messages": RECORDS["messages"]["messages"][:3]}])[0]
+    assert prompt == prompter.prompts(tokenizer, [{"messages": RECORDS["messages"]["messages"][:3]}])[0]
     assert prompt.count("<|im_start|>assistant") == 2 and prompt.endswith("<|im_start|>assistant\n")

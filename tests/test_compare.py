@@ -11,7 +11,7 @@ import pytest
 import compare
 import finetune
 from conftest import REPO_ROOT, write_jsonl
-from utils.data import DataError
+from utils.records import DataError
 
 
 class Cells(HTMLParser):
@@ -96,3 +96,13 @@ def test_test_sh_compares_base_and_two_adapters(tiny_base, train_file, trained_a
     assert [row[0] for row in rows[1:]] == [q["instruction"] for q in questions]
     md = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
     assert md[0] == "| test input | reference | base output | Alpaca output | HuaTuo output |" and len(md) == 2 + len(questions)
+
+
+def test_results_of_different_base_models_are_flagged(tmp_path, caplog):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "问1", "model_output": "x", "settings": {"base_model": "/m/llama-7b"}}])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"instruction": "问1", "model_output": "y", "settings": {"base_model": "/m/llama-7b"}}])
+    compare.load_table([("A", str(a)), ("B", str(b))], True)
+    assert "different base models" not in caplog.text
+    c = write_jsonl(tmp_path / "c.jsonl", [{"instruction": "问1", "model_output": "z", "settings": {"base_model": "Qwen/Qwen2.5-7B"}}])
+    compare.load_table([("A", str(a)), ("C", str(c))], True)
+    assert "different base models: A: /m/llama-7b, C: Qwen/Qwen2.5-7B" in caplog.text

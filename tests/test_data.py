@@ -5,8 +5,8 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, seed_file, write_jsonl
-from utils.data import IGNORE_INDEX, DataError, load_records, tokenize_example, tokenize_records
-from utils.prompter import Prompter
+from utils.prompter import IGNORE_INDEX, Prompter, tokenize_example, tokenize_records
+from utils.records import DataError, load_records
 
 PROMPTER = Prompter("med_template")
 RECORD = {"instruction": "高血压患者需要注意什么？", "input": "", "output": "低盐饮食，规律服药，定期测量血压。"}

@@ -1,5 +1,5 @@
-"""Multi-turn literature dialogues (fold, chat loop, fine-tuning, infer --mode) and reviewable runs
-(sample answers per evaluation, loss chart)."""
+"""Multi-turn literature dialogues (fold, chat loop, fine-tuning, infer --mode, infer_literature.py) and
+reviewable runs (sample answers per evaluation, loss chart)."""
 
 import io
 import json
@@ -10,15 +10,24 @@ import pytest
 
 import finetune
 from conftest import REPO_ROOT, seed_file, write_jsonl
-from utils import dialogue
+from utils import literature
 from utils.callbacks import sample_questions
-from utils.data import IGNORE_INDEX, tokenize_records
-from utils.prompter import Prompter
+from utils.prompter import IGNORE_INDEX, Prompter, tokenize_records
+
+
+def pairs(*turns: str) -> list[dict]:
+    """user, bot, user, bot, ... as messages."""
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
 
 
 def test_fold_is_the_seeds_format():
-    assert dialogue.fold([], "肝癌能治好吗？") == " <user>: 肝癌能治好吗？"
-    assert dialogue.fold([("q1", "a1"), ("q2", "a2")], "q3") == " <user>: q1 <bot>: a1 <user>: q2 <bot>: a2 <user>: q3"
+    assert literature.fold([], "肝癌能治好吗？") == " <user>: 肝癌能治好吗？"
+    assert literature.fold(pairs("q1", "a1", "q2", "a2"), "q3") == " <user>: q1 <bot>: a1 <user>: q2 <bot>: a2 <user>: q3"
+    # a single question is folded only where the template's data folds every question
+    assert literature.instruction([], "q", fold_single=False) == "q"
+    assert literature.instruction([], "q", fold_single=True) == " <user>: q"
+    assert literature.instruction(pairs("q1", "a1"), "q2", fold_single=False) == " <user>: q1 <bot>: a1 <user>: q2"
+    assert literature.unfold(" <user>: q1 <bot>: a1 <user>: q2") == pairs("q1", "a1", "q2")
 
 
 def test_seed_literature_records_fold_back():
@@ -26,8 +35,9 @@ def test_seed_literature_records_fold_back():
     multi = next(r for r in records if r["instruction"].count("<user>:") > 1)
     # split the seed's own instruction into turns and fold them again: the same string
     parts = multi["instruction"].split(" <user>: ")[1:]
-    history = [tuple(p.split(" <bot>: ")) for p in parts[:-1]]
-    assert dialogue.fold(history, parts[-1]) == multi["instruction"]
+    history = pairs(*[t for p in parts[:-1] for t in p.split(" <bot>: ")])
+    assert literature.fold(history, parts[-1]) == multi["instruction"]
+    assert literature.unfold(multi["instruction"]) == history + pairs(parts[-1])
 
 
 def fake_answer(instruction: str) -> str:
@@ -36,7 +46,7 @@ def fake_answer(instruction: str) -> str:
 
 def test_chat_loop_from_a_pipe_keeps_or_forgets_history(capsys):
     stream = io.StringIO("问一\n\n问二\n/reset\n问三\n问四\n")
-    records = dialogue.chat(fake_answer, dialogue.read_turns(stream), keep_history=True, max_history_turns=5)
+    records = literature.chat(fake_answer, literature.read_turns(stream), keep_history=True, max_history_turns=5, show=print)
     assert [r["instruction"] for r in records] == [
         " <user>: 问一",
         " <user>: 问一 <bot>: 答1 轮 <user>: 问二",
@@ -44,9 +54,9 @@ def test_chat_loop_from_a_pipe_keeps_or_forgets_history(capsys):
         " <user>: 问三 <bot>: 答1 轮 <user>: 问四",
     ]
     assert capsys.readouterr().out.splitlines() == ["答1 轮", "答2 轮", "答1 轮", "答2 轮"]
-    single = dialogue.chat(fake_answer, iter(["问一", "问二"]), keep_history=False)
+    single = literature.chat(fake_answer, iter(["问一", "问二"]), keep_history=False)
     assert [r["instruction"] for r in single] == [" <user>: 问一", " <user>: 问二"]
-    capped = dialogue.chat(fake_answer, iter(["a", "b", "c", "d"]), keep_history=True, max_history_turns=2)
+    capped = literature.chat(fake_answer, iter(["a", "b", "c", "d"]), keep_history=True, max_history_turns=2)
     assert capped[-1]["instruction"] == " <user>: b <bot>: 答2 轮 <user>: c <bot>: 答3 轮 <user>: d"
 
 
@@ -109,7 +119,5 @@ def test_infer_multi_turn_from_a_pipe(literature_run, tiny_base, tmp_path):
     answers = proc.stdout.splitlines()
     assert len(rows) == len(answers) == 3
     assert [r["model_output"] for r in rows] == answers
-    assert rows[2]["instruction"] == dialogue.fold(
-        [("肝癌能治好吗？", answers[0]), ("需要做什么检查？", answers[1])], "免疫疗法适合我吗？"
-    )
+    assert rows[2]["instruction"] == literature.fold(pairs("肝癌能治好吗？", answers[0], "需要做什么检查？", answers[1]), "免疫疗法适合我吗？")
     assert rows[0]["settings"]["prompt_template"] == "literature_template"

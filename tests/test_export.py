@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import export_hf_checkpoint
-from utils import modeling
+from utils import adapters
 
 REPO_ROOT = export_hf_checkpoint.Path(export_hf_checkpoint.__file__).resolve().parent
 
@@ -47,7 +47,7 @@ def test_merged_logits_equal_base_plus_adapter(tiny_base, random_adapter, tmp_pa
     batch = tokenizer(["糖尿病的典型症状是什么？", "高血压患者饮食要注意什么"], return_tensors="pt", padding=True)
     with torch.no_grad():
         merged = AutoModelForCausalLM.from_pretrained(out).eval()(**batch).logits
-        tuned = modeling.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(random_adapter))(**batch).logits
+        tuned = adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(random_adapter))(**batch).logits
         plain = AutoModelForCausalLM.from_pretrained(tiny_base).eval()(**batch).logits
     assert (merged - tuned).abs().max().item() < 1e-4
     assert (merged - plain).abs().max().item() > 1e-2  # the adapter really is in the weights

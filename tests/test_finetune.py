@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import finetune
-from utils import checkpointing, modeling
+from utils import adapters, checkpointing, modeling
 
 
 def run_finetune(tiny_base, train_file, out, **flags):
@@ -65,7 +65,7 @@ def test_reloaded_adapter_reproduces_in_memory_logits(tiny_base, train_file, tmp
         expected = model(**batch).logits
         base = AutoModelForCausalLM.from_pretrained(tiny_base)
         plain = base(**batch).logits
-        reloaded = modeling.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(tmp_path / "a"))
+        reloaded = adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(tmp_path / "a"))
         got = reloaded(**batch).logits
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(plain, expected, atol=1e-3)
@@ -80,5 +80,5 @@ def test_trained_adapter_on_disk_matches_trainer_model(tiny_base, trained_adapte
     batch = tokenizer(["肺炎怎么治疗？"], return_tensors="pt")
     with torch.no_grad():
         a = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), str(trained_adapter)).eval()(**batch).logits
-        b = modeling.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(trained_adapter))(**batch).logits
+        b = adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(trained_adapter))(**batch).logits
     assert torch.equal(a, b)

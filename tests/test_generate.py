@@ -15,7 +15,7 @@ import pytest
 
 import generate
 from conftest import REPO_ROOT, seed_file
-from utils import generation
+from utils import generation, literature
 from utils.prompter import Prompter
 
 QUESTION = "高血压患者平时生活中需要注意哪些方面？"
@@ -36,20 +36,49 @@ def answer_text(history) -> str:
 # fast: folding, settings, prompt fitting, adapter choice
 
 
-def test_fold_history_matches_the_seed_literature_format():
-    assert generate.fold_history([], "问题") == "问题"
+def test_history_folds_to_the_seed_literature_format():
     history = [
         {"role": "user", "content": "q1"},
         {"role": "assistant", "content": [{"type": "text", "text": "a1"}]},  # Gradio 6 hands content as parts
     ]
-    assert generate.fold_history(history, "q2") == " <user>: q1 <bot>: a1 <user>: q2"
+    assert literature.fold(generate.history_messages(history), "q2") == " <user>: q1 <bot>: a1 <user>: q2"
 
     # A real multi-turn record of the seed, rebuilt from its turns, comes out identical.
     records = json.loads(seed_file("liver_cancer.json").read_text(encoding="utf-8"))
     record = next(r for r in records if r["instruction"].count("<bot>:") == 2)
     pieces = [p.strip() for p in record["instruction"].replace("<bot>:", "<user>:").split("<user>:")[1:]]
     turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": p} for i, p in enumerate(pieces[:-1])]
-    assert generate.fold_history(turns, pieces[-1]) == record["instruction"]
+    assert literature.fold(generate.history_messages(turns), pieces[-1]) == record["instruction"]
+
+
+@pytest.mark.parametrize("template, folded", [("literature_template", True), ("med_template", False)])
+def test_infer_chat_modes_and_the_demo_send_the_same_prompts(tiny_base, tokenizer, monkeypatch, template, folded):
+    """One question, then a follow-up: infer.py --mode single / multi and the demo build identical prompts."""
+    import io
+
+    import infer
+
+    sent = []
+
+    def fake_generate(model, tok, prompts, config):
+        sent.extend(prompts)
+        return ["答一"] * len(prompts)
+
+    monkeypatch.setattr(generation, "generate_batch", fake_generate)
+    for mode in ("single", "multi"):
+        monkeypatch.setattr("sys.stdin", io.StringIO("肝癌能治好吗？\n需要做什么检查？\n"))
+        infer.main(base_model=tiny_base, use_lora=False, prompt_template=template, mode=mode, num_beams=1, max_new_tokens=4)
+    single_first, single_second, multi_first, multi_second = sent
+
+    prompter = Prompter(template)
+    demo_first, _ = generate.fit_prompt(tokenizer, prompter, [], "肝癌能治好吗？", "", 4, None)
+    history = [{"role": "user", "content": "肝癌能治好吗？"}, {"role": "assistant", "content": "答一"}]
+    demo_second, _ = generate.fit_prompt(tokenizer, prompter, history, "需要做什么检查？", "", 4, None)
+    assert single_first == multi_first == demo_first
+    assert multi_second == demo_second
+    assert (" <user>: 肝癌能治好吗？" in demo_first) is folded  # the literature data folds single questions too
+    assert " <user>: 肝癌能治好吗？ <bot>: 答一 <user>: 需要做什么检查？" in demo_second
+    assert single_second == prompter.prompts(tokenizer, [{"instruction": literature.instruction([], "需要做什么检查？", folded)}])[0]
 
 
 def test_clamp_settings_clamps_and_says_so():
@@ -89,6 +118,9 @@ def test_resolve_adapter_and_auth(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="mine"):  # a folder the user named must exist
         generate.resolve_adapter(str(tmp_path / "mine"), True)
     (tmp_path / "mine").mkdir()
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):  # ... and be an adapter
+        generate.resolve_adapter(str(tmp_path / "mine"), True)
+    (tmp_path / "mine" / "adapter_config.json").write_text("{}")
     assert generate.resolve_adapter(str(tmp_path / "mine"), True)[0] == str(tmp_path / "mine")
     assert generate.resolve_adapter("x", False)[0] == ""
     assert generate.parse_auth("") is None and generate.parse_auth("doc:pw:x") == ("doc", "pw:x")

@@ -9,7 +9,7 @@ import infer
 import judge
 from conftest import seed_file, write_jsonl
 from fake_judge_server import FakeJudge, expected_scores, is_malformed, malformed_kind
-from utils.data import DataError
+from utils.records import DataError
 from utils.judge import JudgeReplyError, parse_reply
 
 

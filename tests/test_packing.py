@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from utils.batching import PackingCollator, SeededShuffle, balanced_sampler, micro_batches, pack_rows, seed_collator, split_batch
-from utils.data import IGNORE_INDEX, tokenize_records
-from utils.prompter import Prompter
+from utils.prompter import IGNORE_INDEX, Prompter, tokenize_records
 
 
 @pytest.fixture(scope="module")

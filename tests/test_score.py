@@ -140,8 +140,7 @@ def test_reference_loss_is_token_weighted_and_matches_the_model(tiny_base, token
     import torch
 
     from utils import modeling
-    from utils.data import tokenize_records
-    from utils.prompter import Prompter
+    from utils.prompter import Prompter, tokenize_records
 
     _, model, _ = modeling.load_for_inference(tiny_base, use_lora=False)
     prompter = Prompter()

@@ -16,7 +16,8 @@ import pytest
 import serve_api
 from conftest import REPO_ROOT, seed_file, write_jsonl
 from utils.chat_template import chat_template_for
-from utils.data import load_records, tokenize_records
+from utils.prompter import tokenize_records
+from utils.records import load_records
 from utils.prompter import Prompter, available_templates
 
 QUESTIONS = [r["instruction"] for r in load_records(str(REPO_ROOT / "data" / "infer.json"), require_output=False).records[:5]]
@@ -107,7 +108,7 @@ def test_text_templates_refuse_what_they_have_no_place_for(tokenizer):
 
 def test_chat_adapters_keep_the_base_template_and_their_system_prompt(tmp_path):
     from tiny_archs import build
-    from utils.chat import make_prompter
+    from utils.prompter import make_prompter
     from utils.modeling import load_tokenizer
 
     for name in ("qwen2", "llama3", "gemma"):  # gemma has no system role: the text opens the first turn, as in training
@@ -287,7 +288,7 @@ def ask(server, messages, max_tokens: int = MAX_TOKENS) -> str:
 def demo(adapter):
     """generate.py's page (not launched) on the same adapter: its /respond function is called directly."""
     import generate
-    from utils.chat import make_prompter
+    from utils.prompter import make_prompter
     from utils.modeling import load_for_inference
 
     tokenizer, model, _ = load_for_inference("", str(adapter))

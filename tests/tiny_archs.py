@@ -108,9 +108,9 @@ VOCAB_SIZE = 800
 
 def corpus_lines() -> list[str]:
     """The repository's own text (as the embedded tiny LLaMA's tokenizer learns it), plus a few common words."""
-    from utils.tiny_base import repository_text
+    from utils import tiny_base
 
-    return ["你好 谢谢 好的 请问 医生 患者 症状 治疗 0123456789", *repository_text()]
+    return ["你好 谢谢 好的 请问 医生 患者 症状 治疗 0123456789", *tiny_base.corpus_lines()]
 
 
 def build_tokenizer(name: str):

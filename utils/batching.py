@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from utils.data import IGNORE_INDEX
+from utils.prompter import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ def parameters_sharded(args=None) -> str | None:
 
 def sample_questions(n: int, path: str | Path = DEFAULT_SAMPLE_FILE) -> list[str]:
     """The first ``n`` instructions of a questions file (data/infer.json by default)."""
-    from utils.data import load_records
+    from utils.records import load_records
 
     if n <= 0:
         return []
@@ -71,7 +71,7 @@ class SampleAnswersCallback(TrainerCallback):
     def _sample(self, state, model) -> None:
         if not state.is_world_process_zero or not self.questions or model is None or state.global_step == self.last_step:
             return
-        from utils import chat, generation
+        from utils import generation
 
         self.last_step = state.global_step
         was_training = model.training
@@ -80,7 +80,7 @@ class SampleAnswersCallback(TrainerCallback):
         try:
             config = generation.make_generation_config(model, self.tokenizer, num_beams=1, max_new_tokens=self.max_new_tokens, do_sample=False)
             config.use_cache = True  # training turns the cache off; generation wants it
-            prompts = chat.prompts_for(self.prompter, self.tokenizer, [{"instruction": q} for q in self.questions])
+            prompts = self.prompter.prompts(self.tokenizer, [{"instruction": q} for q in self.questions])
             answers = generation.generate_batch(model, self.tokenizer, prompts, config)
         finally:
             self.tokenizer.padding_side = padding_side

@@ -15,76 +15,27 @@ Records (every format may carry ``"system": "..."``, which overrides ``--system_
 * ``"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]`` (OpenAI style); for
   training it ends with an assistant turn, for inference a final assistant turn is the golden answer.
 
-Labels: the loss covers every assistant turn's tokens and the end-of-turn token that closes it;
-everything else (system, user turns, the template's headers, the text after the last turn) is -100.
-The spans come from prefix renders: the tokens of ``render(messages[:i], add_generation_prompt=True)``
-are followed in the full conversation by assistant turn ``i`` up to and including its end-of-turn
+Labels (set by ``utils.prompter.ChatPrompter`` from :meth:`ChatFormat.assistant_spans`): the loss
+covers every assistant turn's tokens and the end-of-turn token that closes it; everything else
+(system, user turns, the template's headers, the text after the last turn) is masked. The spans
+come from prefix renders: the tokens of ``render(messages[:i], add_generation_prompt=True)`` are
+followed in the full conversation by assistant turn ``i`` up to and including its end-of-turn
 token. Templates that rewrite earlier turns when later ones follow are refused (no exact mask).
 """
 
 import logging
-import re
 from dataclasses import dataclass
 
-from utils.data import IGNORE_INDEX, DataError, _common_prefix_len
+from utils import literature
 
 logger = logging.getLogger(__name__)
 
 CHAT_TEMPLATE_NAME = "chat"
-ROLES = ("system", "user", "assistant")
-FOLDED_TURN = re.compile(r"\s*<(user|bot)>:\s*")  # the seed's literature folding
 PROBE = "PROBE"  # assistant text used to find what the template puts after an answer
 
 
 # ----------------------------------------------------------------------------------------------
 # records -> messages
-
-
-def check_chat_fields(record: dict, require_output: bool = True) -> str | None:
-    """``"field 'x': problem"`` for bad ``messages`` / ``history`` / ``system`` fields, else None."""
-    if record.get("system") is not None and not isinstance(record["system"], str):
-        return f"field 'system': expected a string or null, got {type(record['system']).__name__}"
-    if "history" in record and record["history"] is not None:
-        history = record["history"]
-        if not isinstance(history, list):
-            return f"field 'history': expected a list of [user, assistant] pairs, got {type(history).__name__}"
-        for i, pair in enumerate(history):
-            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-                return f"field 'history[{i}]': expected a [user, assistant] pair of strings"
-    if "messages" not in record:
-        return None
-    messages = record["messages"]
-    if not isinstance(messages, list) or not messages:
-        return "field 'messages': expected a non-empty list of {role, content} objects"
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            return f"field 'messages[{i}]': expected an object with 'role' and 'content'"
-        if message.get("role") not in ROLES:
-            return f"field 'messages[{i}].role': expected one of {', '.join(ROLES)}, got {message.get('role')!r}"
-        if not isinstance(message.get("content"), str):
-            return f"field 'messages[{i}].content': expected a string, got {type(message.get('content')).__name__}"
-        if message["role"] == "system" and i > 0:
-            return f"field 'messages[{i}].role': a system message may only come first"
-        if message["role"] != "system" and not message["content"].strip():
-            return f"field 'messages[{i}].content': empty"
-    turns = [m["role"] for m in messages if m["role"] != "system"]
-    if not turns or turns[0] != "user":
-        return "field 'messages': the first message after the system one must be a user message"
-    if require_output and turns[-1] != "assistant":
-        return "field 'messages': the last message must be an assistant message (the answer to learn)"
-    return None
-
-
-def unfold_instruction(instruction: str) -> list[dict]:
-    """The seed's ``" <user>: a <bot>: b <user>: c"`` as user/assistant messages; plain text as one user turn."""
-    text = instruction.strip()
-    if not text.startswith(("<user>:", "<bot>:")):
-        return [{"role": "user", "content": instruction}]
-    parts = FOLDED_TURN.split(" " + text)[1:]  # [role, text, role, text, ...]
-    messages = [{"role": "user" if role == "user" else "assistant", "content": content} for role, content in zip(parts[::2], parts[1::2])]
-    if messages[-1]["role"] != "user" or messages[0]["role"] != "user":
-        raise DataError(f"folded dialogue must start and end with '<user>:': {instruction[:60]!r}...")
-    return messages
 
 
 def record_messages(record: dict, system_prompt: str = "", with_answer: bool = True) -> list[dict]:
@@ -97,7 +48,7 @@ def record_messages(record: dict, system_prompt: str = "", with_answer: bool = T
         messages = []
         for user, assistant in record.get("history") or []:
             messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        messages += unfold_instruction(record["instruction"])
+        messages += literature.unfold(record["instruction"])
         if record.get("input"):
             messages[-1]["content"] += "\n" + record["input"]
         if with_answer:
@@ -109,13 +60,6 @@ def record_messages(record: dict, system_prompt: str = "", with_answer: bool = T
     elif system:
         messages.insert(0, {"role": "system", "content": system})
     return messages
-
-
-def question_of(record: dict) -> str:
-    """What to print as the question: ``instruction``, or the last user message."""
-    if "instruction" in record:
-        return record["instruction"]
-    return [m["content"] for m in record["messages"] if m["role"] == "user"][-1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,12 +129,13 @@ class ChatFormat:
         ids = self.tokenizer(text)["input_ids"]
         return ids[:-1] if self.adds_eos and ids and ids[-1] == self.tokenizer.eos_token_id else ids
 
-    def tokenize(self, messages: list[dict], cutoff_len: int, train_on_inputs: bool = False) -> dict:
-        """Token ids and labels of a conversation: assistant turns and their end-of-turn token learnt."""
+    def assistant_spans(self, messages: list[dict]) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of a conversation and the [start, end) span of every assistant turn, its
+        end-of-turn token included; the ids end with the last answer's span when the conversation
+        ends with one (nothing to learn after it)."""
         full_text = self.render(messages)
         ids = self.encode(full_text)
-        labels = [IGNORE_INDEX] * len(ids)
-        end = len(ids)
+        spans, end = [], len(ids)
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
@@ -200,82 +145,23 @@ class ChatFormat:
                     "the chat template renders earlier turns differently once later turns follow; "
                     "its assistant turns cannot be masked exactly (train on single-turn records)"
                 )
-            start = _common_prefix_len(self.encode(before), ids)
-            end = _common_prefix_len(self.encode(through), ids)
+            start = common_prefix_len(self.encode(before), ids)
+            end = common_prefix_len(self.encode(through), ids)
             if self.end_of_turn in ids[start:end]:  # stop after the end of turn (Qwen and Gemma add "\n")
                 end = start + ids[start:end].index(self.end_of_turn) + 1
-            labels[start:end] = ids[start:end]
-        if messages[-1]["role"] == "assistant":  # nothing to learn after the last answer
-            ids, labels = ids[:end], labels[:end]
-        if train_on_inputs:
-            labels = list(ids)
-        return {"input_ids": ids[:cutoff_len], "labels": labels[:cutoff_len]}
+            spans.append((start, end))
+        if messages[-1]["role"] == "assistant":
+            ids = ids[:end]
+        return ids, spans
 
 
-class ChatPrompter:
-    """Stands in for ``Prompter`` when the template name is ``chat``."""
-
-    is_chat = True
-    template_name = CHAT_TEMPLATE_NAME
-
-    def __init__(self, system_prompt: str = ""):
-        self.system_prompt = system_prompt
-        self._formats: dict[int, ChatFormat] = {}
-
-    def format(self, tokenizer) -> ChatFormat:
-        if id(tokenizer) not in self._formats:
-            fmt = self._formats[id(tokenizer)] = ChatFormat.of(tokenizer)
-            eot = fmt.end_of_turn
-            logger.info("prompts through the tokenizer's chat template; end of turn %r (id %d)", tokenizer.convert_ids_to_tokens(eot), eot)
-        return self._formats[id(tokenizer)]
-
-    def prompt(self, tokenizer, record: dict) -> str:
-        """The generation prompt of a record (add_generation_prompt=True)."""
-        return self.format(tokenizer).render(record_messages(record, self.system_prompt, with_answer=False), True)
-
-    def get_response(self, output: str) -> str:
-        return output.strip()  # generation returns the new tokens only
-
-
-def make_prompter(name: str, system_prompt: str = ""):
-    """``Prompter(name)``, or a :class:`ChatPrompter` for ``chat``."""
-    from utils.prompter import Prompter
-
-    if name == CHAT_TEMPLATE_NAME:
-        return ChatPrompter(system_prompt)
-    if system_prompt:
-        raise ValueError("--system_prompt is only used with the chat template (--prompt_template chat)")
-    return Prompter(name)
-
-
-def prompts_for(prompter, tokenizer, records: list[dict]) -> list[str]:
-    """Generation prompts for ``records`` with a text template or the chat template."""
-    if getattr(prompter, "is_chat", False):
-        return [prompter.prompt(tokenizer, r) for r in records]
-    for i, record in enumerate(records, start=1):
-        for name in ("messages", "history", "system"):
-            if record.get(name):
-                raise DataError(
-                    f"record {i}: field '{name}' needs the tokenizer's chat template (--prompt_template chat); "
-                    f"the text template {prompter.template_name!r} has no place for it"
-                )
-    return [prompter.generate_prompt(r["instruction"], r.get("input")) for r in records]
-
-
-def tokenize_chat_records(tokenizer, prompter: ChatPrompter, records: list[dict], cutoff_len: int, train_on_inputs: bool = False):
-    """``tokenize_records`` for the chat template: (examples, dropped)."""
-    fmt = prompter.format(tokenizer)
-    examples, dropped = [], 0
-    for i, record in enumerate(records, start=1):
-        try:
-            example = fmt.tokenize(record_messages(record, prompter.system_prompt), cutoff_len, train_on_inputs)
-        except DataError as err:
-            raise DataError(f"record {i}: {err}") from None
-        if any(label != IGNORE_INDEX for label in example["labels"]):
-            examples.append(example)
-        else:
-            dropped += 1
-    return examples, dropped
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def stop_token_ids(tokenizer, eos_token_id=None) -> list[int]:

@@ -6,7 +6,8 @@ tuned model in the format it learnt. :func:`chat_template_for` writes that forma
 
 * a text template (``templates/NAME.json``): the user's question goes into ``prompt_no_input``; a
   conversation with earlier turns is folded into the instruction as `` <user>: q1 <bot>: a1 <user>: q2``
-  (generate.py's demo does the same), and ``literature_template`` always folds, even a single turn,
+  (generate.py's demo does the same), and a template whose data folds every question (``folded_dialogue``:
+  literature_template) folds a single turn too,
   because its training records always do (`` <user>: q``). A system message has no place in a text
   template and is refused (the engine answers 400) rather than silently dropped. A conversation
   that ends with the assistant's answer (and no generation prompt) renders the training text:
@@ -25,13 +26,12 @@ import logging
 
 from jinja2.exceptions import TemplateError
 
-from utils.chat import CHAT_TEMPLATE_NAME, ChatFormat, make_prompter, record_messages
-from utils.dialogue import fold
+from utils import literature
+from utils.chat import CHAT_TEMPLATE_NAME, ChatFormat, record_messages
+from utils.prompter import make_prompter
 
 logger = logging.getLogger(__name__)
 
-# Templates whose training records carry the folded history even for a single turn.
-ALWAYS_FOLDED = ("literature_template",)
 SENTINEL = "\x00INSTRUCTION\x00"
 PROBE_QUESTIONS = ("高血压患者平时生活中需要注意哪些方面？", "What should a patient with diabetes eat?  ", "1型糖尿病")
 
@@ -96,7 +96,7 @@ def text_chat_template(template_name: str, bos: str = "") -> str:
     )
     return TEXT_TEMPLATE % dict(
         name=template_name, prefix=_literal(prefix), suffix=_literal(suffix), no_system=_literal(no_system),
-        bos=bos or "''", always_fold="true" if template_name in ALWAYS_FOLDED else "false",
+        bos=bos or "''", always_fold="true" if prompter.folds_dialogue else "false",
     )  # fmt: skip
 
 
@@ -140,8 +140,7 @@ def check_chat_template(tokenizer, template: str, template_name: str, system_pro
                 record = {"messages": messages}
                 expected = fmt.encode(fmt.render(record_messages(record, system_prompt, with_answer=False), True))
             else:
-                folded = past or template_name in ALWAYS_FOLDED
-                instruction = fold([(u, a.strip()) for u, a in past], question.strip()) if folded else question
+                instruction = literature.instruction(messages[:-1], question.strip(), prompter.folds_dialogue)
                 expected = tokenizer(prompter.generate_prompt(instruction))["input_ids"]
             try:
                 got = tokenizer.apply_chat_template(

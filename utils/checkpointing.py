@@ -9,7 +9,8 @@
   in-memory LoRA (tensor names and shapes: a ZeRO-3 save without gathering writes empty tensors),
   then moves the weights into place and ``adapter_config.json`` last, each by ``os.replace``. A kill
   at any moment leaves either the previous complete adapter, no ``adapter_config.json`` (which
-  ``PeftModel.from_pretrained`` and :func:`adapter_problem` reject), or the new complete adapter.
+  ``PeftModel.from_pretrained`` and ``adapters.adapter_problem`` reject), or the new complete adapter
+  (``utils/adapters.py``: the folder format, its check and its publication).
 * **Resume.** :func:`resolve_resume` turns ``--resume_from_checkpoint`` (a checkpoint folder,
   ``auto``/``True`` = latest complete checkpoint in ``output_dir``, or an adapter-only folder) into
   what the Trainer needs. The Trainer restores optimizer, schedule, RNG states and data order
@@ -29,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from utils.modeling import ADAPTER_WEIGHT_FILES as ADAPTER_WEIGHTS, adapter_weights_file
+from utils.adapters import PARTIAL_DIR, adapter_problem, publish
+from utils.files import fsync_dir
+from utils.runinfo import write_json
 
 logger = logging.getLogger(__name__)
 
 MARKER = "checkpoint_complete.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-ADAPTER_CONFIG = "adapter_config.json"
-PARTIAL_DIR = ".adapter-partial"  # sibling temp folder inside output_dir (hidden, same file system)
 
 
 def _dist():
@@ -44,103 +45,7 @@ def _dist():
 
 
 # ----------------------------------------------------------------------------------------------
-# adapters: check and save
-
-
-def _read_weight_shapes(path: Path) -> dict[str, tuple]:
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:  # reads the header; a cut file fails here
-            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
-    from utils.modeling import read_adapter_weights  # weights-only unpickling
-
-    return {name: tuple(t.shape) for name, t in read_adapter_weights(path).items()}
-
-
-def expected_adapter_shapes(model) -> dict[str, tuple]:
-    """The tensors a saved adapter must hold: name (as peft saves it) -> shape, from the in-memory LoRA.
-
-    Under DeepSpeed ZeRO-3 a parameter's local shape is empty; its true shape is ``ds_shape``.
-    """
-    model = getattr(model, "module", model)
-    names = {}
-    adapter = getattr(model, "active_adapter", "default")
-    adapter = adapter if isinstance(adapter, str) else adapter[0]
-    for name, param in model.named_parameters():
-        if "lora_" not in name:
-            continue
-        shape = tuple(getattr(param, "ds_shape", param.shape))
-        names[name.replace(f".{adapter}.", ".")] = shape
-    return names
-
-
-def adapter_problem(folder: str | Path, model=None) -> str | None:
-    """Why ``folder`` is not a complete adapter (None when it is).
-
-    Complete means: ``adapter_config.json`` parses, the weights file parses and holds at least one
-    non-empty tensor, and, given the in-memory ``model``, exactly its LoRA tensors with its shapes.
-    """
-    folder = Path(folder)
-    config = folder / ADAPTER_CONFIG
-    if not config.is_file():
-        return f"{folder}: no {ADAPTER_CONFIG}"
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return f"{config}: not valid JSON ({err})"
-    weights = adapter_weights_file(folder)
-    if weights is None:
-        return f"{folder}: no {' or '.join(ADAPTER_WEIGHTS)}"
-    try:
-        shapes = _read_weight_shapes(weights)
-    except Exception as err:  # noqa: BLE001 - safetensors/pickle raise many types for a cut file
-        return f"{weights}: unreadable ({type(err).__name__}: {err})"
-    if not shapes or all(0 in s or not s for s in shapes.values()):
-        return f"{weights}: holds no weights ({len(shapes)} empty tensors) - a ZeRO-3 save without gathering?"
-    if model is not None:
-        expected = expected_adapter_shapes(model)
-        if shapes != expected:
-            missing = sorted(set(expected) - set(shapes))
-            wrong = sorted(n for n in set(expected) & set(shapes) if expected[n] != shapes[n])
-            return (
-                f"{weights}: {len(shapes)} tensors saved, the model has {len(expected)} LoRA tensors; "
-                f"missing {missing[:2]}, wrong shape {[(n, shapes[n], expected[n]) for n in wrong[:2]]}"
-            )
-    return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems do not support syncing a directory
-    finally:
-        os.close(fd)
-
-
-def publish_adapter(partial: Path, output_dir: Path) -> None:
-    """Move a complete adapter from ``partial`` into ``output_dir``: weights first, config last."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for name in os.listdir(partial):
-        with open(partial / name, "rb") as handle:
-            os.fsync(handle.fileno())
-    # Without a config the folder is not an adapter: drop the old one before its weights change.
-    (output_dir / ADAPTER_CONFIG).unlink(missing_ok=True)
-    _fsync_dir(output_dir)
-    for name in ADAPTER_WEIGHTS:
-        if (partial / name).exists():
-            other = [n for n in ADAPTER_WEIGHTS if n != name]
-            for stale in other:  # a .bin beside a new .safetensors would confuse loaders
-                (output_dir / stale).unlink(missing_ok=True)
-    for name in sorted(os.listdir(partial), key=lambda n: n == ADAPTER_CONFIG):
-        os.replace(partial / name, output_dir / name)
-    _fsync_dir(output_dir)
-    partial.rmdir()
+# adapters: save at the end of training (the folder format: utils/adapters.py)
 
 
 def save_adapter(trainer, output_dir: str | os.PathLike) -> None:
@@ -161,7 +66,7 @@ def save_adapter(trainer, output_dir: str | os.PathLike) -> None:
             f"the saved adapter is not the trained one: {problem}. With DeepSpeed ZeRO-3 set "
             "stage3_gather_16bit_weights_on_model_save: true (configs/accelerate/deepspeed_zero3.yaml)"
         )
-    publish_adapter(partial, output_dir)
+    publish(partial, output_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,10 +175,8 @@ class CompletionMarker(_callback_base()):
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
                 files[str(path.relative_to(folder))] = path.stat().st_size
-        from utils.runinfo import write_json
-
         write_json(folder / MARKER, {"global_step": state.global_step, "files": files})
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 class GracefulStop(_callback_base()):

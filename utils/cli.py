@@ -1,12 +1,34 @@
-"""Entry point wrapper: user errors (bad data, bad flags, missing files) end as one clear line."""
+"""Entry point wrapper: user errors (bad data, bad flags, missing files) end as one clear line.
 
+Flag spellings the seed's scripts differ on are accepted in either form (``FLAG_ALIASES``):
+finetune.py's ``--prompt_template_name`` and infer/generate's ``--prompt_template`` name the same thing.
+"""
+
+import inspect
 import logging
 import os
 import sys
 
-from utils.data import DataError
+from utils.records import DataError
 
 USER_ERRORS = (DataError, FileNotFoundError, ValueError)
+FLAG_ALIASES = {"prompt_template_name": "prompt_template", "prompt_template": "prompt_template_name"}
+
+
+def with_aliases(fn, argv: list[str]) -> list[str]:
+    """``argv`` with each aliased flag that ``fn`` lacks renamed to the spelling it has (and ``--help``
+    kept for Fire's help even where ``fn`` takes ``**flags``)."""
+    params = inspect.signature(fn).parameters
+    if any(arg in ("--help", "-h") for arg in argv):
+        return ["--", "--help"]
+    out = []
+    for arg in argv:
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        key = name.replace("-", "_")
+        if key in FLAG_ALIASES and key not in params and FLAG_ALIASES[key] in params:
+            arg = f"--{FLAG_ALIASES[key]}{eq}{value}"
+        out.append(arg)
+    return out
 
 
 def run(fn) -> None:
@@ -14,7 +36,7 @@ def run(fn) -> None:
     import fire
 
     try:
-        fire.Fire(fn)
+        fire.Fire(fn, command=with_aliases(fn, sys.argv[1:]))
     except USER_ERRORS as err:
         if os.environ.get("HUATUO_DEBUG"):
             raise

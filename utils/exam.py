@@ -44,7 +44,7 @@ import random
 import re
 from pathlib import Path
 
-from utils.data import DataError, load_records
+from utils.records import DataError, load_records
 
 logger = logging.getLogger(__name__)
 

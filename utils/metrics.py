@@ -101,8 +101,9 @@ def text_metrics(references: list[str], predictions: list[str]) -> dict:
 def reference_loss(model, tokenizer, prompter, records: list[dict], cutoff_len: int = 512, batch_size: int = 8) -> dict:
     """Loss and perplexity of the reference answers (``output``) under ``model``.
 
-    Examples are tokenized and masked exactly as in training (``utils.data.tokenize_records``: the
-    prompt is masked, the answer and EOS count). The loss is the token-weighted mean over every
+    Examples are tokenized and masked exactly as in training (``prompter.tokenize``: the prompt is
+    masked, the answer and EOS count). The one reference-loss function: the score script, the
+    bench and the tests call it. The loss is the token-weighted mean over every
     answer token of every record (a long answer weighs more than a short one), perplexity its exp.
     """
     import math
@@ -110,10 +111,10 @@ def reference_loss(model, tokenizer, prompter, records: list[dict], cutoff_len: 
     import torch
     from tqdm.auto import tqdm
 
-    from utils.data import IGNORE_INDEX, tokenize_records
     from utils.generation import model_device
+    from utils.prompter import IGNORE_INDEX
 
-    examples, dropped = tokenize_records(tokenizer, prompter, records, cutoff_len)
+    examples, dropped = prompter.tokenize(tokenizer, records, cutoff_len)
     device = model_device(model)
     pad = tokenizer.pad_token_id
     total_loss, total_tokens = 0.0, 0

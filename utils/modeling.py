@@ -1,6 +1,7 @@
 """Load tokenizers, base models and LoRA adapters the same way in every script.
 
-* ``base_model=""`` means the embedded tiny LLaMA (built on first use, see ``utils/tiny_base.py``).
+* ``base_model=""`` means the embedded tiny LLaMA (built on first use, see ``utils/tiny_base.py``),
+  announced by a banner on stderr: its weights are random and its answers are not medicine.
 * ``load_8bit`` / ``load_4bit`` go through ``BitsAndBytesConfig`` (CPU and GPU alike).
 * ``precision="auto"`` picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU, and bf16
   for training on CPUs with native bf16 matmuls (AVX512-BF16, AMX); never fp16 on CPU (it overflows).
@@ -8,18 +9,18 @@
   hard-coded 0 (a real token in Llama-3 and Qwen vocabularies).
 * LoRA targets ``auto`` are chosen from the architecture (``LORA_TARGETS``); unknown names are an
   error listing the model's linear layers.
-* Adapters load from today's ``adapter_model.safetensors`` and from old peft's ``adapter_model.bin``
-  (keys without the adapter name, configs with since-removed fields) through a weights-only loader,
-  and a load that leaves LoRA weights unset is an error, not a warning.
+* A base model is a folder or a hub id (through the hub cache, offline-capable: ``utils/hub.py``);
+  adapters (folder format, old peft ``.bin``, run_config read-back) are ``utils/adapters.py``'s.
 * Remote code runs only with ``trust_remote_code=True``.
 """
 
-import json
 import logging
 import os
 from pathlib import Path
 
 import torch
+
+from utils import adapters, hub, tiny_base
 
 logger = logging.getLogger(__name__)
 
@@ -97,29 +98,28 @@ def resolve_attention(attn_implementation: str) -> str:
 # base model and tokenizer
 
 
-def resolve_base_model(base_model: str) -> str:
-    """The folder or hub id to load; "" builds/uses the embedded tiny base."""
-    if not base_model:
-        from utils.tiny_base import ensure_tiny_base
+TINY_BASE_BANNER = """
+================================================================================
+ Base model: the EMBEDDED TINY DEMO MODEL (%s).
+ Its weights are RANDOM: it runs the pipeline end to end, but its answers are
+ NOT medicine and mean nothing. For a real model pass --base_model with a model
+ folder or a hub id (e.g. --base_model /models/llama-7b-hf).
+================================================================================"""
 
-        path = ensure_tiny_base()
-        logger.info("no --base_model given: using the embedded tiny LLaMA at %s", path)
-        return path
-    path = Path(base_model).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"base model folder {path} has no config.json; pass a Hugging Face model folder "
-                "(config.json + weights + tokenizer), or leave --base_model empty for the embedded tiny LLaMA"
-            )
-        return str(path)
-    looks_like_hub_id = base_model.count("/") == 1 and not base_model.startswith((".", "/", "~"))
-    if not looks_like_hub_id:
-        raise FileNotFoundError(
-            f"base model {base_model!r} not found (tried {path.resolve()}); pass a local model folder or a hub id, "
-            "or leave --base_model empty for the embedded tiny LLaMA"
-        )
-    return base_model  # a hub id such as meta-llama/Llama-2-7b-hf: transformers resolves it
+
+def resolve_base_model(base_model: str) -> str:
+    """The local folder of ``base_model`` (a folder, or a hub id through the hub cache); "" builds/uses
+    the embedded tiny base. Whenever the tiny base is used, a banner on stderr says so."""
+    if base_model:
+        path = hub.resolve_folder(
+            base_model, "base model", "config.json", hub.MODEL_FILES, hub.MODEL_BIN_FILES,
+            hint="a Hugging Face model folder holds config.json, weights and tokenizer; or leave --base_model empty for the embedded tiny LLaMA",
+        )  # fmt: skip
+    else:
+        path = tiny_base.ensure_tiny_base()
+    if tiny_base.fingerprint_of(path):
+        logger.warning(TINY_BASE_BANNER, path)
+    return path
 
 
 # Tokens some vocabularies reserve for padding (Llama-3.1's <|finetune_right_pad_id|>, ...).
@@ -310,75 +310,6 @@ def sync_special_tokens(model, tokenizer) -> None:
             gen.eos_token_id = tokenizer.eos_token_id
 
 
-# ----------------------------------------------------------------------------------------------
-# adapters
-
-
-ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-def adapter_weights_file(folder: str | Path) -> Path | None:
-    for name in ADAPTER_WEIGHT_FILES:
-        path = Path(folder) / name
-        if path.is_file():
-            return path
-    return None
-
-
-def read_adapter_weights(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    # Pickle files run code on load; the weights-only unpickler refuses anything but tensors.
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling refusal becomes one clear message
-        raise ValueError(f"{path}: refused to load: not a plain tensor file ({type(err).__name__}: {err})") from None
-
-
-def load_adapter(model, lora_weights: str, is_trainable: bool = False):
-    """Wrap ``model`` with the LoRA adapter in ``lora_weights`` (new or old peft format)."""
-    from peft import LoraConfig, PeftModel, set_peft_model_state_dict
-
-    folder = Path(lora_weights)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"LoRA adapter folder {folder} not found (pass --lora_weights DIR, or --use_lora False)")
-    config_path = folder / "adapter_config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{folder} is not an adapter folder: no adapter_config.json")
-    weights_path = adapter_weights_file(folder)
-    if weights_path is None:
-        raise FileNotFoundError(f"{folder}: no {' or '.join(ADAPTER_WEIGHT_FILES)}")
-
-    raw = json.loads(config_path.read_text())
-    known = set(LoraConfig.__dataclass_fields__)
-    dropped = sorted(set(raw) - known)
-    if dropped:
-        logger.info("%s: ignoring config fields from an older peft: %s", config_path, ", ".join(dropped))
-    config = LoraConfig(**{k: v for k, v in raw.items() if k in known and k not in ("peft_type",)})
-    config.inference_mode = not is_trainable
-
-    weights = read_adapter_weights(weights_path)
-    if not weights:
-        raise ValueError(f"{weights_path} holds no tensors (an empty adapter, as old alpaca-lora runs saved)")
-    peft_model = PeftModel(model, config)
-    result = set_peft_model_state_dict(peft_model, weights)
-    unexpected = list(getattr(result, "unexpected_keys", []) or [])
-    missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
-    if unexpected or missing:
-        raise ValueError(
-            f"{weights_path} does not match the base model: {len(unexpected)} unexpected keys "
-            f"(e.g. {unexpected[:2]}), {len(missing)} LoRA weights left unset (e.g. {missing[:2]})"
-        )
-    if not is_trainable:
-        peft_model.eval()
-        for param in peft_model.parameters():
-            param.requires_grad_(False)
-    logger.info("loaded adapter %s (%d tensors, r=%s, targets=%s)", folder, len(weights), config.r, config.target_modules)
-    return peft_model
-
-
 def load_for_inference(
     base_model: str = "",
     lora_weights: str = "",
@@ -388,13 +319,14 @@ def load_for_inference(
     precision: str = "auto",
     trust_remote_code: bool = False,
 ):
-    """Tokenizer + eval-mode model (+ adapter) on one device, as infer/generate/score use it."""
+    """Tokenizer + eval-mode model (+ adapter) on one device, as infer/generate/score use it (the
+    adapter's run_config.json defaults: ``adapters.settings``)."""
     base_model = resolve_base_model(base_model)
     tokenizer = load_tokenizer(base_model, trust_remote_code)
     device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     model = load_model(base_model, load_8bit, load_4bit, precision, device_map, trust_remote_code)
     if use_lora and lora_weights:
-        model = load_adapter(model, lora_weights)
+        model = adapters.load_adapter(model, lora_weights)
     sync_special_tokens(model, tokenizer)
     model.eval()
     return tokenizer, model, base_model

@@ -1,14 +1,17 @@
-"""Self-describing outputs: the resolved configuration, library versions and data hashes as JSON."""
+"""Self-describing outputs: the resolved configuration, library versions and data hashes as JSON,
+written atomically (``utils/files.py``); the one home of file hashing."""
 
 import hashlib
 import json
 import os
 import platform
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+from utils.files import write_atomic
+from utils.tiny_base import fingerprint_of
 
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "wandb", "tokenizers")
 
@@ -24,6 +27,7 @@ def library_versions() -> dict:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -31,21 +35,23 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, ensure_ascii=False, indent=2, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def write_json(path: str | os.PathLike, obj) -> str:
+    """:func:`write_atomic` of ``obj`` as indented JSON (non-ASCII kept as is)."""
+    return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def run_config(flags: dict, **extra) -> dict:
-    """Every flag as resolved, plus library versions, the command line and a timestamp."""
+    """Every flag as resolved, plus library versions, the command line and a timestamp.
+
+    When ``resolved`` names a ``base_model`` folder built by ``utils/tiny_base.py``, its token-id
+    fingerprint is recorded beside it (``tiny_base_fingerprint``), so an adapter trained on it is
+    refused later by a tiny base with other ids (``utils/adapters.py``).
+    """
+    resolved = extra.get("resolved")
+    if isinstance(resolved, dict) and resolved.get("base_model") and Path(str(resolved["base_model"])).is_dir():
+        fingerprint = fingerprint_of(resolved["base_model"])
+        if fingerprint:
+            extra["resolved"] = {**resolved, "tiny_base_fingerprint": fingerprint}
     return {
         "flags": flags,
         **extra,

@@ -8,9 +8,14 @@ base model, built from the repository's own Chinese text in well under a minute:
   ``tokenizer.json`` so that ``AutoTokenizer`` loads it like any HF LLaMA checkpoint;
 * a randomly initialised ``LlamaForCausalLM`` of a few million parameters (fixed seed).
 
-The folder is never committed; scripts call :func:`ensure_tiny_base` when no base model is given.
-A ``build_info.json`` records a hash of the source text and of the build settings, so a stale
-folder (the data changed, the recipe changed) is rebuilt instead of silently reused.
+The tokenizer learns from ``utils/tiny_base_corpus.txt.gz``, a frozen snapshot of the repository's
+Chinese text (data, knowledge base, templates, as of the data set of November 2026; the build is
+byte-identical to the one made from those files then): rebuilding the data set does not change the
+token ids, so adapters trained on the tiny base stay valid. The folder is never committed; scripts call
+:func:`ensure_tiny_base` when no base model is given. ``build_info.json`` records the fingerprint of
+the corpus and the build settings, so a stale folder (the recipe changed) is rebuilt instead of
+silently reused, and ``run_config.json`` of an adapter records it (``utils/adapters.py`` refuses an
+adapter trained on a tiny base with other token ids).
 
     python -m utils.tiny_base                  # builds models/tiny-llama/
     python -m utils.tiny_base --out_dir /tmp/x --force
@@ -20,8 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -29,8 +32,8 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO_ROOT / "models" / "tiny-llama"
 
-# The text the tokenizer learns from: everything Chinese the repository itself ships.
-SOURCE_GLOBS = ("data/*.json", "data/knowledge/*.jsonl", "templates/*.json")
+# The text the tokenizer learns from (one line per paragraph), frozen so the ids never move with the data.
+CORPUS_FILE = Path(__file__).resolve().parent / "tiny_base_corpus.txt.gz"
 
 # Build settings. Any change here changes RECIPE_VERSION's hash and forces a rebuild.
 VOCAB_SIZE = 3000
@@ -49,66 +52,28 @@ MODEL_CONFIG = dict(
 SEED = 1234
 RECIPE_VERSION = 1
 
-# Always present in the corpus so the tokenizer covers the prompt scaffolding and digits even in a
-# checkout whose data folder is empty.
-SEED_TEXT = """下面是一个问题，运用医学知识来正确回答提问.
-### 问题:
-### 回答:
-Below is an instruction that describes a task. Write a response that appropriately completes the request.
-### Instruction:
-### Input:
-### Response:
-0123456789 患者 医生 症状 治疗 药物 检查 疾病 科室 并发症 不良反应 用法用量 禁忌 手术 诊断
-"""
+def corpus_lines() -> list[str]:
+    """The tokenizer's training text, one line per paragraph (tests build other architectures'
+    tokenizers from it too)."""
+    import gzip
+
+    return gzip.decompress(CORPUS_FILE.read_bytes()).decode("utf-8").splitlines()
 
 
-def _source_files(root: Path) -> list[Path]:
-    files: list[Path] = []
-    for pattern in SOURCE_GLOBS:
-        files.extend(sorted(root.glob(pattern)))
-    return files
-
-
-def repository_text(root: Path = REPO_ROOT) -> list[str]:
-    """The repository's own Chinese text (data, knowledge base, templates), one line per paragraph:
-    what the embedded tokenizer learns from (tests build other architectures' tokenizers from it too)."""
-    return _corpus_lines(_source_files(Path(root)))
-
-
-def _corpus_lines(files: list[Path]) -> list[str]:
-    """Every string value of the JSON / JSON Lines sources, one line per paragraph."""
-    lines = SEED_TEXT.splitlines()
-
-    def walk(value):
-        if isinstance(value, str):
-            lines.extend(part for part in value.splitlines() if part.strip())
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    for path in files:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        try:
-            walk(json.loads(text))
-        except json.JSONDecodeError:  # JSON Lines, or a file a user is still editing
-            for raw in text.splitlines():
-                try:
-                    walk(json.loads(raw))
-                except json.JSONDecodeError:
-                    if raw.strip():
-                        lines.append(raw.strip())
-    return lines
-
-
-def _fingerprint(lines: list[str]) -> str:
+def fingerprint() -> str:
+    """The build's identity: recipe settings and corpus. Equal fingerprints mean equal token ids."""
     digest = hashlib.sha256()
     digest.update(json.dumps([RECIPE_VERSION, VOCAB_SIZE, MODEL_CONFIG, SEED]).encode())
-    for line in lines:
-        digest.update(line.encode("utf-8") + b"\n")
+    digest.update(CORPUS_FILE.read_bytes())
     return digest.hexdigest()
+
+
+def fingerprint_of(folder: str | os.PathLike) -> str | None:
+    """The fingerprint recorded in a tiny-base folder (None for any other model folder)."""
+    info_path = Path(folder) / "build_info.json"
+    if not info_path.is_file():
+        return None
+    return json.loads(info_path.read_text(encoding="utf-8")).get("fingerprint")
 
 
 def _train_sentencepiece(lines: list[str], model_prefix: str) -> None:
@@ -136,22 +101,19 @@ def _train_sentencepiece(lines: list[str], model_prefix: str) -> None:
     )
 
 
-def build_tiny_base(out_dir: str | os.PathLike = DEFAULT_DIR, source_root: str | os.PathLike = REPO_ROOT) -> Path:
+def build_tiny_base(out_dir: str | os.PathLike = DEFAULT_DIR) -> Path:
     """Build tokenizer + model into ``out_dir`` (replacing what is there) and return the path."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
 
-    out_dir = Path(out_dir)
-    files = _source_files(Path(source_root))
-    lines = _corpus_lines(files)
-    fingerprint = _fingerprint(lines)
-    logger.info("building tiny base in %s from %d lines of %d files", out_dir, len(lines), len(files))
+    from utils.files import staged_folder, write_atomic
 
-    # Build in a sibling temp folder and move it into place at the end: a kill mid-build never
-    # leaves a half-written folder that ensure_tiny_base() would take for complete.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".tiny-base-", dir=out_dir.parent))
-    try:
+    out_dir = Path(out_dir)
+    lines = corpus_lines()
+    logger.info("building tiny base in %s from %d lines of %s", out_dir, len(lines), CORPUS_FILE.name)
+    # Built in a sibling folder that replaces out_dir at the end: a kill mid-build never leaves a
+    # half-written folder that ensure_tiny_base() would take for complete.
+    with staged_folder(out_dir) as work:
         _train_sentencepiece(lines, str(work / "tokenizer"))
         (work / "tokenizer.vocab").unlink()
         # LlamaTokenizer converts the sentencepiece model to a `tokenizers` BPE with byte fallback
@@ -177,31 +139,21 @@ def build_tiny_base(out_dir: str | os.PathLike = DEFAULT_DIR, source_root: str |
         model.save_pretrained(str(work))
 
         info = {
-            "fingerprint": fingerprint,
+            "fingerprint": fingerprint(),
             "recipe_version": RECIPE_VERSION,
-            "sources": [str(path.relative_to(source_root)) for path in files],
+            "corpus": CORPUS_FILE.name,
             "corpus_lines": len(lines),
             "vocab_size": len(tokenizer),
             "parameters": sum(p.numel() for p in model.parameters()),
         }
-        (work / "build_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+        write_atomic(work / "build_info.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     logger.info("tiny base ready: %s (%d parameters, vocab %d)", out_dir, info["parameters"], info["vocab_size"])
     return out_dir
 
 
-def is_current(out_dir: str | os.PathLike = DEFAULT_DIR, source_root: str | os.PathLike = REPO_ROOT) -> bool:
-    """True when ``out_dir`` holds a complete build from the current sources and recipe."""
-    info_path = Path(out_dir) / "build_info.json"
-    if not info_path.is_file():
-        return False
-    info = json.loads(info_path.read_text())
-    return info.get("fingerprint") == _fingerprint(_corpus_lines(_source_files(Path(source_root))))
+def is_current(out_dir: str | os.PathLike = DEFAULT_DIR) -> bool:
+    """True when ``out_dir`` holds a complete build of the current corpus and recipe."""
+    return fingerprint_of(out_dir) == fingerprint()
 
 
 def ensure_tiny_base(out_dir: str | os.PathLike = DEFAULT_DIR) -> str:

@@ -1,4 +1,4 @@
-"""Read and validate instruction data; tokenize records and mask their labels.
+"""Read and validate data files: instruction records, questions and infer.py results.
 
 Data files hold records ``{"instruction", "input", "output"}`` (``input`` may be missing, empty or
 null; extra fields are kept and ignored), either as JSON Lines (the seed's ``llama_data.json``) or as
@@ -13,7 +13,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100  # label value the loss ignores (prompt tokens, padding)
+ROLES = ("system", "user", "assistant")
 
 
 class DataError(ValueError):
@@ -147,8 +147,6 @@ def check_record(record, require_output: bool = True) -> str | None:
     if not isinstance(record, dict):
         return f"record: expected a JSON object with 'instruction' and 'output', got {type(record).__name__}"
     if "messages" in record:  # chat records (utils/chat.py)
-        from utils.chat import check_chat_fields
-
         return check_chat_fields(record, require_output)
     for name in ("instruction", "output") if require_output else ("instruction",):
         value = record.get(name)
@@ -169,9 +167,7 @@ def check_record(record, require_output: bool = True) -> str | None:
     value = record.get("input")
     if value is not None and not isinstance(value, str):
         return f"field 'input': expected a string or null, got {type(value).__name__}"
-    from utils.chat import check_chat_fields  # optional 'history' and 'system' fields
-
-    return check_chat_fields(record, require_output)
+    return check_chat_fields(record, require_output)  # optional 'history' and 'system' fields
 
 
 def load_records(
@@ -225,86 +221,83 @@ def load_records(
     return loaded
 
 
+def check_chat_fields(record: dict, require_output: bool = True) -> str | None:
+    """``"field 'x': problem"`` for bad ``messages`` / ``history`` / ``system`` fields, else None."""
+    if record.get("system") is not None and not isinstance(record["system"], str):
+        return f"field 'system': expected a string or null, got {type(record['system']).__name__}"
+    if "history" in record and record["history"] is not None:
+        history = record["history"]
+        if not isinstance(history, list):
+            return f"field 'history': expected a list of [user, assistant] pairs, got {type(history).__name__}"
+        for i, pair in enumerate(history):
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+                return f"field 'history[{i}]': expected a [user, assistant] pair of strings"
+    if "messages" not in record:
+        return None
+    messages = record["messages"]
+    if not isinstance(messages, list) or not messages:
+        return "field 'messages': expected a non-empty list of {role, content} objects"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"field 'messages[{i}]': expected an object with 'role' and 'content'"
+        if message.get("role") not in ROLES:
+            return f"field 'messages[{i}].role': expected one of {', '.join(ROLES)}, got {message.get('role')!r}"
+        if not isinstance(message.get("content"), str):
+            return f"field 'messages[{i}].content': expected a string, got {type(message.get('content')).__name__}"
+        if message["role"] == "system" and i > 0:
+            return f"field 'messages[{i}].role': a system message may only come first"
+        if message["role"] != "system" and not message["content"].strip():
+            return f"field 'messages[{i}].content': empty"
+    turns = [m["role"] for m in messages if m["role"] != "system"]
+    if not turns or turns[0] != "user":
+        return "field 'messages': the first message after the system one must be a user message"
+    if require_output and turns[-1] != "assistant":
+        return "field 'messages': the last message must be an assistant message (the answer to learn)"
+    return None
+
+
+def question_of(record: dict) -> str:
+    """The question a record asks, for printing and tables: ``instruction`` (and ``input`` on its own
+    line when non-empty), or the last user message of a ``messages`` record."""
+    if "instruction" in record:
+        return record["instruction"] + (f"\n{record['input']}" if record.get("input") else "")
+    return [m["content"] for m in record["messages"] if m["role"] == "user"][-1]
+
+
 # ----------------------------------------------------------------------------------------------
-# tokenization and label masking
+# infer.py results (read by the score script, compare.py and judge.py)
 
 
-def _common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+def check_result(record) -> str | None:
+    """``"field 'x': problem"`` for a record that is not an infer.py result, else None."""
+    problem = check_record(record, require_output=False)
+    if problem:
+        return problem
+    if not isinstance(record.get("model_output"), str):
+        return "field 'model_output': missing or not a string (expected infer.py --output_file results)"
+    facts = record.get("facts")
+    if facts is not None and not (isinstance(facts, list) and all(isinstance(f, dict) and "value" in f for f in facts)):
+        return "field 'facts': expected a list of {\"field\", \"value\"} objects"
+    return None
 
 
-def _assemble(prompt_ids: list[int], full_ids: list[int], eos: int, cutoff_len: int, train_on_inputs: bool) -> dict:
-    if full_ids and full_ids[-1] == eos:  # tokenizers configured with add_eos_token=True
-        full_ids = full_ids[:-1]
-    n_prompt = _common_prefix_len(prompt_ids, full_ids)
-    if len(full_ids) + 1 <= cutoff_len:
-        input_ids = full_ids + [eos]
-    else:
-        input_ids = full_ids[:cutoff_len]
-    labels = list(input_ids)
-    if not train_on_inputs:
-        n_masked = min(n_prompt, len(labels))
-        labels[:n_masked] = [IGNORE_INDEX] * n_masked
-    return {"input_ids": input_ids, "labels": labels}
+def read_results(path: str | Path) -> LoadedData:
+    """An ``infer.py --output_file`` results file: every record has a question and a string ``model_output``."""
+    return load_records(path, check=check_result)
 
 
-def _eos_id(tokenizer, eos_token_id: int | None) -> int:
-    eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no eos token; pass eos_token_id")
-    return eos
+# ----------------------------------------------------------------------------------------------
+# the validation split
+
+SPLIT_SEED = 2023  # the seed's; the split does not move with --seed
 
 
-def tokenize_example(
-    tokenizer,
-    prompt: str,
-    response: str,
-    cutoff_len: int,
-    train_on_inputs: bool = False,
-    eos_token_id: int | None = None,
-) -> dict:
-    """Token ids and labels for ``prompt`` followed by ``response``.
+def split_validation(records: list, val_set_size: int, source: str = "the data") -> tuple[list, list]:
+    """(train, validation): ``val_set_size`` records held out by a fixed permutation (seed 2023, as the
+    seed's ``train_test_split``); the training records keep that shuffled order."""
+    import numpy as np
 
-    * The whole text is tokenized at once (as the model will see it), with the tokenizer's own
-      special tokens (bos for LLaMA, none for Qwen). The prompt's tokens are those it shares
-      with the tokenization of the prompt alone; they get label -100 unless ``train_on_inputs``.
-    * EOS is appended when the full text plus EOS fits in ``cutoff_len``. A longer example is cut to
-      ``cutoff_len`` tokens with no EOS: its answer is unfinished, so it must not learn to stop there.
-    * The unmasked labels are therefore exactly the response tokens plus EOS (or the response tokens
-      that fit).
-    """
-    eos = _eos_id(tokenizer, eos_token_id)
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    full_ids = tokenizer(prompt + response)["input_ids"]
-    return _assemble(prompt_ids, full_ids, eos, cutoff_len, train_on_inputs)
-
-
-def tokenize_records(tokenizer, prompter, records: list[dict], cutoff_len: int, train_on_inputs: bool = False):
-    """:func:`tokenize_example` for every record, with batched tokenizer calls.
-
-    Returns (examples, dropped): ``dropped`` counts records whose prompt alone fills
-    ``cutoff_len``, leaving no answer token to learn from.
-    """
-    from utils import chat
-
-    if not records:  # val_set_size=0
-        return [], 0
-    if getattr(prompter, "is_chat", False):  # --prompt_template_name chat: the tokenizer's chat template
-        return chat.tokenize_chat_records(tokenizer, prompter, records, cutoff_len, train_on_inputs)
-    eos = _eos_id(tokenizer, None)
-    prompts = chat.prompts_for(prompter, tokenizer, records)
-    prompt_ids = tokenizer(prompts)["input_ids"]
-    full_ids = tokenizer([p + r["output"] for p, r in zip(prompts, records)])["input_ids"]
-    examples, dropped = [], 0
-    for p_ids, f_ids in zip(prompt_ids, full_ids):
-        example = _assemble(p_ids, f_ids, eos, cutoff_len, train_on_inputs)
-        if train_on_inputs or any(label != IGNORE_INDEX for label in example["labels"]):
-            examples.append(example)
-        else:
-            dropped += 1
-    return examples, dropped
+    if not 0 <= val_set_size < len(records):
+        raise ValueError(f"val_set_size ({val_set_size}) must be at least 0 and smaller than the {len(records)} records of {source}")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(records))
+    return [records[i] for i in order[val_set_size:]], [records[i] for i in order[:val_set_size]]

@@ -14,8 +14,8 @@ source scripts/common.sh
 
 # Settings for the tiny CPU model (the launchers' defaults are the seed's, for 7B on a GPU).
 export OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/lora-llama-med-quickstart}"
-NUM_EPOCHS="${NUM_EPOCHS:-2}" LEARNING_RATE="${LEARNING_RATE:-3e-3}" MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-32}" \
-BATCH_SIZE="${BATCH_SIZE:-32}" VAL_SET_SIZE="${VAL_SET_SIZE:-100}" \
+NUM_EPOCHS="${NUM_EPOCHS:-1}" LEARNING_RATE="${LEARNING_RATE:-3e-3}" MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-64}" \
+BATCH_SIZE="${BATCH_SIZE:-64}" VAL_SET_SIZE="${VAL_SET_SIZE:-100}" \
   bash scripts/finetune.sh --eval_steps 20 --save_steps 20 --logging_steps 10
 
 answers="$OUTPUT_DIR/infer_answers.jsonl"

@@ -15,10 +15,10 @@ import pytest
 
 import serve_api
 from conftest import REPO_ROOT, seed_file, write_jsonl
+from utils import literature
 from utils.chat_template import chat_template_for
-from utils.prompter import tokenize_records
+from utils.prompter import Prompter, available_templates, tokenize_records
 from utils.records import load_records
-from utils.prompter import Prompter, available_templates
 
 QUESTIONS = [r["instruction"] for r in load_records(str(REPO_ROOT / "data" / "infer.json"), require_output=False).records[:5]]
 MAX_TOKENS = 32
@@ -45,9 +45,8 @@ def template_ids(tokenizer, template: str, messages: list[dict], generation_prom
 def test_chat_template_asks_and_trains_as_the_prompter_does(tokenizer, name):
     template = chat_template_for(tokenizer, name)
     prompter = Prompter(name)
-    literature = name == "literature_template"
     for question in QUESTIONS:
-        instruction = f" <user>: {question}" if literature else question  # literature records always fold
+        instruction = f" <user>: {question}" if name == "literature_template" else question  # literature records always fold
         asked = template_ids(tokenizer, template, [{"role": "user", "content": question}])
         assert asked == tokenizer(prompter.generate_prompt(instruction))["input_ids"]  # what infer.py feeds the model
         record = {"instruction": instruction, "input": "", "output": "多喝水，低盐饮食。"}
@@ -86,7 +85,8 @@ def test_med_template_folds_a_conversation_as_the_web_demo_does(tokenizer):
 
     template = chat_template_for(tokenizer, "med_template")
     history = [{"role": "user", "content": QUESTIONS[0]}, {"role": "assistant", "content": " 注意休息。 "}]
-    prompt = Prompter().generate_prompt(generate.fold_history(history, QUESTIONS[1]))
+    prompter = Prompter()
+    prompt = prompter.generate_prompt(literature.instruction(generate.history_messages(history), QUESTIONS[1], prompter.folds_dialogue))
     assert template_ids(tokenizer, template, history + [{"role": "user", "content": QUESTIONS[1]}]) == tokenizer(prompt)["input_ids"]
 
 

@@ -323,7 +323,7 @@ def load_for_inference(
     adapter's run_config.json defaults: ``adapters.settings``)."""
     base_model = resolve_base_model(base_model)
     tokenizer = load_tokenizer(base_model, trust_remote_code)
-    device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    device_map = device_map_for(1, 0)  # the current GPU (or the CPU), as training uses it
     model = load_model(base_model, load_8bit, load_4bit, precision, device_map, trust_remote_code)
     if use_lora and lora_weights:
         model = adapters.load_adapter(model, lora_weights)

@@ -71,7 +71,7 @@ def train(
     # LLM
     train_on_inputs: bool = False,  # False: loss only on the answer (+EOS), prompt tokens masked
     group_by_length: bool = False,  # batch examples of similar length together (less padding; packing supersedes it)
-    packing: bool = True,  # padding-free packed micro-batches, loss only on answer tokens (False = the seed's padded batches)
+    packing: bool | str = "auto",  # padding-free packed micro-batches, loss only on answer tokens; auto = where examples stay apart (False = the seed's padded batches)
     pack_len: int = 0,  # packed row length in tokens (0 = cutoff_len rounded up to a multiple of 8; flash: one flattened row)
     prompt_template_name: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
     system_prompt: str = "",  # chat template only: system message for records without one ("" = template default)
@@ -86,7 +86,7 @@ def train(
     load_8bit: bool = False,  # base weights in int8 (the seed's setting; saves memory, slower)
     load_4bit: bool = False,  # base weights in NF4 (QLoRA)
     precision: str = "auto",  # auto | bf16 | fp16 | fp32; auto: bf16 on GPUs of capability >= 8.0, else fp16; CPU: bf16 if native, else fp32
-    attn_implementation: str = "sdpa",  # sdpa | eager | flash_attention_2 (needs flash-attn; packs one flattened row per micro-batch)
+    attn_implementation: str = "auto",  # auto (sdpa where the architecture has it, else eager) | sdpa | eager | flash_attention_2 (needs flash-attn; one flattened row per micro-batch)
     gradient_checkpointing: bool | str = "auto",  # recompute activations in backward (~30% slower, far less memory); auto = when the plan needs it
     gpu_memory: str = "",  # memory budget per GPU for the plan, e.g. 24GiB ("" = free memory of this GPU, or RAM on a CPU)
     dry_run: bool = False,  # print the memory plan (table, then one JSON line) and exit; needs only config.json (+ tokenizer)
@@ -110,9 +110,7 @@ def train(
     if isinstance(lora_target_modules, str):
         lora_target_modules = [m.strip() for m in lora_target_modules.split(",") if m.strip()]
     precision = modeling.resolve_precision(precision, training=True)
-    attn_implementation = modeling.resolve_attention(attn_implementation) if not dry_run else attn_implementation
-    flatten = packing and attn_implementation.startswith("flash")
-    pack_len = 0 if flatten else (pack_len if pack_len > 0 else math.ceil(cutoff_len / 8) * 8)
+    attn_implementation = modeling.resolve_attention(attn_implementation, check_installed=not dry_run)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -122,6 +120,9 @@ def train(
     prompter = make_prompter(prompt_template_name, system_prompt)
     loaded, train_records, val_records = read_train_val(data_path, val_data_path, val_set_size, on_bad_record)
     base_model = modeling.resolve_base_model(base_model)
+    packing = modeling.resolve_packing(packing, memory.load_config(base_model, trust_remote_code), attn_implementation, pack_len)
+    flatten = packing and attn_implementation.startswith("flash")
+    pack_len = 0 if flatten else (pack_len if pack_len > 0 else math.ceil(cutoff_len / 8) * 8)
     tokenizer = load_tokenizer_for(base_model, trust_remote_code, dry_run)
     collator = batching.PackingCollator(tokenizer.pad_token_id if tokenizer else 0, pack_len, flatten=flatten)
     if tokenizer is None:  # a config-only folder (--dry_run): lengths estimated from the text
@@ -159,9 +160,6 @@ def train(
     model = modeling.load_model(
         base_model, load_8bit, load_4bit, precision, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
     )
-    problem = modeling.packing_problem(model, attn_implementation, pack_len if not flatten else 0) if packing else None
-    if problem:
-        raise ValueError(problem)
     modeling.sync_special_tokens(model, tokenizer)
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     model = modeling.prepare_for_training(model, gradient_checkpointing)
@@ -238,7 +236,7 @@ def train(
                 "gradient_checkpointing": gradient_checkpointing, "world_size": world_size,
                 "lora_target_modules": lora_target_modules, "pad_token_id": tokenizer.pad_token_id,
                 "eos_token_id": tokenizer.eos_token_id, "train_examples": len(train_examples), "val_examples": len(val_examples),
-                "dropped_examples": dropped, "truncated_examples": n_truncated, "pack_len": pack_len if packing else None,
+                "dropped_examples": dropped, "truncated_examples": n_truncated, "packing": packing, "pack_len": pack_len if packing else None,
                 "memory_plan": plan,
             },
             data=loaded,

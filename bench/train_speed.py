@@ -139,13 +139,14 @@ def replay_finetune_batches(base_model: str, train_file: str, config: dict, step
     examples, _ = tokenize_records(tokenizer, Prompter(flags["prompt_template_name"]), records, flags["cutoff_len"])
     lengths = [len(e["input_ids"]) for e in examples]
     micro, accumulation = resolved["micro_batch_size"], resolved["gradient_accumulation_steps"]
-    batches = micro_batches(lengths, flags["batch_size"], micro, packing=flags["packing"], seed=flags["seed"])[: steps * accumulation]
+    packing = resolved["packing"]  # auto resolved
+    batches = micro_batches(lengths, flags["batch_size"], micro, packing=packing, seed=flags["seed"])[: steps * accumulation]
     collator = PackingCollator(tokenizer.pad_token_id, resolved["pack_len"] or 0)
     tokens = positions = 0
     for batch in batches:
         chunk = [lengths[i] for i in batch]
         tokens += sum(chunk)
-        positions += collator.positions_of(chunk) if flags["packing"] else len(chunk) * -(-max(chunk) // 8) * 8
+        positions += collator.positions_of(chunk) if packing else len(chunk) * -(-max(chunk) // 8) * 8
     return {"tokens": tokens, "positions": positions}
 
 

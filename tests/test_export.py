@@ -135,7 +135,7 @@ def test_environment_and_run_config_defaults_flags_win(tiny_base, random_adapter
     flagged = script + [str(tmp_path / "flag"), "--lora_weights", str(adapter), "--prompt_template", "med_template"]
     result = subprocess.run(flagged, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "trained with 'literature_template'" in result.stderr and "using 'med_template'" in result.stderr
+    assert "differs from the 'literature_template'" in result.stderr and "using 'med_template'" in result.stderr
     assert json.loads((tmp_path / "flag" / "run_config.json").read_text())["resolved"]["prompt_template"] == "med_template"
 
     env.pop("LORA_WEIGHTS")

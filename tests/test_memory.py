@@ -218,17 +218,25 @@ def test_sharded_parameters_are_detected(monkeypatch):
 
 
 def test_packing_refuses_what_would_let_examples_see_each_other(tiny_base):
-    from transformers import AutoModelForCausalLM
+    from transformers import BloomConfig, BloomForCausalLM, LlamaForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    assert modeling.packing_problem(model, "sdpa", 256) is None
-    assert modeling.packing_problem(model, "flash_attention_2", 0) is None  # one flattened row + cu_seq_lens
-    assert "plain causal" in modeling.packing_problem(model, "flash_attention_2", 256)
-    remote = type("RemoteCodeModel", (torch.nn.Module,), {"__module__": "transformers_modules.someone.modeling_x"})()
-    assert "--packing False" in modeling.packing_problem(remote, "sdpa", 256)
+    assert modeling.packing_problem(LlamaForCausalLM, "sdpa", 256) is None
+    assert modeling.packing_problem(LlamaForCausalLM, "flash_attention_2", 0) is None  # one flattened row + cu_seq_lens
+    assert "plain causal" in modeling.packing_problem(LlamaForCausalLM, "flash_attention_2", 256)
+    assert "no position ids" in modeling.packing_problem(BloomForCausalLM, "auto", 256)  # ALiBi: a causal mask over the row
+    remote = type("RemoteCodeModel", (torch.nn.Module,), {"__module__": "transformers_modules.someone.modeling_x"})
+    assert "not one of transformers' own" in modeling.packing_problem(remote, "sdpa", 256)
+    assert "not one of transformers' own" in modeling.packing_problem(None, "sdpa", 256)  # a config outside the mapping
+    llama, bloom = memory.load_config(tiny_base), BloomConfig()
+    assert modeling.resolve_packing("auto", llama, "auto", 0) is True and modeling.resolve_packing("auto", bloom, "auto", 0) is False
+    with pytest.raises(ValueError, match="--packing False"):
+        modeling.resolve_packing(True, bloom, "auto", 0)
+    with pytest.raises(ValueError, match="flash packs one flattened row"):
+        modeling.resolve_packing(True, llama, "flash_attention_2", 256)
+    assert modeling.resolve_packing(False, bloom, "auto", 0) is False
     with pytest.raises(ValueError, match="flash-attn"):
         modeling.resolve_attention("flash_attention_2")  # not installed on a CPU machine
-    with pytest.raises(ValueError, match="one of sdpa"):
+    with pytest.raises(ValueError, match="one of auto"):
         modeling.resolve_attention("flex")
 
 

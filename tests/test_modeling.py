@@ -18,7 +18,7 @@ from utils import modeling
 )
 def test_auto_precision_follows_the_hardware(monkeypatch, cuda, cuda_bf16, cpu_bf16, training, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0) if cuda_bf16 else (7, 5))  # Ampere+ or Turing
     monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda: cpu_bf16)
     assert modeling.resolve_precision("auto", training=training) == expected
     assert modeling.resolve_precision("fp32", training=training) == "fp32"  # an explicit choice is kept

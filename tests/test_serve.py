@@ -117,7 +117,7 @@ def test_chat_adapters_keep_the_base_template_and_their_system_prompt(tmp_path):
         template = chat_template_for(tokenizer, "chat", system_prompt="你是一名医生。")
         prompter = make_prompter("chat", "你是一名医生。")
         for question in QUESTIONS[:2]:
-            expected = tokenizer(prompter.prompt(tokenizer, {"instruction": question}))["input_ids"]
+            expected = tokenizer(prompter.prompts(tokenizer, [{"instruction": question}])[0])["input_ids"]
             assert template_ids(tokenizer, template, [{"role": "user", "content": question}]) == expected
         own = template_ids(tokenizer, template, [{"role": "system", "content": "别的"}, {"role": "user", "content": "q"}])
         assert "别的" in tokenizer.decode(own) and "你是一名医生" not in tokenizer.decode(own)  # a client's system message wins

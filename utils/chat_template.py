@@ -140,7 +140,8 @@ def check_chat_template(tokenizer, template: str, template_name: str, system_pro
                 record = {"messages": messages}
                 expected = fmt.encode(fmt.render(record_messages(record, system_prompt, with_answer=False), True))
             else:
-                instruction = literature.instruction(messages[:-1], question.strip(), prompter.folds_dialogue)
+                folded = bool(past) or prompter.folds_dialogue  # the template trims folded turns, not a lone question
+                instruction = literature.instruction(messages[:-1], question.strip() if folded else question, prompter.folds_dialogue)
                 expected = tokenizer(prompter.generate_prompt(instruction))["input_ids"]
             try:
                 got = tokenizer.apply_chat_template(

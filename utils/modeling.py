@@ -14,6 +14,7 @@
 * Remote code runs only with ``trust_remote_code=True``.
 """
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -79,14 +80,15 @@ def device_map_for(world_size: int, local_rank: int):
     return {"": local_rank if world_size > 1 else torch.cuda.current_device()}
 
 
-ATTENTION = ("sdpa", "eager", "flash_attention_2")
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
 
 
-def resolve_attention(attn_implementation: str) -> str:
-    """Check the attention implementation can run here; flash_attention_2 needs the flash-attn package."""
+def resolve_attention(attn_implementation: str, check_installed: bool = True) -> str:
+    """Check the attention implementation can run here; flash_attention_2 needs the flash-attn package.
+    ``auto`` is transformers' own choice: SDPA where the architecture has it, else eager."""
     if attn_implementation not in ATTENTION:
         raise ValueError(f"--attn_implementation must be one of {', '.join(ATTENTION)}, got {attn_implementation!r}")
-    if attn_implementation == "flash_attention_2":
+    if attn_implementation == "flash_attention_2" and check_installed:
         from transformers.utils import is_flash_attn_2_available
 
         if not is_flash_attn_2_available():
@@ -184,7 +186,7 @@ def load_model(
     precision: str = "auto",
     device_map=None,
     trust_remote_code: bool = False,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = "auto",
 ):
     """Load a causal LM (quantized if asked) in the resolved precision."""
     from transformers import AutoModelForCausalLM
@@ -199,7 +201,7 @@ def load_model(
         quantization_config=quantization_config(load_8bit, load_4bit, dtype),
         device_map=device_map,
         trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation,
+        attn_implementation=None if attn_implementation == "auto" else attn_implementation,
     )
     return model
 
@@ -221,24 +223,39 @@ def prepare_for_training(model, gradient_checkpointing: bool):
     return model
 
 
-def packing_problem(model, attn_implementation: str, pack_len: int) -> str | None:
-    """Why packed examples could attend to each other with this model and attention, or None.
+def packing_problem(model_class, attn_implementation: str, pack_len: int) -> str | None:
+    """Why packed examples could attend to each other with this model class and attention, or None.
 
-    transformers' own model classes turn restarting position ids into a block-diagonal mask (SDPA,
-    eager) or into variable-length flash attention when the micro-batch is one flattened row with
-    cu_seq_lens; model code shipped with a checkpoint may do neither."""
-    module = type(model).__module__
-    if not module.startswith("transformers.models."):
-        return (
-            f"{type(model).__name__} ({module}) is not one of transformers' own model classes, so nothing guarantees that "
-            "packed examples cannot attend to each other; use --packing False"
-        )
+    transformers' own model classes that take position ids turn restarting position ids into a
+    block-diagonal mask (SDPA, eager) or into variable-length flash attention when the micro-batch is
+    one flattened row with cu_seq_lens. Model code shipped with a checkpoint may do neither, and a
+    model without position ids (Bloom's ALiBi) builds a plain causal mask over the whole row."""
+    if model_class is None or not model_class.__module__.startswith("transformers.models."):
+        name = getattr(model_class, "__name__", "the checkpoint's own model code")
+        return f"{name} is not one of transformers' own model classes, so nothing guarantees that packed examples cannot attend to each other"
+    if "position_ids" not in inspect.signature(model_class.forward).parameters:
+        return f"{model_class.__name__} takes no position ids, so packed examples would attend to each other"
     if attn_implementation.startswith("flash") and pack_len > 0:
         return (
             f"--pack_len {pack_len} with {attn_implementation}: several packed rows without a mask would run plain causal "
             "flash attention over each row, across example boundaries; flash packs one flattened row per micro-batch (--pack_len 0)"
         )
     return None
+
+
+def resolve_packing(packing: bool | str, config, attn_implementation: str, pack_len: int) -> bool:
+    """``auto``: pack when packed examples stay apart with this model (else the seed's padded batches,
+    said in one line); ``True`` with a model where they would not is refused."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    problem = packing_problem(MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None), attn_implementation, pack_len)
+    if str(packing).lower() == "auto":
+        if problem:
+            logger.info("padded batches instead of packing: %s", problem)
+        return problem is None
+    if str(packing).lower() in ("true", "1") and problem:
+        raise ValueError(f"{problem}: use --packing False (or auto)")
+    return str(packing).lower() in ("true", "1")
 
 
 # model_type -> LoRA target modules for --lora_target_modules auto (the seed's q_proj,v_proj for

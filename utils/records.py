@@ -203,8 +203,8 @@ def load_records(
         problem = problem or (check(record) if check else check_record(record, require_output))
         if problem:
             message = f"{path}:{lineno}: {problem}"
-            if on_bad_record == "error":
-                raise DataError(message + " (pass --on_bad_record skip to leave bad records out)")
+            if on_bad_record == "error":  # the hint names the flag of the scripts that read data records
+                raise DataError(message + ("" if check else " (pass --on_bad_record skip to leave bad records out)"))
             loaded.skipped.append(message)
             continue
         loaded.records.append(record)

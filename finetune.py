@@ -155,65 +155,20 @@ def train(
 
     # ------------------------------------------------------------------------------------------
     # base model + LoRA
-    from peft import LoraConfig, get_peft_model
-
-    model = modeling.load_model(
-        base_model, load_8bit, load_4bit, precision, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
-    )
-    modeling.sync_special_tokens(model, tokenizer)
-    model.config.use_cache = False  # the KV cache is useless in training and costs memory
-    model = modeling.prepare_for_training(model, gradient_checkpointing)
     resume_from_checkpoint, adapter_only = checkpointing.resolve_resume(resume_from_checkpoint, output_dir)
-    if adapter_only:  # the seed's second mode: adapter weights without optimizer state
-        model = adapters.load_adapter(model, adapter_only, is_trainable=True)
-    else:
-        lora_target_modules = modeling.resolve_lora_targets(model, lora_target_modules)
-        lora_config = LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, target_modules=lora_target_modules, lora_dropout=lora_dropout, bias="none", task_type="CAUSAL_LM"
-        )
-        model = get_peft_model(model, lora_config)
-    trainable, total = model.get_nb_trainable_parameters()
-    logger.info("trainable parameters: %d of %d (%.3f%%)", trainable, total, 100 * trainable / total)
+    model, lora_target_modules = lora_model(
+        flags, lora_target_modules, base_model, tokenizer, precision, attn_implementation, gradient_checkpointing, adapter_only
+    )
 
     # ------------------------------------------------------------------------------------------
-    # trainer
-    import transformers
+    # trainer: packed micro-batches of equal tokens per process; token-weighted loss keeps the gradient
     from datasets import Dataset
 
     from utils.callbacks import review_callbacks
 
     use_wandb = setup_wandb(wandb_project, wandb_run_name, wandb_watch, wandb_log_model, output_dir) and rank == 0
     has_val = len(val_examples) > 0
-    args = transformers.TrainingArguments(
-        output_dir=output_dir,
-        per_device_train_batch_size=micro_batch_size,
-        per_device_eval_batch_size=micro_batch_size,
-        gradient_accumulation_steps=accumulation,
-        num_train_epochs=num_epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        warmup_steps=warmup_ratio,  # a float below 1 is a fraction of the total steps
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=logging_steps,
-        logging_first_step=True,
-        eval_strategy="steps" if has_val else "no",
-        eval_steps=eval_steps if has_val else None,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        load_best_model_at_end=has_val and save_steps % eval_steps == 0,
-        metric_for_best_model="eval_loss" if has_val else None,
-        train_sampling_strategy="group_by_length" if group_by_length and not packing else "random",
-        ddp_find_unused_parameters=False if world_size > 1 else None,
-        remove_unused_columns=False,
-        report_to=["wandb"] if use_wandb else [],
-        run_name=wandb_run_name or None,
-        seed=seed,
-        data_seed=seed,
-    )
-    # packing: each step's examples cut into micro-batches of equal cost per process; token-weighted loss keeps the gradient
+    args = training_arguments(flags, plan, precision, packing, has_val, use_wandb, world_size)
     sharded = parameters_sharded(args)
     if sharded and sample_questions:  # generating on rank 0 alone would need every rank's shard: a deadlock
         logger.warning("sample answers turned off: %s", sharded)
@@ -252,18 +207,67 @@ def train(
         metrics.update(trainer.evaluate())
     checkpointing.save_adapter(trainer, output_dir)  # rank 0; checked against the in-memory LoRA, moved in atomically
     if rank == 0:
-        extra = {"out_of_memory_retries": trainer.oom_events} if trainer.oom_events else {}
-        if torch.cuda.is_available():  # the plan against what the allocator saw (the plan's runtime part is outside it)
-            extra["gpu_memory_gib"] = {
-                "measured_max_allocated": round(torch.cuda.max_memory_allocated() / memory.GiB, 2),
-                "planned_without_runtime": round(plan["peak_gib"] - plan["parts_gib"]["runtime"], 2),
-            }
-        write_json(Path(output_dir) / "metrics.json", {**metrics, **extra, "log_history": trainer.state.log_history})
+        write_json(Path(output_dir) / "metrics.json", {**metrics, **run_figures(trainer, plan), "log_history": trainer.state.log_history})
         logger.info("adapter saved to %s; final metrics: %s", output_dir, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
 
 
 # ----------------------------------------------------------------------------------------------
 # the recipe's stages
+
+
+def lora_model(flags: dict, targets, base_model: str, tokenizer, precision: str, attn_implementation: str, gradient_checkpointing: bool, adapter_only):
+    """The base (16-bit, or 8-/4-bit) frozen, with a new LoRA, or the adapter being resumed (weights only)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = modeling.load_model(
+        base_model, flags["load_8bit"], flags["load_4bit"], precision, trust_remote_code=flags["trust_remote_code"],
+        attn_implementation=attn_implementation,
+    )  # fmt: skip
+    modeling.sync_special_tokens(model, tokenizer)
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    model = modeling.prepare_for_training(model, gradient_checkpointing)
+    if adapter_only:  # the seed's second mode: adapter weights without optimizer state
+        model, targets = adapters.load_adapter(model, adapter_only, is_trainable=True), None
+    else:
+        targets = modeling.resolve_lora_targets(model, targets)
+        model = get_peft_model(model, LoraConfig(
+            r=flags["lora_r"], lora_alpha=flags["lora_alpha"], target_modules=targets, lora_dropout=flags["lora_dropout"],
+            bias="none", task_type="CAUSAL_LM",
+        ))  # fmt: skip
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("trainable parameters: %d of %d (%.3f%%)", trainable, total, 100 * trainable / total)
+    return model, targets
+
+
+def training_arguments(flags: dict, plan: dict, precision: str, packing: bool, has_val: bool, use_wandb: bool, world_size: int):
+    """HF TrainingArguments from the flags and the memory plan (micro-batch, accumulation)."""
+    import transformers
+
+    f, micro = flags, plan["micro_batch_size"]
+    return transformers.TrainingArguments(
+        output_dir=f["output_dir"], per_device_train_batch_size=micro, per_device_eval_batch_size=micro,
+        gradient_accumulation_steps=plan["gradient_accumulation_steps"], num_train_epochs=f["num_epochs"], max_steps=f["max_steps"],
+        learning_rate=f["learning_rate"], warmup_steps=f["warmup_ratio"],  # a float below 1 is a fraction of the total steps
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        logging_steps=f["logging_steps"], logging_first_step=True,
+        eval_strategy="steps" if has_val else "no", eval_steps=f["eval_steps"] if has_val else None,
+        save_strategy="steps", save_steps=f["save_steps"], save_total_limit=f["save_total_limit"],
+        load_best_model_at_end=has_val and f["save_steps"] % f["eval_steps"] == 0, metric_for_best_model="eval_loss" if has_val else None,
+        train_sampling_strategy="group_by_length" if f["group_by_length"] and not packing else "random",
+        ddp_find_unused_parameters=False if world_size > 1 else None, remove_unused_columns=False,
+        report_to=["wandb"] if use_wandb else [], run_name=f["wandb_run_name"] or None, seed=f["seed"], data_seed=f["seed"],
+    )  # fmt: skip
+
+
+def run_figures(trainer, plan: dict) -> dict:
+    """Out-of-memory retries, and on a GPU the plan against what the allocator saw (the plan's runtime part is outside it)."""
+    figures = {"out_of_memory_retries": trainer.oom_events} if trainer.oom_events else {}
+    if torch.cuda.is_available():
+        figures["gpu_memory_gib"] = {
+            "measured_max_allocated": round(torch.cuda.max_memory_allocated() / memory.GiB, 2),
+            "planned_without_runtime": round(plan["peak_gib"] - plan["parts_gib"]["runtime"], 2),
+        }
+    return figures
 
 
 def read_train_val(data_path: str, val_data_path: str, val_set_size: int, on_bad_record: str):

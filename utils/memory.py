@@ -144,23 +144,12 @@ def model_shape(config, lora_targets: list[str] | str = "auto", lora_r: int = 8,
                 widths.append(module.in_features)
     heads, kv_heads, head_dim = _attention_widths(text)
     return ModelShape(
-        model_type=text.model_type,
-        layers=text.num_hidden_layers,
-        hidden=text.hidden_size,
-        intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
-        heads=heads,
-        kv_heads=kv_heads,
-        head_dim=head_dim,
-        vocab=text.vocab_size,
-        params=sum(p.numel() for p in model.parameters()),
-        quantizable_params=quantizable,
-        quantizable_rows=rows,
-        largest_linear=largest,
-        lora_targets=targets,
-        lora_r=lora_r,
-        lora_params=lora,
-        lora_input_widths=tuple(widths),
-    )
+        model_type=text.model_type, layers=text.num_hidden_layers, hidden=text.hidden_size,
+        intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size), heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+        vocab=text.vocab_size, params=sum(p.numel() for p in model.parameters()),
+        quantizable_params=quantizable, quantizable_rows=rows, largest_linear=largest,
+        lora_targets=targets, lora_r=lora_r, lora_params=lora, lora_input_widths=tuple(widths),
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,19 +312,11 @@ def plan_micro_batch(
         parts = training_peak(shape, setup, positions, logit_tokens, gc)
         ok, reason = False, f"does not fit: {parts['peak'] / GiB:.1f} GiB needed, {FIT_FRACTION:.0%} of {budget / GiB:.1f} GiB available"
     return Plan(
-        micro_batch_size=m,
-        gradient_accumulation_steps=per_rank_batch // m,
-        gradient_checkpointing=gc,
-        tokens_per_micro_batch=positions,
-        logit_tokens_per_micro_batch=logit_tokens,
+        micro_batch_size=m, gradient_accumulation_steps=per_rank_batch // m, gradient_checkpointing=gc,
+        tokens_per_micro_batch=positions, logit_tokens_per_micro_batch=logit_tokens,
         activation_bytes_per_token=activation_bytes_per_token(shape, setup.dtype_bytes, setup.lora_dropout, gc),
-        parts=parts,
-        budget=budget,
-        budget_source=budget_source,
-        fits=ok,
-        reason=reason,
-        candidates=tried,
-    )
+        parts=parts, budget=budget, budget_source=budget_source, fits=ok, reason=reason, candidates=tried,
+    )  # fmt: skip
 
 
 def _reason(micro_batch_size, gradient_checkpointing, gc, best) -> str:

@@ -82,3 +82,16 @@ def test_trained_adapter_on_disk_matches_trainer_model(tiny_base, trained_adapte
         a = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), str(trained_adapter)).eval()(**batch).logits
         b = adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(trained_adapter))(**batch).logits
     assert torch.equal(a, b)
+
+
+def test_val_data_path_is_the_validation_set(tiny_base, train_file, tmp_path):
+    """--val_data_path: validation comes from that file (e.g. the builder's llama_data.valid.json), and
+    every record of the training file is trained on (nothing carved out)."""
+    lines = train_file.read_text(encoding="utf-8").splitlines()
+    val_file = tmp_path / "valid.json"
+    val_file.write_text("\n".join(lines[:12]) + "\n", encoding="utf-8")
+    metrics = run_finetune(tiny_base, train_file, tmp_path / "lora", val_data_path=str(val_file), max_steps=1, eval_steps=1, save_steps=1)
+    config = json.loads((tmp_path / "lora" / "run_config.json").read_text())
+    assert config["resolved"]["val_examples"] == 12 and config["data"]["validation"]["records"] == 12
+    assert config["resolved"]["train_examples"] + config["resolved"]["dropped_examples"] >= len(lines) - 1  # none held out
+    assert math.isfinite(metrics["eval_loss"])

@@ -114,7 +114,7 @@ def main(
     prompt_template: str = "",  # templates/NAME.json, a path to one, or chat; "" = the adapter's, else med_template
     system_prompt: str = "",  # chat template only: system message for records without one ("" = the adapter's / template default)
     output_file: str = "",  # write JSON Lines answers here ("" = print only)
-    batch_size: int = 16,  # questions generated together (bench/infer_speed.py: 5.6x one-at-a-time on CPU)
+    batch_size: int = 16,  # most questions generated together (5.6x one-at-a-time on CPU); on a GPU fewer when their KV cache would not fit, halved on out-of-memory
     max_new_tokens: int = generation.MAX_NEW_TOKENS,  # answer length limit, in tokens
     num_beams: int = generation.NUM_BEAMS,  # beam width; 1 = greedy
     temperature: float = generation.TEMPERATURE,  # only with do_sample

@@ -350,7 +350,7 @@ def plan_memory(
     shape = memory.model_shape(config, lora_targets, lora_r, trust_remote_code)
     sharded = parameters_sharded(None)
     setup = memory.TrainingSetup("8bit" if load_8bit else "4bit" if load_4bit else "16bit", precision, lora_dropout, world_size, bool(sharded))
-    budget, source = memory.memory_budget(gpu_memory)
+    budget, source = memory.memory_budget(gpu_memory, world_size)
 
     def tokens_for(m: int) -> tuple[int, int]:
         figures = batching.epoch_figures(lengths, answers, batch_size, m, collator, world_size, packing, seed)

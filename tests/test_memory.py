@@ -192,6 +192,15 @@ def test_auto_precision_follows_compute_capability(monkeypatch, capability, expe
     assert modeling.resolve_precision("auto", training=True) == expected
 
 
+def test_budget_is_free_memory_alone_and_the_same_on_every_rank(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (30 * memory.GiB, 80 * memory.GiB))  # another job holds 50 GiB
+    assert memory.memory_budget("", world_size=1)[0] == 30 * memory.GiB
+    assert memory.memory_budget("", world_size=4)[0] == 80 * memory.GiB - memory.GiB // 2  # what every rank reads alike
+    assert memory.memory_budget("24GiB", world_size=4)[0] == 24 * memory.GiB
+
+
 def test_single_process_loads_on_the_current_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)

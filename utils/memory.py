@@ -225,13 +225,19 @@ def training_peak(shape: ModelShape, setup: TrainingSetup, positions: int, logit
 # budget and the micro-batch choice
 
 
-def memory_budget(gpu_memory: str = "") -> tuple[int, str]:
-    """Bytes a plan may count on, and where the figure comes from."""
+def memory_budget(gpu_memory: str = "", world_size: int = 1) -> tuple[int, str]:
+    """Bytes a plan may count on, and where the figure comes from. One process plans for the free
+    memory of its GPU; several processes plan for the card's total (less 0.5 GiB), a figure every rank
+    reads alike, so that all of them pick the same micro-batch (ranks that disagreed on the
+    accumulation would wait for each other forever)."""
     if gpu_memory:
         return parse_memory(gpu_memory), f"--gpu_memory {gpu_memory}"
     if torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info(torch.cuda.current_device())
-        return free, f"free memory of cuda:{torch.cuda.current_device()} ({total / GiB:.1f} GiB card)"
+        device = torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(device)
+        if world_size > 1:
+            return total - GiB // 2, f"cuda:{device}'s total memory less 0.5 GiB ({total / GiB:.1f} GiB card, same plan on every rank)"
+        return free, f"free memory of cuda:{device} ({total / GiB:.1f} GiB card)"
     import psutil
 
     return psutil.virtual_memory().available, "available RAM (no GPU)"

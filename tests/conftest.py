@@ -2,6 +2,9 @@
 
 import json
 import logging
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,46 @@ def trained_adapter(tiny_base, train_file, tmp_path_factory) -> Path:
         logging_steps=1, wandb_project="", sample_questions=0,
     )  # fmt: skip
     return out
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ask_concurrently(ask, clients: int = 16, limit_s: float = 240.0) -> dict:
+    """``ask(i)`` for every client i from as many threads at once; their answers by i. Fails on any
+    client's error and on a client still waiting after ``limit_s`` (a server test must end by itself)."""
+    answers, errors = {}, []
+
+    def one(i: int) -> None:
+        try:
+            answers[i] = ask(i)
+        except Exception as err:  # noqa: BLE001 - collected and reported by the assertion below
+            errors.append(f"client {i}: {type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(1.0, limit_s - (time.monotonic() - start)))
+    assert not errors, errors
+    assert not [t for t in threads if t.is_alive()], f"clients still waiting after {limit_s:.0f} s"
+    return answers
+
+
+def loopback_listeners(processes, port: int) -> list:
+    """The addresses ``processes`` listen on, after checking: ``port`` among them, every one on
+    loopback, and no connection to an address outside this machine's loopback."""
+    import psutil
+
+    connections = [c for p in processes for c in p.net_connections(kind="inet")]
+    listening = [c.laddr for c in connections if c.status == psutil.CONN_LISTEN]
+    assert any(addr.port == port for addr in listening), listening
+    assert all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
+    outside = [c.raddr for c in connections if c.raddr and c.raddr.ip not in ("127.0.0.1", "::1")]
+    assert not outside, f"the server talks to {outside}"
+    return listening

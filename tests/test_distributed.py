@@ -1,22 +1,16 @@
 """torchrun: 2 CPU processes (gloo) train the same adapter as 1 process at the same global batch."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from utils import checkpointing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def flags(tiny_base, train_file, out):

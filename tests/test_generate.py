@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import generate
-from conftest import REPO_ROOT, seed_file
+from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file
 from utils import generation, literature
 from utils.prompter import Prompter
 
@@ -159,12 +159,6 @@ def test_stream_answer_streams_the_batch_answer(tiny_base, trained_adapter):
 # a real server (module scope: started once)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained_adapter, tmp_path_factory):
     """generate.py as a subprocess on the tiny base + a trained adapter, default bind address."""
@@ -241,25 +235,11 @@ def test_bad_requests_get_messages_not_crashes(server, client):
 def test_sixteen_concurrent_clients_all_get_answers(server):
     from gradio_client import Client
 
-    answers, errors = {}, []
+    def ask(i: int) -> str:
+        history, _, _ = Client(server["url"], verbose=False).predict(*respond_args(f"{QUESTION}（第{i}位）"), api_name="/respond")
+        return answer_text(history)
 
-    def ask(i: int) -> None:
-        try:
-            history, _, _ = Client(server["url"], verbose=False).predict(
-                *respond_args(f"{QUESTION}（第{i}位）"), api_name="/respond"
-            )
-            answers[i] = answer_text(history)
-        except Exception as err:  # noqa: BLE001 - collected and reported by the assertion below
-            errors.append(f"client {i}: {type(err).__name__}: {err}")
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
-    start = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=max(1.0, 240 - (time.monotonic() - start)))
-    assert not errors, errors
-    assert not [t for t in threads if t.is_alive()], "clients still waiting after 240 s"
+    answers = ask_concurrently(ask, clients=16, limit_s=240)
     assert sorted(answers) == list(range(16)) and all(answers.values())
 
 
@@ -267,12 +247,7 @@ def test_sixteen_concurrent_clients_all_get_answers(server):
 def test_listens_on_loopback_only_and_makes_no_outside_connections(server):
     import psutil
 
-    connections = psutil.Process(server["proc"].pid).net_connections(kind="inet")
-    listening = [c.laddr for c in connections if c.status == psutil.CONN_LISTEN]
-    assert any(addr.port == server["port"] for addr in listening)
-    assert all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
-    outside = [c.raddr for c in connections if c.raddr and c.raddr.ip not in ("127.0.0.1", "::1")]
-    assert not outside, f"the server talks to {outside}"
+    loopback_listeners([psutil.Process(server["proc"].pid)], server["port"])
 
     others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
               if a.family == socket.AF_INET and not a.address.startswith("127.")]  # fmt: skip

@@ -8,13 +8,12 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 import serve_api
-from conftest import REPO_ROOT, seed_file, write_jsonl
+from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file, write_jsonl
 from utils import literature
 from utils.chat_template import chat_template_for
 from utils.prompter import Prompter, available_templates, tokenize_records
@@ -236,12 +235,6 @@ def test_the_merged_checkpoint_is_exported_again_only_when_the_adapter_changed(a
 # slow: a real server on loopback (started once for the module)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(adapter, tmp_path_factory):
     """serve_api.py (transformers engine, with an API key) as a subprocess; stopped, engine included, at the end."""
@@ -342,22 +335,9 @@ def generate_text(history: list) -> str:
 
 @pytest.mark.slow
 def test_sixteen_concurrent_clients_all_get_answers(server):
-    answers, errors = {}, []
-
-    def one(i: int) -> None:
-        try:
-            answers[i] = ask(server, [{"role": "user", "content": f"{QUESTIONS[i % 5]}（第{i}位）"}], max_tokens=16)
-        except Exception as err:  # noqa: BLE001 - collected and reported by the assertion below
-            errors.append(f"client {i}: {type(err).__name__}: {err}")
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
-    start = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=max(1.0, 240 - (time.monotonic() - start)))
-    assert not errors, errors
-    assert not [t for t in threads if t.is_alive()], "clients still waiting after 240 s"
+    answers = ask_concurrently(
+        lambda i: ask(server, [{"role": "user", "content": f"{QUESTIONS[i % 5]}（第{i}位）"}], max_tokens=16), clients=16, limit_s=240
+    )
     assert sorted(answers) == list(range(16)) and all(answers.values())
 
 
@@ -402,13 +382,8 @@ def test_bad_requests_get_4xx_quickly_and_the_server_keeps_serving(server):
 def test_listens_on_loopback_only_and_makes_no_outside_connections(server):
     import psutil
 
-    processes = [psutil.Process(server["proc"].pid), *server["engine"]]
-    connections = [c for p in processes for c in p.net_connections(kind="inet")]
-    listening = [c.laddr for c in connections if c.status == psutil.CONN_LISTEN]
-    assert any(addr.port == server["port"] for addr in listening) and len(listening) >= 2  # the front and the engine
-    assert all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
-    outside = [c.raddr for c in connections if c.raddr and c.raddr.ip not in ("127.0.0.1", "::1")]
-    assert not outside, f"the server talks to {outside}"
+    listening = loopback_listeners([psutil.Process(server["proc"].pid), *server["engine"]], server["port"])
+    assert len(listening) >= 2  # the front and the engine
 
     others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
               if a.family == socket.AF_INET and not a.address.startswith("127.")]  # fmt: skip

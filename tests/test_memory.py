@@ -89,7 +89,8 @@ def test_model_shape_counts_published_parameters():
     assert 8.0e9 < llama3.params < 8.1e9 and llama3.kv_dim == 1024
     assert 7.6e9 < qwen.params < 7.7e9 and qwen.kv_dim == 512
     # 512 KiB of KV cache per token on LLaMA-7B (no GQA), 128 KiB on Llama-3-8B
-    assert memory.kv_cache_bytes_per_token(llama) == 512 * 1024 and memory.kv_cache_bytes_per_token(llama3) == 128 * 1024
+    assert memory.kv_cache_bytes_per_token(config_of("llama-7b")) == 512 * 1024
+    assert memory.kv_cache_bytes_per_token(config_of("llama-3-8b")) == 128 * 1024
     # NF4 weights are about a quarter of 16-bit ones; the output head and embeddings stay 16-bit
     assert 0.25 < memory.weight_bytes(llama, "4bit", 2) / memory.weight_bytes(llama, "16bit", 2) < 0.3
 

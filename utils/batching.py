@@ -187,9 +187,6 @@ class PackingCollator:
             batch["shift_labels"] = targets
         return batch
 
-    def padding_fraction(self) -> float:
-        return 1 - self.stats["tokens"] / self.stats["positions"] if self.stats["positions"] else 0.0
-
     def positions_of(self, lengths: list[int]) -> int:
         """Positions (tokens + padding) of the batch these example lengths make, without building it."""
         if self.flatten:

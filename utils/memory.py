@@ -185,9 +185,11 @@ def weight_bytes(shape: ModelShape, quantization: str, dtype_bytes: int) -> int:
     return shape.params * dtype_bytes
 
 
-def kv_cache_bytes_per_token(shape: ModelShape, dtype_bytes: int = 2) -> int:
-    """Keys and values of one token over all layers (generation)."""
-    return 2 * shape.layers * shape.kv_dim * dtype_bytes
+def kv_cache_bytes_per_token(config, dtype_bytes: int = 2) -> int:
+    """Keys and values of one token over all layers (generation), from a model's config."""
+    text = _text_config(config)
+    _, kv_heads, head_dim = _attention_widths(text)
+    return 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes
 
 
 @dataclass
@@ -369,10 +371,8 @@ def estimate_tokens(text: str, vocab_size: int) -> int:
 def generation_batch_size(model, requested: int, num_beams: int, max_tokens: int, budget: int | None = None) -> int:
     """At most ``requested`` prompts per batch, fewer when their KV cache (``num_beams`` sequences of
     ``max_tokens`` tokens each) would not fit in ``FIT_FRACTION`` of the free device memory."""
-    config = _text_config(model.config)
-    _, kv_heads, head_dim = _attention_widths(config)
-    dtype_bytes = next(model.parameters()).element_size() if next(model.parameters()).is_floating_point() else 2
-    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * max(dtype_bytes, 2)
+    weight = next(model.parameters())
+    per_token = kv_cache_bytes_per_token(model.config, max(weight.element_size() if weight.is_floating_point() else 2, 2))
     if budget is None:
         device = next(model.parameters()).device
         if device.type != "cuda":

@@ -120,13 +120,14 @@ def train(
     prompter = make_prompter(prompt_template_name, system_prompt)
     loaded, train_records, val_records = read_train_val(data_path, val_data_path, val_set_size, on_bad_record)
     base_model = modeling.resolve_base_model(base_model)
-    packing = modeling.resolve_packing(packing, memory.load_config(base_model, trust_remote_code), attn_implementation, pack_len)
+    config = memory.load_config(base_model, trust_remote_code)  # read once: packing, the token estimate and the plan use it
+    packing = modeling.resolve_packing(packing, config, attn_implementation, pack_len)
     flatten = packing and attn_implementation.startswith("flash")
     pack_len = 0 if flatten else (pack_len if pack_len > 0 else math.ceil(cutoff_len / 8) * 8)
     tokenizer = load_tokenizer_for(base_model, trust_remote_code, dry_run)
     collator = batching.PackingCollator(tokenizer.pad_token_id if tokenizer else 0, pack_len, flatten=flatten)
     if tokenizer is None:  # a config-only folder (--dry_run): lengths estimated from the text
-        train_examples, (lengths, answers), n_truncated = None, estimate_lengths(prompter, train_records, base_model, cutoff_len), 0
+        train_examples, (lengths, answers), n_truncated = None, estimate_lengths(prompter, train_records, config, base_model, cutoff_len), 0
     else:
         train_examples, val_examples, lengths, answers, n_truncated, dropped = tokenize_train_val(
             tokenizer, prompter, train_records, val_records, cutoff_len, train_on_inputs
@@ -137,7 +138,7 @@ def train(
     if batch_size % world_size:
         raise ValueError(f"batch_size ({batch_size}) must be a multiple of the number of processes ({world_size})")
     plan = plan_memory(
-        base_model, trust_remote_code, lora_target_modules, lora_r, lora_dropout, load_8bit, load_4bit, precision,
+        config, trust_remote_code, lora_target_modules, lora_r, lora_dropout, load_8bit, load_4bit, precision,
         lengths, answers, batch_size, world_size, micro_batch_size, gradient_checkpointing, gpu_memory, collator, packing, seed,
         estimated=tokenizer is None,
     )  # fmt: skip
@@ -316,13 +317,13 @@ def tokenize_train_val(tokenizer, prompter, train_records, val_records, cutoff_l
     return train_examples, val_examples, lengths, answers, n_truncated, dropped + val_dropped
 
 
-def estimate_lengths(prompter, records, base_model: str, cutoff_len: int) -> tuple[list[int], list[int]]:
+def estimate_lengths(prompter, records, config, base_model: str, cutoff_len: int) -> tuple[list[int], list[int]]:
     """Token and answer lengths without a tokenizer (dry run of a config-only folder)."""
     try:
         prompts = prompter.prompts(None, records)  # a text template needs no tokenizer
     except (AttributeError, TypeError):
         raise ValueError(f"the {prompter.template_name} template needs the model's tokenizer: put its tokenizer files beside {base_model}/config.json") from None
-    vocab = memory.load_config(base_model).get_text_config().vocab_size
+    vocab = config.get_text_config().vocab_size
     lengths, answers = [], []
     for prompt, record in zip(prompts, records):
         n_prompt, n_answer = memory.estimate_tokens(prompt, vocab), memory.estimate_tokens(record["output"], vocab) + 1
@@ -332,7 +333,7 @@ def estimate_lengths(prompter, records, base_model: str, cutoff_len: int) -> tup
 
 
 def plan_memory(
-    base_model, trust_remote_code, lora_targets, lora_r, lora_dropout, load_8bit, load_4bit, precision, lengths, answers,
+    config, trust_remote_code, lora_targets, lora_r, lora_dropout, load_8bit, load_4bit, precision, lengths, answers,
     batch_size, world_size, micro_batch_size, gradient_checkpointing, gpu_memory, collator, packing, seed, estimated=False,
 ) -> dict:  # fmt: skip
     """The memory plan (utils/memory.py) of this run: model shape from config.json, the epoch's largest
@@ -346,7 +347,6 @@ def plan_memory(
         )
     if str(gradient_checkpointing).lower() in ("true", "false"):
         gradient_checkpointing = str(gradient_checkpointing).lower() == "true"
-    config = memory.load_config(base_model, trust_remote_code)
     shape = memory.model_shape(config, lora_targets, lora_r, trust_remote_code)
     sharded = parameters_sharded(None)
     setup = memory.TrainingSetup("8bit" if load_8bit else "4bit" if load_4bit else "16bit", precision, lora_dropout, world_size, bool(sharded))

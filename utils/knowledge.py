@@ -72,9 +72,15 @@ class Entry:
     path: str  # file it came from (as displayed in messages)
     line: int  # 1-based line number (0 for an imported entry)
     source: str = "ours"  # provenance of the entry and of every value in it: "ours" | "cmekg"
+    aliases: tuple[str, ...] = ()  # other names of the same entity (别称, bracketed names, merged twins)
 
     def get(self, key: str) -> list[str]:
         return self.fields.get(key, [])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The 中心词 first, then every alias: one entity, one group of names."""
+        return (self.name, *self.aliases)
 
 
 @dataclass

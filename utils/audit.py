@@ -256,6 +256,7 @@ NOT_SYMPTOM_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
 )
 BODY_SITES = ("头", "颈", "胸", "腹", "背", "腰", "四肢", "上肢", "下肢", "关节", "皮肤", "肝脏", "脾脏", "肾脏", "心脏",
               "肺", "胃", "肠", "眼", "耳", "鼻", "口腔", "咽", "喉", "骨", "脑", "脊柱", "淋巴结", "全身")
+SITE_ENDING = re.compile(r"(?:肌|关节|神经|动脉|静脉|韧带|肌腱|筋膜|[^软]骨)$")  # 旋后肌, 掌跖关节: anatomy, not a complaint
 
 
 def not_a_symptom(value: str, sites: set[str] = frozenset()) -> str | None:
@@ -263,7 +264,7 @@ def not_a_symptom(value: str, sites: set[str] = frozenset()) -> str | None:
     site" for a 发病部位 value of the KB or a bare organ word), or None. Another entity's name is not a
     reason by itself: cMeKG imports symptom pages (低血压, 肛门疼痛) as entities. Candidates, not
     verdicts: 结膜炎 in a symptom list counts as a disease though a clinician might accept it as a sign."""
-    if value in sites or value in BODY_SITES:
+    if value in sites or value in BODY_SITES or SITE_ENDING.search(value):
         return "body site"
     for kind, pattern in NOT_SYMPTOM_PATTERNS:
         if pattern.search(value):
@@ -304,7 +305,7 @@ def cause_4_near_duplicates(build: Build) -> dict:
     for r in build.records:
         lists = defaultdict(list)
         for f in r["facts"]:
-            lists[(f.get("entity"), f["field"])].append(f["value"])
+            lists[(f.get("entity", names_of(r)[0]), f["field"])].append(f["value"])
         for name, quoted in symptom_lists(r, build):
             lists[(name, SYMPTOM)] = list(dict.fromkeys(lists.get((name, SYMPTOM), []) + quoted))
         pairs = [p for vs in lists.values() for p in near_duplicates(vs)]

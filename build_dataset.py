@@ -47,10 +47,11 @@ import re
 import sys
 import time
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+from utils import clinical
 from utils.cmekg import ImportReport, load_all, report_markdown
 from utils.datacard import data_card, plot_lengths, statistics_of
 from utils.exam import build_exam, exam_paths
@@ -62,7 +63,14 @@ from utils.runinfo import file_sha256
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("train", "valid", "test")
-MAX_VALUES = 6  # at most this many values of one field in one answer (KB order)
+MAX_VALUES = 6  # at most this many values of one field in one answer (typicality order, see utils/cmekg.py)
+TYPICAL_VALUES = 8  # a patient's findings are drawn from this many of the most typical symptoms
+MIN_FINDINGS = 3  # a vignette or triage question states at least this many findings ...
+SPECIFIC_MAX_DISEASES = 30  # ... one of them specific: listed by at most this many diseases (发热: 1,111)
+MAX_DIFFERENTIAL = 3  # findings that fit more other diseases than this name no "most likely" disease
+# name parts that do not identify a disease: 小儿肠套叠's core is 肠套叠 (a finding 儿童肠套叠 gives it away)
+NAME_QUALIFIERS = re.compile(r"^(小儿|儿童|婴儿|婴幼儿|新生儿|老年|老年性|妊娠期|妊娠|产后|急性|慢性|亚急性|原发性|继发性|先天性|"
+                             r"特发性|复发性|难治性|重症|重型|轻型|单纯性|家族性|遗传性|获得性)+")
 # share of the records each style family gets (a family with too few tasks leaves its share to the others)
 STYLE_WEIGHTS = {"single_fact": 0.26, "overview": 0.18, "vignette": 0.24, "triage": 0.10, "comparison": 0.14, "drug": 0.08}
 
@@ -100,7 +108,8 @@ def main(
 
     kb = load_kb(kb_path, styles_path, cmekg)
     split_of = split_entities(kb.entries, seed, valid_frac, test_frac)
-    tasks, n_dup = select_tasks(plan_tasks(kb.entries, kb.styles, split_of, seed), max_records, seed)
+    planned, left_out = plan_tasks(kb.entries, kb.styles, split_of, seed)
+    tasks, n_dup = select_tasks(planned, max_records, seed)
     log.info("planned %d tasks (%d duplicate instructions skipped) in %.2fs", len(tasks), n_dup, time.perf_counter() - t0)
 
     if backend == "offline":
@@ -108,7 +117,7 @@ def main(
     else:
         records = generate_openai(tasks, kb.entries, output_path, base_url, model, num_workers, max_retries, timeout,
                                   temperature, min_fact_coverage, progress)
-    write_outputs(records, tasks, kb, split_of, flags, output_path, t0)
+    write_outputs(records, tasks, kb, split_of, flags, output_path, t0, left_out)
 
 
 # ============================================================================ paths and files
@@ -228,43 +237,15 @@ def symptoms_of(entry: Entry) -> list[str]:
     return [s for s in entry.get("相关症状") if "无症状" not in s and "无明显症状" not in s]
 
 
-AGE_WORDS = [("新生儿", 0, 0), ("早产儿", 0, 0), ("婴儿", 0, 0), ("婴幼儿", 1, 3), ("幼儿", 1, 3), ("5岁以下", 1, 4),
-             ("学龄前", 3, 6), ("学龄儿童", 6, 11), ("小儿", 2, 11), ("儿童", 3, 11), ("青少年", 12, 17), ("青春期", 12, 17),
-             ("孕妇", 24, 36), ("产妇", 24, 36), ("哺乳", 24, 34), ("育龄", 22, 40), ("生育年龄", 22, 40),
-             ("绝经", 52, 70), ("中老年", 45, 72), ("老年", 65, 85), ("老人", 65, 85), ("中年", 40, 60),
-             ("青壮年", 20, 40), ("中青年", 25, 45), ("青年", 18, 30), ("年轻", 18, 30), ("成年", 20, 60), ("成人", 20, 60)]
-AGE_RANGE = re.compile(r"(\d+)\s*[~～\-至到]\s*(\d+)\s*岁")
-AGE_BOUND = re.compile(r"(\d+)\s*岁(以上|以下|左右)")
+def name_core(name: str) -> str:
+    """The disease name without qualifiers of age, course or origin: 小儿肠套叠 -> 肠套叠."""
+    core = NAME_QUALIFIERS.sub("", name)
+    return core if len(core) >= 2 else name
 
 
-def make_person(entry: Entry, rng: random.Random) -> str:
-    """'一名45岁男性' etc., drawn from the entry's 多发人群 so the vignette is plausible."""
-    groups = entry.get("多发人群") or ["成人"]
-    group = rng.choice(groups)
-    if any(w in group for w in ("新生儿", "早产儿")):
-        return f"一名出生{rng.randint(2, 20)}天的新生儿"
-    if "婴儿" in group and "婴幼儿" not in group:
-        return f"一名{rng.randint(2, 11)}个月大的婴儿"
-    sex = "女" if any(w in group for w in ("女", "孕妇", "产妇", "哺乳", "妇")) else "男" if "男" in group else rng.choice("男女")
-    low, high = 20, 65
-    if m := AGE_RANGE.search(group):
-        low, high = sorted((int(m.group(1)), int(m.group(2))))
-    elif m := AGE_BOUND.search(group):
-        n = int(m.group(1))
-        low, high = {"以上": (n, n + 20), "以下": (max(1, n - 8), max(1, n - 1)), "左右": (max(1, n - 3), n + 3)}[m.group(2)]
-    else:
-        for word, lo, hi in AGE_WORDS:
-            if word in group:
-                low, high = max(1, lo), max(1, hi)
-                break
-    age = rng.randint(low, min(high, 95))
-    if "孕妇" in group:
-        return f"一名{age}岁孕妇"
-    if "产妇" in group or "哺乳" in group:
-        return f"一名{age}岁哺乳期女性" if "哺乳" in group else f"一名{age}岁产妇"
-    noun = ("男孩" if sex == "男" else "女孩") if age < 12 else ("男生" if sex == "男" else "女生") if age < 18 else \
-        ("男性" if sex == "男" else "女性")
-    return f"一名{age}岁{noun}"
+def gives_away(finding: str, entry: Entry) -> bool:
+    """The finding names the disease (or one of its names): stating it would give the diagnosis away."""
+    return any(name_core(n) in finding or finding in n for n in entry.names)
 
 
 # ============================================================================ planning: one function per style
@@ -276,11 +257,14 @@ class Planner:
     split_of: dict[str, str]
     seed: int
     by_symptom: dict[str, set[str]]  # symptom -> diseases listing it (to single a disease out)
+    entry_of: dict[str, Entry]
+    counts: Counter = field(default_factory=Counter)  # builder rule -> how often it changed or left out a task
 
     def rng(self, *parts) -> random.Random:
         return random.Random(f"{self.seed}:" + ":".join(map(str, parts)))
 
-    def task(self, style: str, entries: list[Entry], variant, question: str, answer: tuple[str, list[dict]]) -> dict:
+    def task(self, style: str, entries: list[Entry], variant, question: str, answer: tuple[str, list[dict]],
+             urgent: bool = False) -> dict:
         output, facts = answer
         entity = entries[0].name if len(entries) == 1 else [e.name for e in entries]
         for fact in facts:  # the evaluation relies on this; templates are data, so check rather than trust
@@ -293,28 +277,51 @@ class Planner:
         source = entries[0].source if len(entries) == 1 else [e.source for e in entries]
         return {"id": hashlib.sha1(key.encode("utf-8")).hexdigest()[:16], "style": style, "entity": entity,
                 "source": source, "kind": entries[0].kind, "split": self.split_of[entries[0].name],
-                "instruction": question, "output": output, "facts": facts}
+                "instruction": question, "output": output, "facts": facts, "urgent": urgent}
 
-    def distinctive_symptoms(self, entry: Entry, rng: random.Random, most: int) -> list[str] | None:
-        """2..most of the entry's symptoms that no other disease of the KB lists all of (or None)."""
-        symptoms = symptoms_of(entry)  # KB order, so the question lists them as the KB does
-        if len(symptoms) < 2:  # one symptom alone rarely points to one disease or department
+    def findings(self, entry: Entry, rng: random.Random, most: int) -> tuple[list[str], list[Entry]] | None:
+        """A patient's findings: 3..most of the entry's typical symptoms, at least one of them specific (listed
+        by at most SPECIFIC_MAX_DISEASES diseases), none naming the disease; and the other diseases of the same
+        split that list them all (the differential, at most MAX_DIFFERENTIAL), or None when no such set exists.
+        A set that singles the disease out is preferred; the smallest differential is kept otherwise."""
+        symptoms = [s for s in symptoms_of(entry)[:TYPICAL_VALUES] if not gives_away(s, entry)]
+        specific = [s for s in symptoms if len(self.by_symptom[s]) <= SPECIFIC_MAX_DISEASES]
+        if len(symptoms) < MIN_FINDINGS:
+            self.counts["patient: fewer than 3 usable typical findings (no question)"] += 1
             return None
+        if not specific:
+            self.counts["patient: no specific finding among the typical ones (no question)"] += 1
+            return None
+        best = None
         for _ in range(12):
-            chosen = set(rng.sample(symptoms, rng.randint(2, min(most, len(symptoms)))))
-            if set.intersection(*(self.by_symptom[s] for s in chosen)) == {entry.name}:
-                return [s for s in symptoms if s in chosen]
-        return None
+            anchor = rng.choice(specific)
+            k = rng.randint(MIN_FINDINGS, min(most, len(symptoms)))
+            chosen = {anchor, *rng.sample([s for s in symptoms if s != anchor], k - 1)}
+            others = set.intersection(*(self.by_symptom[s] for s in chosen)) - {entry.name}
+            if best is None or len(others) < len(best[1]):
+                best = (chosen, others)
+            if not others:
+                break
+        chosen, others = best
+        if len(others) > MAX_DIFFERENTIAL:
+            self.counts[f"patient: findings fit more than {MAX_DIFFERENTIAL} other diseases (no question)"] += 1
+            return None
+        same_split = sorted(n for n in others if self.split_of[n] == self.split_of[entry.name])
+        if len(same_split) < len(others):
+            self.counts["patient: the differential holds a disease of another split (no question)"] += 1
+            return None
+        return [s for s in symptoms if s in chosen], [self.entry_of[n] for n in same_split]
 
 
-def plan_tasks(entries: list[Entry], styles: dict, split_of: dict[str, str], seed: int) -> list[dict]:
-    """Every candidate task, in a deterministic order; each phrasing drawn from a per-task RNG."""
+def plan_tasks(entries: list[Entry], styles: dict, split_of: dict[str, str], seed: int) -> tuple[list[dict], Counter]:
+    """Every candidate task, in a deterministic order (each phrasing drawn from a per-task RNG), and how many
+    candidates each builder rule left out."""
     diseases = [e for e in entries if e.kind == "disease"]
     by_symptom = defaultdict(set)
     for e in diseases:
         for s in symptoms_of(e):
             by_symptom[s].add(e.name)
-    p = Planner(styles, split_of, seed, by_symptom)
+    p = Planner(styles, split_of, seed, by_symptom, {e.name: e for e in diseases})
     tasks = []
     for e in diseases:
         tasks += single_fact_tasks(p, e)
@@ -325,7 +332,7 @@ def plan_tasks(entries: list[Entry], styles: dict, split_of: dict[str, str], see
     for e in entries:
         if e.kind == "drug":
             tasks += drug_tasks(p, e)
-    return tasks
+    return tasks, p.counts
 
 
 def single_fact_tasks(p: Planner, e: Entry) -> list[dict]:
@@ -362,56 +369,91 @@ def overview_tasks(p: Planner, e: Entry) -> list[dict]:
     return [p.task("overview", [e], 0, question, compose(parts, slots, rng))]
 
 
+def treatment_checked(e: Entry) -> bool:
+    """The entry has a treatment we can defend: ours, or cMeKG's checked against the curated list (utils/cmekg.py)."""
+    return bool(e.get("药物治疗") or e.get("辅助治疗"))
+
+
 def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) -> list[dict]:
-    """Vignettes (diagnosis + treatment) and triage (department): a patient whose symptoms single out the disease."""
+    """Vignettes (diagnosis, tests; treatment only where the entry has a checked one) and triage (department):
+    a patient who can have the disease, with >= MIN_FINDINGS typical findings of which one is specific. Where the
+    findings fit other diseases too, the answer names them as the differential. Urgency comes from the red-flag
+    rules (utils/clinical.py), never at random."""
     style = p.styles[style_name]
     whole = _disease_slots(e, {"dept": 2, "exams": 4, "drugs": 4, "aux": 4})
+    profile = clinical.patient_profile(e)
     tasks = []
     for i in range(count):
         rng = p.rng(style_name, e.name, i)
-        picked = p.distinctive_symptoms(e, rng, most)
-        if picked is None:
+        found = p.findings(e, rng, most)
+        if found is None:
             continue
-        slots = {**whole, "person": (make_person(e, rng), []), "symptoms": ("、".join(picked), [])}
-        question = rng.choice(style["questions"])
+        picked, others = found
+        level = clinical.urgency(e, picked)
+        person = clinical.make_person(profile, rng)
+        slots = {**whole, "person": (person.text, []), "symptoms": ("、".join(picked), [])}
+        if others:
+            slots["others"] = ("、".join(o.name for o in others),
+                               [{"field": NAME_FIELD, "value": o.name, "source": o.source, "entity": o.name} for o in others])
+        differential = "_differential" if others else ""
+        emergency = level.level == "emergency"
+        treatment = ""
         if style_name == "vignette":
-            parts = [style[k] for k in ("answer_open", "answer_dept", "answer_exams", "answer_drugs", "answer_aux",
-                                        "answer_close")]
-            answer = compose(parts, slots, rng)
+            asks_treatment = treatment_checked(e) and rng.random() < 0.6
+            treatment = "treatment asked (the entry has a checked one)" if asks_treatment else \
+                "diagnosis and tests only" + ("" if treatment_checked(e) else " (no checked treatment)")
+            question = rng.choice(style["questions_treatment" if asks_treatment else "questions"])
+            parts = [style["answer_open" + differential], style["answer_dept_emergency" if emergency else "answer_dept"],
+                     style["answer_exams"]]
+            if asks_treatment:
+                parts += [style["answer_drugs"], style["answer_aux"]]
+            text, facts = compose(parts + [style["answer_close"]], slots, rng)
         else:
-            answer = fill(rng.choice(style["answers"]), slots)
-        tasks.append(p.task(style_name, [e], i, fill(question, slots)[0], answer))
+            question = rng.choice(style["questions"])
+            text, facts = fill(rng.choice(style["answers" + ("_emergency" if emergency else differential)]), slots)
+            if emergency and others:  # the emergency phrasings name one disease: add the differential
+                extra, extra_facts = fill(rng.choice(style["differential_note"]), slots)
+                text, facts = text + extra, facts + extra_facts
+        if emergency:
+            text = level.advice + text
+        task = p.task(style_name, [e], i, fill(question, slots)[0], (text, facts), urgent=emergency)
+        task["rules"] = [f"{style_name}: " + (f"emergency advice ({level.reason})" if emergency else "routine")]
+        task["rules"] += [f"{style_name}: differential named"] * bool(others) + [f"vignette: {treatment}"] * (style_name == "vignette")
+        tasks.append(task)
     return tasks
 
 
-def features(e: Entry) -> tuple[set[str], set[str]]:
-    return set(e.get("发病部位")), set(symptoms_of(e))
+def shared_grounds(a: Entry, b: Entry, by_symptom: dict[str, set[str]]) -> tuple[list[str], list[str]]:
+    """Body sites both diseases list, and specific findings (listed by at most SPECIFIC_MAX_DISEASES diseases)
+    both list: what makes comparing them worth asking. Generic shared symptoms (发热, 疼痛, 压痛) do not count."""
+    sites = [s for s in a.get("发病部位") if s in b.get("发病部位")]
+    b_symptoms = set(symptoms_of(b))
+    findings = [s for s in symptoms_of(a) if s in b_symptoms and len(by_symptom[s]) <= SPECIFIC_MAX_DISEASES]
+    return sites, findings
 
 
-def relatedness(fa: tuple[set, set], fb: tuple[set, set]) -> int:
-    """How related two diseases are: shared body sites count 2, shared symptoms 1 (0: unrelated)."""
-    return 2 * len(fa[0] & fb[0]) + len(fa[1] & fb[1])
-
-
-def related(a: Entry, b: Entry) -> int:
-    return relatedness(features(a), features(b))
+def related(a: Entry, b: Entry, by_symptom: dict[str, set[str]]) -> int:
+    """How related two diseases are: a shared department is required; then shared body sites count 2 and shared
+    specific findings 1 (0: not worth comparing)."""
+    if not set(a.get("所属科室")) & set(b.get("所属科室")):
+        return 0
+    sites, findings = shared_grounds(a, b, by_symptom)
+    return 2 * len(sites) + len(findings)
 
 
 def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
-    """"X和Y的病因是否一致？" for related pairs only: same department, same split, shared site or >= 2 symptoms."""
+    """"X和Y的病因是否一致？" for related pairs only: same split and department, a shared body site or specific finding."""
     style = p.styles["comparison"]
     pool = defaultdict(list)  # (split, department) -> diseases
     for e in diseases:
         for d in e.get("所属科室"):
             pool[(p.split_of[e.name], d)].append(e)
-    feats = {e.name: features(e) for e in diseases}
     tasks, seen_pairs = [], set()
     for a in diseases:
         rng = p.rng("comparison", a.name)
         candidates = {b.name: b for d in a.get("所属科室") for b in pool[(p.split_of[a.name], d)] if b is not a}
-        fa = feats[a.name]
-        scored = sorted(((relatedness(fa, feats[n]), n) for n in candidates), key=lambda x: (-x[0], x[1]))
-        best = [candidates[n] for score, n in scored[:4] if score >= 2]
+        scored = sorted(((related(a, b, p.by_symptom), n) for n, b in candidates.items()), key=lambda x: (-x[0], x[1]))
+        best = [candidates[n] for score, n in scored[:4] if score >= 1]
         for b in rng.sample(best, min(2, len(best))):
             pair = tuple(sorted((a.name, b.name)))
             shared = [k for k in style["fields"] if a.get(k) and b.get(k)]
@@ -419,21 +461,43 @@ def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
                 continue
             seen_pairs.add(pair)
             key = rng.choice(shared)
-            tasks.append(p.task("comparison", [a, b], key, *_comparison(style, a, b, key, rng)))
+            made = _comparison(style, a, b, key, rng)
+            if made is None:
+                p.counts["comparison: lists share no value but one contains another (no question)"] += 1
+                continue
+            tasks.append(p.task("comparison", [a, b], key, *made))
     return tasks
 
 
-def _comparison(style: dict, a: Entry, b: Entry, key: str, rng: random.Random) -> tuple[str, tuple[str, list[dict]]]:
+def verdict(av: list[str], bv: list[str]) -> str | None:
+    """same / overlap / different, on the FULL lists (a verdict on cut lists called lists that share values
+    different). None when the lists share no value but a value of one contains one of the other (咳嗽 /
+    持续性咳嗽): neither "different" nor "the same" would be honest."""
+    if set(av) == set(bv):
+        return "same"
+    if set(av) & set(bv):
+        return "overlap"
+    if any(x in y or y in x for x in av for y in bv):
+        return None
+    return "different"
+
+
+def _comparison(style: dict, a: Entry, b: Entry, key: str, rng: random.Random):
+    kind = verdict(a.get(key), b.get(key))
+    if kind is None:  # counted by the caller
+        return None
+    common = [v for v in a.get(key) if v in b.get(key)]
     av, bv = a.get(key)[:MAX_VALUES], b.get(key)[:MAX_VALUES]
-    common = [v for v in av if v in bv]
-    kind = "same" if set(av) == set(bv) else "overlap" if common else "different"
+    if kind == "same":
+        common = a.get(key)  # the whole list: "都是" must not hide a value
     depts = [d for d in a.get("所属科室") if d in b.get("所属科室")]
     dept_facts = field_slot(a, "所属科室", depts, tag_entity=True)[1] + field_slot(b, "所属科室", depts, tag_entity=True)[1]
+    shown_common = common[:MAX_VALUES]
     slots = {"a": (a.name, []), "b": (b.name, []), "label": (rng.choice(style["fields"][key]["label"]), []),
              "dept": ("、".join(depts), dept_facts),
              "a_values": field_slot(a, key, av, tag_entity=True), "b_values": field_slot(b, key, bv, tag_entity=True),
-             "common": ("、".join(common), field_slot(a, key, common, tag_entity=True)[1]
-                        + field_slot(b, key, common, tag_entity=True)[1])}
+             "common": ("、".join(shown_common), field_slot(a, key, shown_common, tag_entity=True)[1]
+                        + field_slot(b, key, shown_common, tag_entity=True)[1])}
     question = fill(rng.choice(style["questions"]), slots)[0]
     return question, fill(rng.choice(style[kind]), slots)
 
@@ -560,6 +624,7 @@ class MalformedAnswer(ReplyError):
 
 def build_messages(task: dict) -> list[dict]:
     material = {"style": task["style"], "entity": task["entity"], "reference_question": task["instruction"],
+                "reference_answer": task["output"],
                 "facts": [{k: f[k] for k in ("field", "value")} for f in task["facts"]]}
     voice = VOICES[int(task["id"], 16) % len(VOICES)]
     user = ("请根据下面的资料写一条“" + STYLE_HINTS[task["style"]] + "”类型的问答。\n"
@@ -567,7 +632,9 @@ def build_messages(task: dict) -> list[dict]:
             "1. 只输出一个JSON对象：{\"instruction\": \"用户的提问\", \"output\": \"医生的回答\"}，不要输出其他内容；\n"
             f"2. {voice}，可参考 reference_question 改写；\n"
             "3. output 必须逐字包含 facts 中的每一个 value，不得提到资料以外的药物、检查或科室；\n"
-            "4. 疫苗和预防措施不是治疗方法，不要写成治疗。\n"
+            "4. 疫苗和预防措施不是治疗方法，不要写成治疗；\n"
+            + ("5. 这是急症：output 必须保留 reference_answer 中立即拨打120或急诊就诊的提醒。\n" if task.get("urgent") else
+               "5. 不要添加“尽快”“立即”“马上”“急诊”等紧急程度的说法。\n") +
             "资料(JSON)：" + json.dumps(material, ensure_ascii=False))
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
@@ -607,6 +674,8 @@ def parse_answer(content: str, task: dict, min_fact_coverage: float, vocabulary:
         raise MalformedAnswer(f"answer names {'、'.join(invented[:3])}, which the facts do not contain")
     if task["style"] in ("vignette", "single_fact", "overview") and prevention_as_treatment(output, stated):
         raise MalformedAnswer("answer presents prevention (vaccine/prophylaxis) as treatment")
+    if clinical.states_urgency(output) != bool(task.get("urgent")):  # urgency comes from the red-flag rules only
+        raise MalformedAnswer("answer drops the emergency advice" if task.get("urgent") else "answer adds urgency")
     return task_record(task, instruction, output, stated)
 
 
@@ -712,7 +781,7 @@ def run_requests(tasks, client, model, checkpoint, num_workers, max_retries, tem
 
 
 def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict, flags: dict, output_path: str,
-                  t0: float) -> None:
+                  t0: float, left_out: Counter) -> None:
     by_split = {s: [] for s in SPLITS}
     split_of_task = {t["id"]: t["split"] for t in tasks}
     for record in records:
@@ -723,6 +792,7 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
         sha = write_jsonl_atomic(paths[split], by_split[split])
         outputs[split] = {"path": _rel(paths[split]), "records": len(by_split[split]), "sha256": sha}
     stats = statistics_of(by_split, {e.name: e for e in kb.entries})
+    kept = {r["id"] for r in records}
     meta = {
         "flags": {**flags, "kb_path": _rel(flags["kb_path"] if os.path.isabs(flags["kb_path"]) else flags["kb_path"]),
                   "output_path": _rel(output_path), "styles_path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH)},
@@ -734,6 +804,13 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
         "split_rule": "entities split per kind by sha256('<seed>:<中心词>'); comparison pairs drawn within one split",
         "outputs": outputs,
         "stats": stats,
+        "cmekg_import": {k: v for k, v in kb.cmekg_report.as_dict().items()
+                         if k in ("entities", "diseases_imported", "entities_skipped", "rules", "rule_meaning")}
+        if kb.cmekg_report else None,
+        "clinical_rules": clinical.rules_table(),
+        "builder_rules": {"candidates_left_out": dict(sorted(left_out.items())),
+                          "records": dict(sorted(Counter(rule for t in tasks if t["id"] in kept
+                                                         for rule in t.get("rules", [])).items()))},
         "python": sys.version.split()[0],
     }
     exam = build_exam(kb.entries, split_of, flags["seed"])  # kb-mcq: 4-option questions per split (utils/exam.py)

@@ -45,6 +45,10 @@ def read_split(out_dir) -> dict[str, list[dict]]:
     return result
 
 
+def out_of(build) -> str:
+    return build[0]
+
+
 def all_records(out_dir) -> list[dict]:
     return [r for records in read_split(out_dir).values() for r in records]
 
@@ -151,40 +155,85 @@ def test_unsafe_patterns_occur_in_no_record(default_build, entry_of):
         assert entry_of[name].get("预防")
 
 
-def test_vignette_and_triage_symptoms_single_out_the_disease(default_build, entry_of):
-    out, _, _ = default_build
+def test_patients_have_three_typical_findings_one_specific_and_the_differential_is_named(default_build, entry_of):
+    """Cause 10: no diagnosis from two non-specific complaints. The findings a question states fit the disease
+    and, where they fit other diseases too, the answer names those as the differential."""
     having = {}  # symptom -> diseases listing it
     for e in entry_of.values():
         for s in build_dataset.symptoms_of(e):
             having.setdefault(s, set()).add(e.name)
-    patients = [r for r in all_records(out) if r["style"] in ("vignette", "triage")]
+    patients = [r for r in all_records(out_of(default_build)) if r["style"] in ("vignette", "triage")]
     assert len(patients) > 1000
+    with_differential = 0
     for r in patients:
-        given = [s for s in build_dataset.symptoms_of(entry_of[r["entity"]]) if s in r["instruction"]]
-        assert len(given) >= 2, r
-        fitting = set.intersection(*(having[s] for s in given))
-        assert fitting == {r["entity"]}, (r["instruction"], fitting)
+        entry = entry_of[r["entity"]]
+        given = [s for s in build_dataset.symptoms_of(entry)[:build_dataset.TYPICAL_VALUES] if s in r["instruction"]]
+        assert len(given) >= build_dataset.MIN_FINDINGS, r
+        assert any(len(having[s]) <= build_dataset.SPECIFIC_MAX_DISEASES for s in given), r
+        assert not any(build_dataset.gives_away(s, entry) for s in given), r
+        fitting = set.intersection(*(having[s] for s in given)) - {r["entity"]}
+        named = {f["value"] for f in r["facts"] if f["field"] == NAME_FIELD and f.get("entity") != r["entity"]}
+        assert named == fitting, (r["instruction"], named, fitting)  # all of them, each in the answer
+        with_differential += bool(named)
+    assert with_differential, "no answer names a differential"
 
 
-def test_comparisons_are_between_related_diseases(default_build, entry_of):
-    out, _, _ = default_build
-    pairs = [r for r in all_records(out) if r["style"] == "comparison"]
+def test_treatment_is_asked_only_where_the_entry_has_a_checked_one_and_then_answered(default_build, entry_of):
+    """Cause 9: a vignette that asks how to treat states a treatment of its entry."""
+    asks = [r for r in all_records(out_of(default_build)) if r["style"] == "vignette"
+            and any(w in r["instruction"] for w in ("治疗", "怎么治", "用什么药"))]
+    assert asks
+    for r in asks:
+        assert any(f["field"] in TREATMENT_FIELDS for f in r["facts"]), r
+
+
+def test_urgency_comes_from_the_red_flag_rules_only(default_build, entry_of):
+    """Cause 10: an emergency says so (立即 + 120/急诊); no other record carries an urgency word."""
+    from utils import clinical
+
+    urgent = 0
+    for r in all_records(out_of(default_build)):
+        if r["style"] not in ("vignette", "triage"):
+            assert not clinical.states_urgency(r["output"]), r
+            continue
+        entry = entry_of[r["entity"]]
+        given = [s for s in build_dataset.symptoms_of(entry) if s in r["instruction"]]
+        emergency = clinical.urgency(entry, given).level == "emergency"
+        assert clinical.states_urgency(r["output"]) == emergency, r
+        assert not emergency or "先挂" not in r["output"], r
+        urgent += emergency
+    assert urgent, "no emergency in the build"
+
+
+def test_comparisons_are_between_related_diseases_and_verdicts_read_the_full_lists(default_build, entry_of):
+    """Cause 2: a verdict on the whole lists; pairs share a department and a body site or a specific finding."""
+    having = {}
+    for e in entry_of.values():
+        for s in build_dataset.symptoms_of(e):
+            having.setdefault(s, set()).add(e.name)
+    pairs = [r for r in all_records(out_of(default_build)) if r["style"] == "comparison"]
     assert len(pairs) > 500
     for r in pairs:
         a, b = (entry_of[n] for n in r["entity"])
-        assert set(a.get("所属科室")) & set(b.get("所属科室")), r["entity"]
-        assert build_dataset.related(a, b) >= 2, r["entity"]
+        assert build_dataset.related(a, b, having) >= 1, r["entity"]
+        field = next(f["field"] for f in r["facts"] if f["field"] != "所属科室")
+        shares = set(a.get(field)) & set(b.get(field))
+        if r["output"].startswith(("不一致", "两者不同")) or "但{label}不同" in r["output"]:
+            assert not shares, r
 
 
-def test_vignettes_are_prose_and_answer_lengths_are_in_the_seeds_range(default_build):
-    out, _, _ = default_build
-    records = all_records(out)
-    p5, median, p95 = percentiles([len(r["output"]) for r in records])
-    low, seed_median, high = SEED_OUTPUT_CHARS
-    assert low <= p5 and 0.7 * seed_median <= median <= 1.3 * seed_median and p95 <= 1.3 * high, (p5, median, p95)
-    vignettes = [r for r in records if r["style"] == "vignette" and any(f["field"] == "药物治疗" for f in r["facts"])]
-    assert vignettes and statistics.mean(len(r["output"]) for r in vignettes) > 60
-    assert any("可能患的是" in r["output"] and "药物治疗" in r["output"] for r in vignettes)
+def test_no_name_of_a_held_out_entity_in_training(default_build, entry_of):
+    """Cause 7: one entity, one name. No training record is about a valid/test entity under any of its names,
+    and no training question names one."""
+    split = read_split(out_of(default_build))
+    held_out = {n for s in ("valid", "test") for r in split[s] for e in entities(r) for n in entry_of[e].names}
+    assert held_out
+    for r in split["train"]:
+        for e in entities(r):
+            assert not set(entry_of[e].names) & held_out, (e, entry_of[e].names)
+        own = " ".join(n for e in entities(r) for n in entry_of[e].names)
+        leaked = [n for n in held_out if len(n) >= 3 and n in r["instruction"] and n not in own]
+        assert not leaked, (r["instruction"], leaked)
 
 
 def test_split_by_entity_has_no_overlap(default_build):
@@ -301,7 +350,7 @@ def offline_ids(tmp_path, max_records, seed=42) -> set[str]:
 
 
 TASK = {"id": "0f", "style": "single_fact", "entity": "甲病", "source": "ours", "instruction": "甲病怎么查？",
-        "facts": [{"field": "检查", "value": "血常规", "source": "ours"}]}
+        "output": "甲病常做血常规。", "facts": [{"field": "检查", "value": "血常规", "source": "ours"}]}
 VOCAB = {"血常规", "头孢曲松", "心电图", "呼吸内科"}
 
 
@@ -315,6 +364,20 @@ def test_parse_answer_rejects_malformed_and_ungrounded():
                      ('{"instruction": "问", "output": "做血常规和心电图，去呼吸内科"}', "names 呼吸内科、心电图")):
         with pytest.raises(build_dataset.MalformedAnswer, match=why):
             build_dataset.parse_answer(bad, TASK, 1.0, VOCAB)
+
+
+def test_a_paraphrase_keeps_the_emergency_advice_and_adds_no_urgency():
+    """The openai backend paraphrases a whole build under the same fact check: urgency comes from the red-flag
+    rules, so a rewrite may neither drop an emergency's advice nor add urgency to a routine answer."""
+    urgent = dict(TASK, style="vignette", urgent=True, output="这可能是急症，请立即拨打120或到最近的医院急诊就诊。做血常规。")
+    kept = '{"instruction": "问", "output": "请立即拨打120或去急诊。需要做血常规。"}'
+    assert build_dataset.parse_answer(kept, urgent, 1.0, VOCAB)["output"].startswith("请立即拨打120")
+    with pytest.raises(build_dataset.MalformedAnswer, match="drops the emergency advice"):
+        build_dataset.parse_answer('{"instruction": "问", "output": "需要做血常规。"}', urgent, 1.0, VOCAB)
+    with pytest.raises(build_dataset.MalformedAnswer, match="adds urgency"):
+        build_dataset.parse_answer('{"instruction": "问", "output": "请立即去急诊做血常规。"}', TASK, 1.0, VOCAB)
+    assert "急症" in build_dataset.build_messages(urgent)[1]["content"]
+    assert "不要添加" in build_dataset.build_messages(TASK)[1]["content"]
 
 
 def test_prompts_come_in_several_voices_and_carry_only_the_facts():

@@ -109,13 +109,64 @@ def data_card(meta: dict, paths: dict) -> str:
     lines += [f"| {k} | {v} |" for k, v in s["per_style"].items()]
     lines += ["", "## Records per department (top 20)", "", "| department | records |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in list(s["per_department"].items())[:20]]
+    lines += rules_section(meta)
     lines += ["", "## Lengths (characters)", "", f"instruction: {s['instruction_chars']}", "",
               f"output: {s['output_chars']}", "", f"![lengths]({os.path.basename(paths['lengths'])})", "",
-              "## Known limits", "",
-              "- cMeKG values are cleaned by rules, not reviewed one by one: symptom lists still hold some signs, "
-              "findings and vague words; cMeKG lists are not ordered by typicality (ours are).",
-              "- cMeKG rarely has treatment fields (药物治疗 on ~270 diseases), so most cMeKG vignettes stop at the "
-              "department and the tests; drug products from cMeKG are not imported (unreliable fields).",
-              "- Answers are templated prose; they state KB facts only and are no substitute for a doctor.",
-              "- Vignette/triage symptom sets single the disease out within this KB only, not in medicine at large."]
+              "## Known limits", ""] + [f"- {limit}" for limit in KNOWN_LIMITS]
     return "\n".join(lines) + "\n"
+
+
+# What is still known to be imperfect, and what was left out for want of a physician's call.
+KNOWN_LIMITS = (
+    "cMeKG values are cleaned by rules (a positive symptom lexicon, type checks per field), not reviewed one by one; "
+    "a reviewed sample still finds imperfect values (see the note of the build's review).",
+    "Typicality order of cMeKG values is estimated from the data (how many predicates and entities carry a value, "
+    "its specificity), not from clinical frequency.",
+    "cMeKG drug and treatment values are dropped unless a curated list (our drugs' indications, our diseases) "
+    "confirms them, so most cMeKG diseases have no treatment and their vignettes ask for diagnosis and tests only. "
+    "Confirming the rest needs a physician.",
+    "Red-flag rules cover the emergencies listed in the rules table; a disease outside them gets routine wording. "
+    "Where urgency would need a physician's call the rule was left out rather than guessed.",
+    "Patients' sex and age follow the disease's name, department, 多发人群 and organ; where nothing narrows them, "
+    "adults of both sexes are drawn.",
+    "Vignette/triage findings single the disease out, or name the differential, within this KB only, not in "
+    "medicine at large. Answers are templated prose that states KB facts only and is no substitute for a doctor.",
+)
+
+
+def _table(header: tuple[str, ...], rows) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return lines + ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
+
+
+def rules_section(meta: dict) -> list[str]:
+    """What each rule removed or changed: the cMeKG import's cleaning rules, the builder's rules over candidates
+    and over the records, the clinical rules, the exam's answer-blind scores, and the audit of the 12 causes."""
+    lines = ["", "## Rules and what they changed", ""]
+    imported = meta.get("cmekg_import")
+    if imported:
+        lines += [f"cMeKG import: {imported['diseases_imported']} of {imported['entities']} entities imported as "
+                  "diseases. Entities not imported:", ""]
+        lines += _table(("why", "entities"), imported["entities_skipped"].items())
+        lines += ["", "Values changed or dropped, per cleaning rule:", ""]
+        lines += _table(("rule", "values", "meaning"),
+                        ((f"`{r}`", n, imported["rule_meaning"].get(r, "")) for r, n in imported["rules"].items()))
+    builder = meta.get("builder_rules")
+    if builder:
+        lines += ["", "Builder rules, candidates left out (before sampling the records):", ""]
+        lines += _table(("rule", "candidates"), builder["candidates_left_out"].items())
+        lines += ["", "Builder rules, records of this build:", ""]
+        lines += _table(("rule", "records"), builder["records"].items())
+    if meta.get("clinical_rules"):
+        lines += ["", "## Clinical rules (utils/clinical.py)", "", meta["clinical_rules"]]
+    blind = (meta.get("exam") or {}).get("answer_blind")
+    if blind:
+        lines += ["", "## Exam (kb-mcq): answer-blind heuristics on the test split", "",
+                  "Accuracy of a guesser that never reads the question's medicine; chance is 25%.", ""]
+        lines += _table(("heuristic", "accuracy"), ((k, f"{v:.1%}") for k, v in blind.items()))
+    audit = meta.get("audit")
+    if audit:
+        lines += ["", "## The review's 12 causes, counted over the whole build (utils/audit.py)", ""]
+        lines += _table(("cause", "measure", "before", "this build"),
+                        ((c["cause"], c["measure"], c.get("before", "—"), c["value"]) for c in audit))
+    return lines

@@ -68,6 +68,14 @@ def test_wrappers_carry_no_medical_content():
     assert {t: why for t, why in bad.items() if why} == {}
 
 
+def test_wrappers_hold_no_value_of_the_built_knowledge_base():
+    """cMeKG lists 担心, 理解, 结合 ... as symptoms: a wrapper with one would add a symptom to the question
+    ("家里人有点担心") and would be masked as a value in the pattern counts."""
+    entries, _ = load_all(resolve_kb_paths("data/knowledge"), True)  # with cMeKG when pycmekg is installed
+    values = {v for e in entries for vs in e.fields.values() for v in vs if len(v) >= 2} | {e.name for e in entries}
+    assert {t: hits for t in every_wrapper() if (hits := [v for v in values if v in t])} == {}
+
+
 def test_every_voice_of_the_openai_backend_has_wrappers():
     assert len(VOICES) == len(build_dataset.VOICES)  # patient, family, student, online in that order
     for name, prompt in zip(VOICES, build_dataset.VOICES):

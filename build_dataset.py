@@ -59,6 +59,8 @@ from utils.files import write_atomic
 from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, NOT_TREATMENT_PHRASES, PLACEHOLDER, TREATMENT_FIELDS,
                              Entry, KnowledgeError, display_path, load_styles, resolve_kb_paths, split_entities)
 from utils.llm import ReplyError, api_errors, ask_json, json_objects, make_client
+from utils.phrasing import wrap_answer, wrap_question
+from utils.review import write_review
 from utils.runinfo import file_sha256
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -95,6 +97,8 @@ def main(
     temperature: float = 0.7,  # openai: sampling temperature
     min_fact_coverage: float = 0.6,  # openai: reject answers stating fewer than this fraction of the facts
     progress: bool = True,  # openai: tqdm progress bar on stderr
+    review: int = 0,  # also write <stem>.review.md/.html: this many random records beside their entries, to audit
+    review_seed: int = 7,  # which records the review sheet draws (another seed, another sample)
 ):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     flags = {k: v for k, v in locals().items() if k != "log"}
@@ -113,11 +117,15 @@ def main(
     log.info("planned %d tasks (%d duplicate instructions skipped) in %.2fs", len(tasks), n_dup, time.perf_counter() - t0)
 
     if backend == "offline":
-        records = [task_record(t, t["instruction"], t["output"], t["facts"]) for t in tasks]
+        records = [task_record(t, *wrapped(t, seed), t["facts"]) for t in tasks]
     else:
         records = generate_openai(tasks, kb.entries, output_path, base_url, model, num_workers, max_retries, timeout,
                                   temperature, min_fact_coverage, progress)
-    write_outputs(records, tasks, kb, split_of, flags, output_path, t0, left_out)
+    by_split = write_outputs(records, tasks, kb, split_of, flags, output_path, t0, left_out)
+    if review:
+        sheet = write_review([{**r, "split": s} for s, rs in by_split.items() for r in rs], kb.entries, n=review,
+                             seed=review_seed, out_stem=split_paths(output_path)["review"])
+        print(f"review sheet: {', '.join(map(display_path, sheet))}")
 
 
 # ============================================================================ paths and files
@@ -140,7 +148,7 @@ def _rel(path: str) -> str:
 def split_paths(output_path: str) -> dict[str, str]:
     stem = output_path[:-5] if output_path.endswith(".json") else output_path
     return {"train": output_path, "valid": stem + ".valid.json", "test": stem + ".test.json", "meta": stem + ".meta.json",
-            "card": stem + ".card.md", "lengths": stem + ".lengths.png", "import": stem + ".cmekg_import"}
+            "card": stem + ".card.md", "lengths": stem + ".lengths.png", "import": stem + ".cmekg_import", "review": stem + ".review"}
 
 
 def write_jsonl_atomic(path: str, records: list[dict]) -> str:
@@ -588,6 +596,14 @@ def dedup_records(records: list[dict]) -> tuple[list[dict], int]:
     return kept, len(records) - len(kept)
 
 
+def wrapped(task: dict, seed: int) -> tuple[str, str]:
+    """The templated question and answer inside voice and reply wrappers (utils/phrasing.py). The core is kept
+    verbatim, so every fact stays checked; the wrappers hold no medical content (no urgency, no facts)."""
+    rng = random.Random(f"{seed}:phrasing:{task['id']}")
+    return (wrap_question(task["instruction"], rng, voice=task.get("voice")),
+            wrap_answer(task["output"], rng, describes_symptoms=task["style"] in ("vignette", "triage")))
+
+
 def task_record(task: dict, instruction: str, output: str, facts: list[dict]) -> dict:
     return {"instruction": instruction, "input": "", "output": output, "style": task["style"],
             "entity": task["entity"], "source": task["source"], "facts": facts, "id": task["id"]}
@@ -781,7 +797,7 @@ def run_requests(tasks, client, model, checkpoint, num_workers, max_retries, tem
 
 
 def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict, flags: dict, output_path: str,
-                  t0: float, left_out: Counter) -> None:
+                  t0: float, left_out: Counter) -> dict[str, list[dict]]:
     by_split = {s: [] for s in SPLITS}
     split_of_task = {t["id"]: t["split"] for t in tasks}
     for record in records:
@@ -825,6 +841,7 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
     if os.path.exists(output_path + ".partial.jsonl"):
         os.remove(output_path + ".partial.jsonl")
     print_stats(stats, outputs, time.perf_counter() - t0)
+    return by_split
 
 
 def print_stats(stats: dict, outputs: dict, seconds: float) -> None:

@@ -820,6 +820,8 @@ def report_markdown(report: ImportReport) -> str:
              f"{d['entities']} entities; **{d['diseases_imported']} imported as diseases**.", "",
              "## Entities not imported", "", "| why | entities |", "| --- | ---: |"]
     lines += [f"| {why} | {n} |" for why, n in d["entities_skipped"].items()]
+    lines += ["", "## Entity counts (alias groups, departments)", "", "| what | entities |", "| --- | ---: |"]
+    lines += [f"| {what} | {n} |" for what, n in d["counts"].items()]
     lines += ["", "## Values changed or dropped, per rule", "", "| rule | values | meaning | examples |",
               "| --- | ---: | --- | --- |"]
     for rule, n in d["rules"].items():

@@ -374,7 +374,14 @@ def overview_tasks(p: Planner, e: Entry) -> list[dict]:
     parts = [style[k] for k in ("answer_open", "answer_site", "answer_group", "answer_cause", "answer_symptoms",
                                 "answer_exams", "answer_close")]
     question = fill(rng.choice(style["questions"]), slots)[0]
-    return [p.task("overview", [e], 0, question, compose(parts, slots, rng))]
+    text, facts = compose(parts, slots, rng)
+    level = clinical.urgency(e)  # by the disease's name: an introduction of 脾破裂 says it is an emergency
+    if not level.emergency:
+        return [p.task("overview", [e], 0, question, (text, facts))]
+    warning = f"{e.name}属于急症，出现相关表现时应立即拨打120或到医院急诊就诊。"
+    task = p.task("overview", [e], 0, question, (text + warning, facts), urgent=True)
+    task["rules"] = [f"overview: emergency advice (rule {level.rule})"]
+    return [task]
 
 
 def treatment_checked(e: Entry) -> bool:
@@ -397,14 +404,15 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
         if found is None:
             continue
         picked, others = found
-        level = clinical.urgency(e, picked)
         person = clinical.make_person(profile, rng)
-        slots = {**whole, "person": (person.text, []), "symptoms": ("、".join(picked), [])}
+        level = clinical.urgency(e, picked, person)
+        slots = {**whole, "person": (person.text, []), "pronoun": (person.pronoun, []),
+                 "symptoms": ("、".join(picked), [])}
         if others:
             slots["others"] = ("、".join(o.name for o in others),
                                [{"field": NAME_FIELD, "value": o.name, "source": o.source, "entity": o.name} for o in others])
         differential = "_differential" if others else ""
-        emergency = level.level == "emergency"
+        emergency = level.emergency
         treatment = ""
         if style_name == "vignette":
             asks_treatment = treatment_checked(e) and rng.random() < 0.6
@@ -417,15 +425,16 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
                 parts += [style["answer_drugs"], style["answer_aux"]]
             text, facts = compose(parts + [style["answer_close"]], slots, rng)
         else:
-            question = rng.choice(style["questions"])
+            elder = "elder" in person.voices and rng.random() < 0.3  # "家里老人…": only for a patient of that age
+            question = rng.choice(style["questions_elder" if elder else "questions"])
             text, facts = fill(rng.choice(style["answers" + ("_emergency" if emergency else differential)]), slots)
             if emergency and others:  # the emergency phrasings name one disease: add the differential
                 extra, extra_facts = fill(rng.choice(style["differential_note"]), slots)
                 text, facts = text + extra, facts + extra_facts
         if emergency:
-            text = level.advice + text
+            text = level.sentence(rng) + text
         task = p.task(style_name, [e], i, fill(question, slots)[0], (text, facts), urgent=emergency)
-        task["rules"] = [f"{style_name}: " + (f"emergency advice ({level.reason})" if emergency else "routine")]
+        task["rules"] = [f"{style_name}: " + (f"emergency advice (rule {level.rule})" if emergency else "routine")]
         task["rules"] += [f"{style_name}: differential named"] * bool(others) + [f"vignette: {treatment}"] * (style_name == "vignette")
         tasks.append(task)
     return tasks

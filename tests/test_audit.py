@@ -207,3 +207,16 @@ def test_audit_runs_every_cause_and_renders_one_table(tmp_path):
             f.write("".join(__import__("json").dumps({k: v for k, v in r.items() if k != "split"}, ensure_ascii=False)
                             + "\n" for r in records if r["split"] == split))
     assert [(r["id"], r["split"]) for r in A.load_records(str(tmp_path / "d.json"))] == [("a", "train"), ("b", "test")]
+
+
+def test_verdict_reads_every_phrasing_of_styles_json():
+    """The audit reads a comparison's verdict from its wording: every phrasing the builder can use must read as
+    the verdict it was chosen for (a 'no difference' answer is no 'different' one; 不完全一样 is an overlap)."""
+    from utils.knowledge import load_styles
+
+    style = load_styles()["comparison"]
+    for verdict in ("same", "overlap", "different"):
+        for template in style[verdict]:
+            text = template.format(a="甲病", b="乙病", label="病因", common="吸烟", a_values="吸烟、饮酒",
+                                   b_values="吸烟、肥胖", dept="呼吸内科")
+            assert A.comparison_verdict(text) == verdict, template

@@ -278,3 +278,23 @@ def test_no_impossible_patient_in_the_real_data(diseases):
                 bad = [p.text for p in draws(e, 30) if not ok(p)]
                 assert not bad, (e.name, pattern, bad[:3])
     assert checked > 500
+
+
+def test_the_first_name_with_evidence_decides_over_its_aliases():
+    """小儿脑积水 carries the alias 胎儿脑积水 after the cMeKG merge: the patient is a child, not a pregnant woman."""
+    entry = Entry(kind="disease", name="小儿脑积水", fields={"所属科室": ["神经外科"], "相关症状": ["头痛", "呕吐"]},
+                  path="", line=0, aliases=("胎儿脑积水",))
+    profile = clinical.patient_profile(entry)
+    assert profile.age_range[1] <= clinical.CHILD[1] and not profile.obstetric
+
+
+def test_added_red_flags_intracranial_haematoma_malignant_hypertension_embolism_and_findings():
+    def disease(name):
+        return Entry(kind="disease", name=name, fields={"所属科室": ["内科"], "相关症状": ["头痛"]}, path="", line=0)
+
+    for name in ("急性脑内血肿", "急性和亚急性硬脑膜下血肿", "恶性高血压", "周围动脉栓塞", "肾动脉栓塞"):
+        assert clinical.urgency(disease(name)).emergency, name
+    assert not clinical.urgency(disease("脑出血后遗症")).emergency
+    assert clinical.urgency(disease("脑动脉瘤"), ["剧烈头痛", "颈强直"]).emergency  # subarachnoid haemorrhage
+    assert not clinical.urgency(disease("脑动脉瘤"), ["剧烈头痛"]).emergency
+    assert clinical.urgency(disease("小儿急性肾小球肾炎"), ["吐粉红色泡沫痰", "头痛"]).emergency  # pulmonary oedema

@@ -104,7 +104,7 @@ def test_cleaning_rule(rule, key, raw, kept):
 
 def test_every_rule_has_a_case():
     at_import = {"prevention_moved", "merged_substring", "typicality_order", "drug_checked", "drug_unchecked",
-                 "department_paediatric", "department_from_organ"}  # entity-level: test_import_... below
+                 "department_paediatric", "department_from_organ", "department_emergency_routine"}  # entity-level: test_import_... below
     assert {c[0] for c in RULE_CASES} | at_import == set(cmekg.RULES)
 
 
@@ -294,3 +294,18 @@ def test_ectopic_pregnancy_lists_its_typical_symptoms_first():
     records, _ = cmekg.import_diseases(graph)  # without our KB, whose 异位妊娠 would win
     first = {r["中心词"]: r["相关症状"][:3] for r in records}["异位妊娠"]
     assert "停经" in first and not {"休克", "出血"} & set(first)
+
+
+def test_emergency_department_only_for_an_emergency():
+    """cMeKG lists 急诊科 for 宿醉 and 尘肺: a routine answer would then say "到急诊科就诊". 急诊科 stays only where the
+    red-flag rules (utils/clinical.py) call the disease an emergency; a disease left with no department is not imported."""
+    notes = []
+    note = lambda rule, value: notes.append((rule, value))
+    hangover = {"所属科室": ["急诊科", "消化内科"]}
+    assert cmekg._emergency_department_defended("宿醉", {"宿醉"}, hangover, note)
+    assert hangover["所属科室"] == ["消化内科"] and notes == [("department_emergency_routine", "宿醉")]
+    only = {"所属科室": ["急诊科"]}
+    assert not cmekg._emergency_department_defended("尘肺", {"尘肺"}, only, note)
+    rupture = {"所属科室": ["急诊科", "普外科"]}
+    assert cmekg._emergency_department_defended("脾破裂", {"脾破裂"}, rupture, note)
+    assert rupture["所属科室"] == ["急诊科", "普外科"]

@@ -179,8 +179,9 @@ def cause_1_code_point_order(build: Build) -> dict:
 
 # ----------------------------------------------------------------------------- 2 comparison verdicts
 
-VERDICT_OVERLAP = re.compile(r"部分|有相同之处|重叠|都涉及|都包括|相同点|共同")
-VERDICT_DIFFERENT = re.compile(r"不一致|不同|区别|差异")
+VERDICT_OVERLAP = re.compile(r"部分|有相同之处|重叠|都涉及|都包括|相同点|共同|共有|交叉|不完全")
+VERDICT_NO_DIFFERENCE = re.compile(r"没有区别|没有差异|无区别|无差异")
+VERDICT_DIFFERENT = re.compile(r"不一致|不同|不相同|并不|区别|差异")
 VERDICT_SAME = re.compile(r"一致|相同|均为|都是|一样")
 
 
@@ -188,6 +189,8 @@ def comparison_verdict(output: str) -> str | None:
     """"overlap" / "different" / "same" as the answer words it (styles.json comparison answers)."""
     if VERDICT_OVERLAP.search(output):
         return "overlap"
+    if VERDICT_NO_DIFFERENCE.search(output):
+        return "same"
     if VERDICT_DIFFERENT.search(output):
         return "different"
     if VERDICT_SAME.search(output):

@@ -272,8 +272,8 @@ def _name_evidence(names: tuple[str, ...]) -> tuple[frozenset[str] | None, tuple
         elif male and not female:
             sexes = frozenset({MALE})
             notes.append(f"name:{male.group(0)}")
-        if sexes:
-            break
+        if sexes or ages is not None or condition:
+            break  # the first name with evidence decides: 小儿脑积水's alias 胎儿脑积水 is no pregnant patient
     return sexes, ages, condition, notes
 
 
@@ -428,7 +428,8 @@ RULES: tuple[Rule, ...] = (
     Rule("cardiac_arrest", "心跳呼吸骤停、致命性心律失常、急性心衰",
          disease=r"心脏骤停|心搏骤停|心跳骤停|呼吸骤停|猝死|阿[-—–]?斯综合征|心室颤动|室颤|尖端扭转|急性心力衰竭|急性左心衰"
                  r"|急性肺水肿|心脏压塞|心包填塞",
-         findings=((r"心脏骤停|心跳骤停|心搏骤停|呼吸心跳停止|呼吸骤停|呼吸停止",),)),
+         findings=((r"心脏骤停|心跳骤停|心搏骤停|呼吸心跳停止|呼吸骤停|呼吸停止",),
+                   (r"粉红色泡沫[样状]?痰|端坐呼吸",))),  # acute pulmonary oedema
     Rule("acute_chest_pain", "急性胸痛（心肌梗死、主动脉夹层、肺栓塞）",
          disease=r"心肌梗死|心肌梗塞|心梗|急性冠脉综合征|急性冠状动脉综合征|不稳定型心绞痛|主动脉夹层|夹层动脉瘤|肺栓塞|肺动脉栓塞"
                  r"|肺梗死",
@@ -437,10 +438,11 @@ RULES: tuple[Rule, ...] = (
                    (r"剧烈胸痛|压榨[样性].{0,2}痛|撕裂样.{0,2}痛",))),
     Rule("stroke", "卒中征象",
          disease=r"卒中|中风|脑梗死|脑梗塞|脑出血|脑栓塞|蛛网膜下腔出血|短暂性脑缺血|脑血管意外|颅内出血|脑室内出血|脑疝"
-                 r"|颅内血肿|颅后窝血肿|硬膜外血肿|急性硬膜下血肿",
+                 r"|颅内血肿|颅后窝血肿|硬膜外血肿|急性硬膜下血肿|脑内血肿|硬脑膜[下外]血肿",
          disease_not=r"后遗症|痴呆|腔隙|无症状|陈旧|恢复期|脑膜脑疝",
          findings=((r"(突发|突然).{0,6}(偏瘫|肢体无力|肢体麻木|口角歪斜|口眼歪斜|面瘫|言语不清|说话不清|言语含糊|失语"
-                    r"|剧烈头痛)|雷击样头痛",),)),
+                    r"|剧烈头痛)|雷击样头痛",),
+                   (r"剧烈头痛|头痛剧烈", r"颈项强直|颈强直|颈抵抗|脑膜刺激征"))),  # subarachnoid haemorrhage
     Rule("altered_consciousness", "意识障碍、持续抽搐",
          disease=r"昏迷|癫痫持续状态|惊厥持续状态",
          findings=((r"昏迷|意识障碍|意识不清|意识丧失|意识模糊|神志不清|神志模糊|不省人事|人事不省|癫痫持续状态|惊厥持续"
@@ -488,13 +490,13 @@ RULES: tuple[Rule, ...] = (
          disease_not=r"所致"),  # 电击伤所致脊髓病: a late sequela
     Rule("metabolic_crisis", "代谢/内分泌危象（酮症酸中毒、高渗昏迷、甲亢危象…）",
          disease=r"酮症酸中毒|高渗性.{0,6}昏迷|高渗状态|乳酸性酸中毒|甲亢危象|甲状腺危象|肾上腺危象|垂体危象|高血压危象"
-                 r"|高血压急症|高血压脑病|低血糖昏迷"),
+                 r"|高血压急症|高血压脑病|恶性高血压|低血糖昏迷"),
     Rule("sepsis", "脓毒症、暴发性感染",
          disease=r"败血症|脓毒症|脓毒血症|感染性休克|多器官功能|多系统器官功能|暴发性肝衰竭|急性肝衰竭|气性坏疽|坏死性筋膜炎"
                  r"|福尼尔坏疽|破伤风",
          disease_not=r"亚败血症|败血症肾损害|巴斯德菌"),
     Rule("vascular_eye", "急性动脉栓塞、急性闭角型青光眼、视网膜中央动脉阻塞",
-         disease=r"急性动脉栓塞|空气栓塞|脂肪栓塞|急性.{0,4}闭角型青光眼|急性青光眼|青光眼急性发作|视网膜中央动脉阻塞|眼球穿通伤"
+         disease=r"急性动脉栓塞|(周围|肢体|四肢|下肢|上肢|肾)动脉.{0,4}栓塞|空气栓塞|脂肪栓塞|急性.{0,4}闭角型青光眼|急性青光眼|青光眼急性发作|视网膜中央动脉阻塞|眼球穿通伤"
                  r"|眼化学伤"),
 )
 RULES_BY_NAME = {r.name: r for r in RULES}

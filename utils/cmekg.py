@@ -29,7 +29,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 
-from utils import lexicon
+from utils import clinical, lexicon
+from utils.clinical import EMERGENCY_DEPARTMENT
 from utils.knowledge import (NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, Entry, KnowledgeError, load_knowledge,
                              validate_record)
 
@@ -176,6 +177,8 @@ RULES = {
     "drug_checked": "a cMeKG drug kept: one of our drugs, whose 适应症 names this disease or one of its names",
     "department_synonym": "a department spelled differently, mapped onto the whitelist",
     "department_unknown": "a department not on the whitelist (门诊, 男性, 功能检查科, ...)",
+    "department_emergency_routine": "急诊科 dropped from a disease the red-flag rules (utils/clinical.py) do not call "
+                                    "an emergency (cMeKG lists 急诊科 for 宿醉 and 尘肺; a routine answer never says 急诊)",
     "department_paediatric": "a paediatric entity routed to 儿科/新生儿科/小儿外科 (adult 内科/外科 departments dropped)",
     "department_from_organ": "a generic 内科/外科 refined from the entity's organ (肺 -> 呼吸内科, 骨 -> 骨科)",
     "prevention_moved": "a vaccine or prophylaxis listed as treatment, moved to 预防",
@@ -639,6 +642,18 @@ def _route_departments(name: str, fields: dict[str, list[str]], note, counts: Co
             fields["所属科室"] = refined
 
 
+def _emergency_department_defended(name: str, names: set[str], fields: dict[str, list[str]], note) -> bool:
+    """急诊科 stays a department only where the red-flag rules call the disease an emergency by its names;
+    False when nothing is left."""
+    if EMERGENCY_DEPARTMENT not in fields["所属科室"]:
+        return True
+    entry = Entry(kind="disease", name=name, fields=fields, path="", line=0, aliases=tuple(sorted(names - {name})))
+    if not clinical.urgency(entry).emergency:
+        note("department_emergency_routine", name)
+        fields["所属科室"] = [d for d in fields["所属科室"] if d != EMERGENCY_DEPARTMENT]
+    return bool(fields["所属科室"])
+
+
 def import_diseases(graph: dict, own_names: set[str] = frozenset(),
                     curated: Curated | None = None) -> tuple[list[dict], ImportReport]:
     """Disease records in our schema ({"中心词", field: [values], "别名": [other names]}) from a cMeKG graph.
@@ -738,6 +753,9 @@ def import_diseases(graph: dict, own_names: set[str] = frozenset(),
             report.skipped[f"fewer than {MIN_SYMPTOMS} symptoms after cleaning"] += len(members)
             continue
         _route_departments(name, fields, note, report.counts)
+        if not _emergency_department_defended(name, names, fields, note):
+            report.skipped["only department 急诊科, and not an emergency by the red-flag rules"] += len(members)
+            continue
         for key, values in fields.items():
             kept_counts[key] += len(values)
         report.per_department.update(fields["所属科室"])

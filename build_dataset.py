@@ -51,10 +51,10 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from utils import clinical
+from utils import audit, clinical
 from utils.cmekg import ImportReport, load_all, report_markdown
 from utils.datacard import data_card, plot_lengths, statistics_of
-from utils.exam import build_exam, exam_paths
+from utils.exam import answer_blind_scores, build_exam, exam_paths
 from utils.files import write_atomic
 from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, NOT_TREATMENT_PHRASES, PLACEHOLDER, TREATMENT_FIELDS,
                              Entry, KnowledgeError, display_path, load_styles, resolve_kb_paths, split_entities)
@@ -465,11 +465,16 @@ def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
     for e in diseases:
         for d in e.get("所属科室"):
             pool[(p.split_of[e.name], d)].append(e)
+    # related(), precomputed: sites and specific findings per disease (a shared department is given by the pool)
+    grounds = {e.name: (set(e.get("发病部位")), {s for s in symptoms_of(e) if len(p.by_symptom[s]) <= SPECIFIC_MAX_DISEASES})
+               for e in diseases}
     tasks, seen_pairs = [], set()
     for a in diseases:
         rng = p.rng("comparison", a.name)
         candidates = {b.name: b for d in a.get("所属科室") for b in pool[(p.split_of[a.name], d)] if b is not a}
-        scored = sorted(((related(a, b, p.by_symptom), n) for n, b in candidates.items()), key=lambda x: (-x[0], x[1]))
+        sites, specific = grounds[a.name]
+        scored = sorted(((2 * len(sites & grounds[n][0]) + len(specific & grounds[n][1]), n) for n in candidates),
+                        key=lambda x: (-x[0], x[1]))
         best = [candidates[n] for score, n in scored[:4] if score >= 1]
         for b in rng.sample(best, min(2, len(best))):
             pair = tuple(sorted((a.name, b.name)))
@@ -838,9 +843,15 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
                                                          for rule in t.get("rules", [])).items()))},
         "python": sys.version.split()[0],
     }
-    exam = build_exam(kb.entries, split_of, flags["seed"])  # kb-mcq: 4-option questions per split (utils/exam.py)
+    # kb-mcq: 4-option questions per split (utils/exam.py), options matched to the key on the training records
+    exam = build_exam(kb.entries, split_of, flags["seed"], train_records=by_split["train"])
     meta["exam"] = {s: {"path": _rel(str(p)), "questions": len(exam[s]), "sha256": write_jsonl_atomic(str(p), exam[s])}
                     for s, p in exam_paths(output_path).items()}
+    meta["exam"]["answer_blind"] = answer_blind_scores(exam["test"], by_split["train"])
+    # the review's 12 causes counted over this build, by detectors independent of the rules above (utils/audit.py)
+    every = [{**r, "split": s} for s, rs in by_split.items() for r in rs]
+    found = audit.audit(audit.Build(every, kb.entries, audit.cmekg_aliases() if kb.cmekg_report else {}))
+    meta["audit"] = {cause: {"title": r["title"], "metrics": r["metrics"]} for cause, r in found.items()}
     write_atomic(paths["meta"], json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
     if kb.cmekg_report is not None:
         write_atomic(paths["import"] + ".json", json.dumps(kb.cmekg_report.as_dict(), ensure_ascii=False, indent=2) + "\n")
@@ -850,6 +861,8 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
     if os.path.exists(output_path + ".partial.jsonl"):
         os.remove(output_path + ".partial.jsonl")
     print_stats(stats, outputs, time.perf_counter() - t0)
+    print("exam answer-blind accuracy on the test split (chance 25%): "
+          + ", ".join(f"{k} {v:.1%}" for k, v in meta["exam"]["answer_blind"].items()))
     return by_split
 
 

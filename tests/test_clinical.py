@@ -298,3 +298,11 @@ def test_added_red_flags_intracranial_haematoma_malignant_hypertension_embolism_
     assert clinical.urgency(disease("脑动脉瘤"), ["剧烈头痛", "颈强直"]).emergency  # subarachnoid haemorrhage
     assert not clinical.urgency(disease("脑动脉瘤"), ["剧烈头痛"]).emergency
     assert clinical.urgency(disease("小儿急性肾小球肾炎"), ["吐粉红色泡沫痰", "头痛"]).emergency  # pulmonary oedema
+
+
+def test_an_exclusion_on_any_name_holds_for_every_name():
+    """一氧化碳中毒迟发型脑病 (a delayed sequela, weeks later) carries the alias 急性CO中毒后续症: no poisoning emergency."""
+    entry = Entry(kind="disease", name="一氧化碳中毒迟发型脑病", fields={"所属科室": ["神经内科"], "相关症状": ["幻觉"]},
+                  path="", line=0, aliases=("急性CO中毒后续症",))
+    assert not clinical.urgency(entry).emergency
+    assert clinical.urgency(Entry(kind="disease", name="一氧化碳中毒", fields={}, path="", line=0)).emergency

@@ -555,12 +555,11 @@ class Urgency:
 
 
 def _disease_match(rule: Rule, names: tuple[str, ...]) -> str | None:
-    if not rule.disease:
+    """The first name matching the rule's disease pattern, unless any name says otherwise (disease_not): the
+    alias 急性CO中毒后续症 of 一氧化碳中毒迟发型脑病 names a poisoning, its name a delayed sequela."""
+    if not rule.disease or (rule.disease_not and any(re.search(rule.disease_not, n) for n in names)):
         return None
-    for name in names:
-        if re.search(rule.disease, name) and not (rule.disease_not and re.search(rule.disease_not, name)):
-            return name
-    return None
+    return next((n for n in names if re.search(rule.disease, n)), None)
 
 
 def _findings_match(rule: Rule, findings: list[str]) -> list[str] | None:

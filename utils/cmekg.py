@@ -387,8 +387,9 @@ def _department(value: str, note) -> str | None:
 
 
 def merge_substrings(values: list[str], note) -> list[str]:
-    """Symptoms contained in a more specific symptom of the same list are merged into it (咳嗽 into 持续性咳嗽,
-    疼痛 into 左上腹疼痛): the specific one is kept, as it says more and implies the other."""
+    """Values contained in a more specific value of the same list are merged into it (咳嗽 into 持续性咳嗽, 疼痛
+    into 左上腹疼痛, 遗传 into 遗传因素, CT into CT扫描): the specific one is kept, as it says more and implies the
+    other. Not for lists of diseases (并发症, 相关疾病), where 肝炎 and 慢性肝炎 are two entries."""
     kept = []
     for v in values:
         if any(v != w and v in w for w in values):
@@ -730,7 +731,7 @@ def import_diseases(graph: dict, own_names: set[str] = frozenset(),
                         support[k] += 1
                         spelling.setdefault(k, v)
             values = list(spelling.values())
-            if key == "相关症状":
+            if key not in ("所属科室", "相关疾病", "并发症"):  # 遗传 into 遗传因素, CT into CT扫描; diseases stay apart
                 values = merge_substrings(values, note)
             if key != "所属科室" and len(values) > 1:
                 score = {v: typicality(support[near_key(v)], df[key][near_key(v)], having[key],

@@ -8,12 +8,13 @@ the markdown card: counts, sources with licence and provenance, known limits.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
 from collections import Counter
 
-from utils.knowledge import Entry
+from utils.knowledge import REPO_ROOT, Entry
 
 
 def _lengths(values: list[int]) -> dict:
@@ -164,9 +165,31 @@ def rules_section(meta: dict) -> list[str]:
         lines += ["", "## Exam (kb-mcq): answer-blind heuristics on the test split", "",
                   "Accuracy of a guesser that never reads the question's medicine; chance is 25%.", ""]
         lines += _table(("heuristic", "accuracy"), ((k, f"{v:.1%}") for k, v in blind.items()))
-    audit = meta.get("audit")
-    if audit:
-        lines += ["", "## The review's 12 causes, counted over the whole build (utils/audit.py)", ""]
-        lines += _table(("cause", "measure", "before", "this build"),
-                        ((c["cause"], c["measure"], c.get("before", "—"), c["value"]) for c in audit))
+    if meta.get("audit"):
+        lines += ["", "## The review's 12 causes, counted over the whole build (utils/audit.py)", "",
+                  "Detectors written from the review's findings, independent of the rules that build the data; "
+                  "'before' is the build committed before issue #19 (`data/audit_before.json`).", ""]
+        lines += _table(("cause", "measure", "before", "this build"), audit_rows(meta["audit"], _audit_before()))
     return lines
+
+
+def _shown(value) -> str:
+    return ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+
+def _audit_before() -> dict:
+    path = os.path.join(REPO_ROOT, "data", "audit_before.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def audit_rows(after: dict, before: dict) -> list[tuple[str, str, str, str]]:
+    """(cause, measure, before, this build) for every metric of the audit, the cause named on its first row."""
+    rows = []
+    for cause, result in after.items():
+        old = before.get(cause, {}).get("metrics", {})
+        for i, (measure, value) in enumerate(result["metrics"].items()):
+            rows.append((result["title"] if i == 0 else "", measure.strip(), _shown(old.get(measure, "—")), _shown(value)))
+    return rows

@@ -68,7 +68,15 @@ SPLITS = ("train", "valid", "test")
 MAX_VALUES = 6  # at most this many values of one field in one answer (typicality order, see utils/cmekg.py)
 TYPICAL_VALUES = 8  # a patient's findings are drawn from this many of the most typical symptoms
 MIN_FINDINGS = 3  # a vignette or triage question states at least this many findings ...
-SPECIFIC_MAX_DISEASES = 30  # ... one of them specific: listed by at most this many diseases (发热: 1,111)
+MIN_SPECIFIC = 2  # ... of which this many are specific (see is_specific)
+SPECIFIC_MAX_DISEASES = 30  # a specific finding is listed by at most this many diseases (发热: 1,111) ...
+GENERIC_MIN_DISEASES = 100  # ... and is more than a generic complaint (one listed by more diseases than this) ...
+# ... with qualifiers that say nothing of where or what: 剧痛 is pain, 神疲乏力 fatigue, 肢体疼痛 pain, 发热畏寒 fever
+QUALIFIERS = re.compile(r"剧烈|剧|轻度|轻微|明显|严重|持续性|持续|反复|间歇性|间歇|阵发性|阵发|全身|周身|肢体|四肢|局部|神疲"
+                        r"|身体|患处|慢性|急性|突发|突然")
+GENERIC_COMPLAINTS = ("僵硬", "不适", "疼", "痛", "酸", "胀", "麻", "冷", "热", "软", "累")
+SPECIFIC_MAX_SITES = 60  # a body site two diseases share makes them comparable unless it is this common (心脏 140,
+# 皮肤 90, 眼 89: a xanthogranuloma and a purpura both "of the skin" are no pair worth comparing)
 MAX_DIFFERENTIAL = 3  # findings that fit more other diseases than this name no "most likely" disease
 # name parts that do not identify a disease: 小儿肠套叠's core is 肠套叠 (a finding 儿童肠套叠 gives it away)
 NAME_QUALIFIERS = re.compile(r"^(小儿|儿童|婴儿|婴幼儿|新生儿|老年|老年性|妊娠期|妊娠|产后|急性|慢性|亚急性|原发性|继发性|先天性|"
@@ -245,6 +253,24 @@ def symptoms_of(entry: Entry) -> list[str]:
     return [s for s in entry.get("相关症状") if "无症状" not in s and "无明显症状" not in s]
 
 
+def specific_findings(by_symptom: dict[str, set[str]]) -> set[str]:
+    """Findings that point somewhere: listed by at most SPECIFIC_MAX_DISEASES diseases, and with something left
+    once qualifiers (QUALIFIERS) and generic complaints (symptoms of more than GENERIC_MIN_DISEASES diseases,
+    GENERIC_COMPLAINTS) are taken out: 午后低热 and 视力突然下降 are specific, 剧痛, 神疲乏力 and 发热畏寒 are not."""
+    generic = sorted({s for s, having in by_symptom.items() if len(having) > GENERIC_MIN_DISEASES} | set(GENERIC_COMPLAINTS),
+                     key=len, reverse=True)
+    specific = set()
+    for finding, having in by_symptom.items():
+        if len(having) > SPECIFIC_MAX_DISEASES:
+            continue
+        rest = QUALIFIERS.sub("", finding)
+        for word in generic:
+            rest = rest.replace(word, "")
+        if len(rest) >= 2:
+            specific.add(finding)
+    return specific
+
+
 def name_core(name: str) -> str:
     """The disease name without qualifiers of age, course or origin: 小儿肠套叠 -> 肠套叠."""
     core = NAME_QUALIFIERS.sub("", name)
@@ -266,6 +292,7 @@ class Planner:
     seed: int
     by_symptom: dict[str, set[str]]  # symptom -> diseases listing it (to single a disease out)
     entry_of: dict[str, Entry]
+    specific: set[str] = field(default_factory=set)  # findings that point somewhere (is_specific)
     counts: Counter = field(default_factory=Counter)  # builder rule -> how often it changed or left out a task
 
     def rng(self, *parts) -> random.Random:
@@ -288,23 +315,23 @@ class Planner:
                 "instruction": question, "output": output, "facts": facts, "urgent": urgent}
 
     def findings(self, entry: Entry, rng: random.Random, most: int) -> tuple[list[str], list[Entry]] | None:
-        """A patient's findings: 3..most of the entry's typical symptoms, at least one of them specific (listed
-        by at most SPECIFIC_MAX_DISEASES diseases), none naming the disease; and the other diseases of the same
-        split that list them all (the differential, at most MAX_DIFFERENTIAL), or None when no such set exists.
-        A set that singles the disease out is preferred; the smallest differential is kept otherwise."""
+        """A patient's findings: MIN_FINDINGS..most of the entry's typical symptoms, MIN_SPECIFIC of them specific,
+        none naming the disease; and the other diseases of the same split that list them all (the differential, at
+        most MAX_DIFFERENTIAL), or None when no such set exists. A set that singles the disease out is preferred;
+        the smallest differential is kept otherwise."""
         symptoms = [s for s in symptoms_of(entry)[:TYPICAL_VALUES] if not gives_away(s, entry)]
-        specific = [s for s in symptoms if len(self.by_symptom[s]) <= SPECIFIC_MAX_DISEASES]
+        specific = [s for s in symptoms if s in self.specific]
         if len(symptoms) < MIN_FINDINGS:
-            self.counts["patient: fewer than 3 usable typical findings (no question)"] += 1
+            self.counts[f"patient: fewer than {MIN_FINDINGS} usable typical findings (no question)"] += 1
             return None
-        if not specific:
-            self.counts["patient: no specific finding among the typical ones (no question)"] += 1
+        if len(specific) < MIN_SPECIFIC:
+            self.counts[f"patient: fewer than {MIN_SPECIFIC} specific findings among the typical ones (no question)"] += 1
             return None
         best = None
         for _ in range(12):
-            anchor = rng.choice(specific)
+            anchors = rng.sample(specific, MIN_SPECIFIC)
             k = rng.randint(MIN_FINDINGS, min(most, len(symptoms)))
-            chosen = {anchor, *rng.sample([s for s in symptoms if s != anchor], k - 1)}
+            chosen = {*anchors, *rng.sample([s for s in symptoms if s not in anchors], k - MIN_SPECIFIC)}
             others = set.intersection(*(self.by_symptom[s] for s in chosen)) - {entry.name}
             if best is None or len(others) < len(best[1]):
                 best = (chosen, others)
@@ -329,7 +356,7 @@ def plan_tasks(entries: list[Entry], styles: dict, split_of: dict[str, str], see
     for e in diseases:
         for s in symptoms_of(e):
             by_symptom[s].add(e.name)
-    p = Planner(styles, split_of, seed, by_symptom, {e.name: e for e in diseases})
+    p = Planner(styles, split_of, seed, by_symptom, {e.name: e for e in diseases}, specific_findings(by_symptom))
     tasks = []
     for e in diseases:
         tasks += single_fact_tasks(p, e)
@@ -408,6 +435,9 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
         level = clinical.urgency(e, picked, person)
         slots = {**whole, "person": (person.text, []), "pronoun": (person.pronoun, []),
                  "symptoms": ("、".join(picked), [])}
+        if "dept" in whole and person.age_years >= clinical.SELF_AGE:  # no adolescent or adult sent to 儿科
+            depts = [d for d in e.get("所属科室") if d not in clinical.PAEDIATRIC_DEPARTMENTS] or e.get("所属科室")
+            slots["dept"] = field_slot(e, "所属科室", depts[:2])
         if others:
             slots["others"] = ("、".join(o.name for o in others),
                                [{"field": NAME_FIELD, "value": o.name, "source": o.source, "entity": o.name} for o in others])
@@ -440,22 +470,22 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
     return tasks
 
 
-def shared_grounds(a: Entry, b: Entry, by_symptom: dict[str, set[str]]) -> tuple[list[str], list[str]]:
-    """Body sites both diseases list, and specific findings (listed by at most SPECIFIC_MAX_DISEASES diseases)
-    both list: what makes comparing them worth asking. Generic shared symptoms (发热, 疼痛, 压痛) do not count."""
-    sites = [s for s in a.get("发病部位") if s in b.get("发病部位")]
-    b_symptoms = set(symptoms_of(b))
-    findings = [s for s in symptoms_of(a) if s in b_symptoms and len(by_symptom[s]) <= SPECIFIC_MAX_DISEASES]
-    return sites, findings
+def grounds(e: Entry, sites: set[str], specific: set[str]) -> tuple[set[str], set[str]]:
+    """What a comparison pair may share: body sites of at most SPECIFIC_MAX_SITES diseases (``sites``) and specific
+    findings (``specific``). Generic shared symptoms (发热, 疼痛, 压痛) and common sites (皮肤, 心脏) do not count."""
+    return set(e.get("发病部位")) & sites, set(symptoms_of(e)) & specific
 
 
-def related(a: Entry, b: Entry, by_symptom: dict[str, set[str]]) -> int:
-    """How related two diseases are: a shared department is required; then shared body sites count 2 and shared
-    specific findings 1 (0: not worth comparing)."""
-    if not set(a.get("所属科室")) & set(b.get("所属科室")):
-        return 0
-    sites, findings = shared_grounds(a, b, by_symptom)
-    return 2 * len(sites) + len(findings)
+def relatedness(ga: tuple[set[str], set[str]], gb: tuple[set[str], set[str]]) -> int:
+    """Shared sites count 2, shared specific findings 1 (0: not worth comparing; a shared department is asked
+    for separately)."""
+    return 2 * len(ga[0] & gb[0]) + len(ga[1] & gb[1])
+
+
+def comparable_sites(diseases: list[Entry]) -> set[str]:
+    """Body sites listed by at most SPECIFIC_MAX_SITES diseases."""
+    having = Counter(s for e in diseases for s in set(e.get("发病部位")))
+    return {s for s, n in having.items() if n <= SPECIFIC_MAX_SITES}
 
 
 def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
@@ -466,19 +496,20 @@ def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
         for d in e.get("所属科室"):
             pool[(p.split_of[e.name], d)].append(e)
     # related(), precomputed: sites and specific findings per disease (a shared department is given by the pool)
-    grounds = {e.name: (set(e.get("发病部位")), {s for s in symptoms_of(e) if len(p.by_symptom[s]) <= SPECIFIC_MAX_DISEASES})
-               for e in diseases}
+    sites = comparable_sites(diseases)
+    ground = {e.name: grounds(e, sites, p.specific) for e in diseases}
     tasks, seen_pairs = [], set()
     for a in diseases:
         rng = p.rng("comparison", a.name)
         candidates = {b.name: b for d in a.get("所属科室") for b in pool[(p.split_of[a.name], d)] if b is not a}
-        sites, specific = grounds[a.name]
-        scored = sorted(((2 * len(sites & grounds[n][0]) + len(specific & grounds[n][1]), n) for n in candidates),
+        scored = sorted(((relatedness(ground[a.name], ground[n]), n) for n in candidates),
                         key=lambda x: (-x[0], x[1]))
         best = [candidates[n] for score, n in scored[:4] if score >= 1]
         for b in rng.sample(best, min(2, len(best))):
             pair = tuple(sorted((a.name, b.name)))
-            shared = [k for k in style["fields"] if a.get(k) and b.get(k)]
+            # a pair chosen for a shared site is not asked whether its identical site lists are the same
+            shared = [k for k in style["fields"] if a.get(k) and b.get(k)
+                      and not (k == "发病部位" and set(a.get(k)) == set(b.get(k)))]
             if pair in seen_pairs or not shared:
                 continue
             seen_pairs.add(pair)

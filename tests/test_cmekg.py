@@ -186,9 +186,11 @@ def test_substrings_merge_into_the_specific_value():
 def test_alias_groups_trust_bie_cheng_and_check_tong_yi_ci_by_icd10():
     graph = {"惠普尔病": {"ICD10": ["K90.8"]}, "Whipple病": {"别称": ["惠普尔病"], "ICD10": ["K90.8"]},
              "HELLP综合征": {"同义词": ["妊娠期急性脂肪肝"], "ICD10": ["O14.1"]}, "妊娠期急性脂肪肝": {"ICD10": ["O26.6"]},
-             "库欣病": {}, "库欣综合征": {}, "癫痫": {}, "癫痫病": {}}
+             "库欣病": {}, "库欣综合征": {}, "癫痫": {}, "癫痫病": {}, "心肌梗塞": {}, "心肌梗死": {},
+             "II型糖尿病": {}, "2型糖尿病": {}}
     groups = sorted(sorted(g) for g in cmekg.alias_groups(graph, {n: n for n in graph}, set()).values())
     assert ["Whipple病", "惠普尔病"] in groups and ["癫痫", "癫痫病"] in groups
+    assert ["心肌梗塞", "心肌梗死"] in groups and ["2型糖尿病", "II型糖尿病"] in groups  # spellings of one name
     assert ["HELLP综合征"] in groups and ["库欣病"] in groups and ["库欣综合征"] in groups
 
 

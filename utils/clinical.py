@@ -25,6 +25,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from utils import lexicon
 from utils.knowledge import Entry
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ NAME_BREAST = re.compile(r"乳腺|乳房|乳晕|积乳|乳头皲裂")
 # breast-cancer vignette is atypical, and a name that means men says so (男性乳腺癌, 男性乳房肥大症).
 
 # --- evidence from the departments and the organ
-PAEDIATRIC_DEPARTMENTS = frozenset({"儿科", "新生儿科", "小儿外科", "儿童精神科"})
+PAEDIATRIC_DEPARTMENTS = frozenset(lexicon.PAEDIATRIC_DEPARTMENTS)
 FEMALE_DEPARTMENTS = frozenset({"妇科", "产科", "妇产科"})
 MALE_DEPARTMENTS = frozenset({"男科"})
 SEX_NEUTRAL_DEPARTMENTS = frozenset({"肿瘤科"})  # an ovarian tumour is in 妇科 + 肿瘤科

@@ -505,7 +505,13 @@ def _not_a_disease(name: str) -> str | None:
     return None
 
 
+# spellings of one name: 心肌梗塞 / 心肌梗死, II型糖尿病 / 2型糖尿病
+SPELLINGS = (("梗塞", "梗死"), ("Ⅱ型", "2型"), ("II型", "2型"), ("Ⅰ型", "1型"), ("I型", "1型"))
+
+
 def _variant_key(name: str) -> str:
+    for old, new in SPELLINGS:
+        name = name.replace(old, new)
     return DISEASE_VARIANT.sub("", SYNDROME_SPELLING.sub("综合征", name))
 
 

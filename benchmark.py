@@ -36,6 +36,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from utils.records import DataError
+from utils.cli import UserError
 
 logger = logging.getLogger("benchmark")
 
@@ -56,7 +57,7 @@ def parse_adapters(lora_weights: str) -> list[tuple[str, str]]:
         name, sep, path = item.partition("=")
         name, path = (name.strip(), path.strip()) if sep else (Path(item.rstrip("/")).name, item)
         if not name or not path:
-            raise ValueError(f"--lora_weights: expected dir or name=dir, got {item!r}")
+            raise UserError(f"--lora_weights: expected dir or name=dir, got {item!r}")
         pairs.append((name, path))
     return pairs
 
@@ -219,14 +220,14 @@ def main(
     flags = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if on_bad_row not in ("skip", "error"):
-        raise ValueError(f"--on_bad_row must be skip or error, got {on_bad_row!r}")
+        raise UserError(f"--on_bad_row must be skip or error, got {on_bad_row!r}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     exam_files = [f.strip() for f in (exam_file.split(",") if isinstance(exam_file, str) else exam_file) if f.strip()]
     models = ([(base_name, "")] if with_base else []) + parse_adapters(lora_weights)
     if len({m for m, _ in models}) != len(models) or not models:
-        raise ValueError(f"models to score must be at least one, with distinct names; got {[m for m, _ in models]}")
+        raise UserError(f"models to score must be at least one, with distinct names; got {[m for m, _ in models]}")
 
     # ------------------------------------------------------------------ tasks (offline unless the hub is needed)
     hub_names = [t for t in names if t not in OFFLINE_TASKS]
@@ -247,7 +248,7 @@ def main(
     specs += exam_specs + hub_names
     chance.update({name: r["chance"] for name, r in exam_report.items()})
     if not specs:
-        raise ValueError("nothing to run: every task was skipped; pass --tasks kb-mcq or --exam_file FILE")
+        raise UserError("nothing to run: every task was skipped; pass --tasks kb-mcq or --exam_file FILE")
 
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import handle_non_serializable

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from utils.records import DataError, question_of, read_results
 from utils.runinfo import run_config, write_json
+from utils.cli import UserError
 
 logger = logging.getLogger("compare")
 
@@ -24,13 +25,13 @@ def parse_results(results) -> list[tuple[str, str]]:
     for item in (i.strip() for i in items):
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ValueError(f"--results: expected name=path, got {item!r}")
+            raise UserError(f"--results: expected name=path, got {item!r}")
         pairs.append((name.strip(), path.strip()))
     if not pairs:
-        raise ValueError("--results: no results files given")
+        raise UserError("--results: no results files given")
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
-        raise ValueError(f"--results: model names must differ, got {names}")
+        raise UserError(f"--results: model names must differ, got {names}")
     return pairs
 
 

@@ -36,6 +36,7 @@ from utils.chat import stop_token_ids
 from utils.chat_template import chat_template_for
 from utils.files import staged_folder
 from utils.runinfo import file_sha256, run_config, write_json
+from utils.cli import UserError
 
 logger = logging.getLogger("export_hf_checkpoint")
 
@@ -56,7 +57,7 @@ def trained_with(lora_weights: str) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+        raise UserError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
 
 
 def resolve_settings(base_model: str, lora_weights: str, prompt_template: str, system_prompt: str) -> dict:
@@ -97,10 +98,10 @@ def main(
     flags = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if precision != "auto" and precision not in modeling.DTYPES:
-        raise ValueError(f"precision must be auto or one of {', '.join(modeling.DTYPES)} (the merged weights' dtype), got {precision!r}")
+        raise UserError(f"precision must be auto or one of {', '.join(modeling.DTYPES)} (the merged weights' dtype), got {precision!r}")
     out = Path(output_dir)
     if (out / "config.json").exists() and not overwrite:
-        raise ValueError(f"{out} already holds a model (config.json); pass --overwrite to replace it")
+        raise UserError(f"{out} already holds a model (config.json); pass --overwrite to replace it")
     settings = resolve_settings(base_model, lora_weights, prompt_template, system_prompt)
     lora_weights, trained_on = settings["lora_weights"], settings["trained_with"]
 
@@ -132,7 +133,7 @@ def main(
         model = model.dequantize()
         model.to(modeling.DTYPES[precision])
     if any(type(m).__module__.startswith("bitsandbytes") for m in model.modules()):
-        raise ValueError(f"{base_model}: quantized layers remain after loading in {precision}; refusing to merge into them")
+        raise UserError(f"{base_model}: quantized layers remain after loading in {precision}; refusing to merge into them")
 
     # ------------------------------------------------------------------------------------------
     # merge

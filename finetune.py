@@ -34,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 
 from utils import adapters, batching, checkpointing, memory, modeling
 from utils.callbacks import parameters_sharded
 from utils.chat import stop_token_ids
+from utils.cli import UserError
 from utils.prompter import DEFAULT_TEMPLATE, IGNORE_INDEX, make_prompter, tokenize_records
 from utils.records import load_records, split_validation
 from utils.runinfo import file_sha256, run_config, write_json
@@ -103,13 +105,16 @@ def train(
     sample_max_new_tokens: int = 32,  # length of those sample answers, in tokens (greedy)
 ):
     flags = dict(locals())
-    world_size, rank, _ = modeling.world_info()
+    world_size, rank, local_rank = modeling.world_info()
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    device = modeling.claim_device(world_size, local_rank)  # before anything touches CUDA (each rank its own GPU)
+    sharded = parameters_sharded(None)  # FSDP / ZeRO-3, as accelerate launch configured them
+    modeling.check_quantization(load_8bit, load_4bit, sharded)
     if isinstance(lora_target_modules, str):
         lora_target_modules = [m.strip() for m in lora_target_modules.split(",") if m.strip()]
-    precision = modeling.resolve_precision(precision, training=True)
+    precision = modeling.resolve_precision(precision, training=True, load_8bit=load_8bit)
     attn_implementation = modeling.resolve_attention(attn_implementation, check_installed=not dry_run)
     random.seed(seed)
     np.random.seed(seed)
@@ -136,11 +141,11 @@ def train(
     # ------------------------------------------------------------------------------------------
     # memory plan: micro-batch and checkpointing for this GPU (the global batch never changes)
     if batch_size % world_size:
-        raise ValueError(f"batch_size ({batch_size}) must be a multiple of the number of processes ({world_size})")
+        raise UserError(f"batch_size ({batch_size}) must be a multiple of the number of processes ({world_size})")
     plan = plan_memory(
         config, trust_remote_code, lora_target_modules, lora_r, lora_dropout, load_8bit, load_4bit, precision,
         lengths, answers, batch_size, world_size, micro_batch_size, gradient_checkpointing, gpu_memory, collator, packing, seed,
-        estimated=tokenizer is None,
+        sharded, estimated=tokenizer is None,
     )  # fmt: skip
     if dry_run:
         print_plan(plan)
@@ -149,16 +154,26 @@ def train(
     steps_per_epoch = math.ceil(len(train_examples) / batch_size)
     logger.info(
         "%d process(es) x micro batch %d x %d accumulation steps = %d examples per step; %d steps; precision %s; "
-        "gradient checkpointing %s; %s, %.1f%% of the processed positions are padding",
+        "gradient checkpointing %s; %s, %.1f%% of the processed positions are padding; %s",
         world_size, micro_batch_size, accumulation, batch_size, max_steps if max_steps > 0 else steps_per_epoch * num_epochs,
         precision, "on" if gradient_checkpointing else "off", "packed" if packing else "padded", 100 * plan["epoch"]["padding_fraction"],
+        device if world_size == 1 else f"one GPU per process ({device} here)",
     )  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------
+    # training arguments before the model: they set up accelerate's state, which is what makes
+    # from_pretrained shard as it loads (DeepSpeed's zero.Init through transformers'
+    # is_deepspeed_zero3_enabled, FSDP's rank-0 loading through is_fsdp_enabled)
+    use_wandb = setup_wandb(wandb_project, wandb_run_name, wandb_watch, wandb_log_model, output_dir) and rank == 0
+    has_val = len(val_examples) > 0
+    args = training_arguments(flags, plan, precision, packing, has_val, use_wandb, world_size)
+    sharded = parameters_sharded(args)
 
     # ------------------------------------------------------------------------------------------
     # base model + LoRA
     resume_from_checkpoint, adapter_only = checkpointing.resolve_resume(resume_from_checkpoint, output_dir)
     model, lora_target_modules = lora_model(
-        flags, lora_target_modules, base_model, tokenizer, precision, attn_implementation, gradient_checkpointing, adapter_only
+        flags, lora_target_modules, base_model, tokenizer, precision, attn_implementation, gradient_checkpointing, adapter_only, sharded
     )
 
     # ------------------------------------------------------------------------------------------
@@ -167,10 +182,6 @@ def train(
 
     from utils.callbacks import review_callbacks
 
-    use_wandb = setup_wandb(wandb_project, wandb_run_name, wandb_watch, wandb_log_model, output_dir) and rank == 0
-    has_val = len(val_examples) > 0
-    args = training_arguments(flags, plan, precision, packing, has_val, use_wandb, world_size)
-    sharded = parameters_sharded(args)
     if sharded and sample_questions:  # generating on rank 0 alone would need every rank's shard: a deadlock
         logger.warning("sample answers turned off: %s", sharded)
         sample_questions = 0
@@ -216,13 +227,16 @@ def train(
 # the recipe's stages
 
 
-def lora_model(flags: dict, targets, base_model: str, tokenizer, precision: str, attn_implementation: str, gradient_checkpointing: bool, adapter_only):
+def lora_model(
+    flags: dict, targets, base_model: str, tokenizer, precision: str, attn_implementation: str, gradient_checkpointing: bool, adapter_only,
+    sharded: str | None = None,
+):  # fmt: skip
     """The base (16-bit, or 8-/4-bit) frozen, with a new LoRA, or the adapter being resumed (weights only)."""
     from peft import LoraConfig, get_peft_model
 
     model = modeling.load_model(
         base_model, flags["load_8bit"], flags["load_4bit"], precision, trust_remote_code=flags["trust_remote_code"],
-        attn_implementation=attn_implementation,
+        attn_implementation=attn_implementation, sharded=sharded,
     )  # fmt: skip
     modeling.sync_special_tokens(model, tokenizer)
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
@@ -240,16 +254,38 @@ def lora_model(flags: dict, targets, base_model: str, tokenizer, precision: str,
     return model, targets
 
 
-def training_arguments(flags: dict, plan: dict, precision: str, packing: bool, has_val: bool, use_wandb: bool, world_size: int):
-    """HF TrainingArguments from the flags and the memory plan (micro-batch, accumulation)."""
-    import transformers
+class OneGpuArguments(transformers.TrainingArguments):
+    """TrainingArguments whose single process uses one GPU, however many are visible.
 
+    Without a launcher the Trainer sets ``n_gpu`` to every visible GPU (transformers
+    training_args.py ``_setup_devices``: ``self._n_gpu = torch.cuda.device_count()``) and then wraps
+    16-bit models in ``nn.DataParallel`` (trainer.py, ``if args.n_gpu > 1``), which splits the flat
+    ``shift_labels`` / ``cu_seq_lens`` of a packed batch out of step with its rows, and multiplies the
+    micro-batch of 8-/4-bit models by ``n_gpu``. Several GPUs are used through torchrun/accelerate."""
+
+    @property
+    def n_gpu(self) -> int:
+        return min(super().n_gpu, 1)
+
+
+# DataLoader workers that collate the next micro-batches while the GPU runs (CPU runs collate in-process)
+GPU_DATALOADER_WORKERS = 2
+
+
+def training_arguments(flags: dict, plan: dict, precision: str, packing: bool, has_val: bool, use_wandb: bool, world_size: int):
+    """HF TrainingArguments from the flags and the memory plan (micro-batch, accumulation).
+
+    ``logging_nan_inf_filter`` is off: it reads every micro-step's loss on the host (trainer.py,
+    ``torch.isnan(tr_loss_step) or torch.isinf(tr_loss_step)``), a sync per micro-step; a NaN loss
+    shows in the logged average instead."""
     f, micro = flags, plan["micro_batch_size"]
-    return transformers.TrainingArguments(
+    on_gpu = torch.cuda.is_available()
+    return OneGpuArguments(
         output_dir=f["output_dir"], per_device_train_batch_size=micro, per_device_eval_batch_size=micro,
         gradient_accumulation_steps=plan["gradient_accumulation_steps"], num_train_epochs=f["num_epochs"], max_steps=f["max_steps"],
         learning_rate=f["learning_rate"], warmup_steps=f["warmup_ratio"],  # a float below 1 is a fraction of the total steps
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not on_gpu, logging_nan_inf_filter=False,
+        dataloader_num_workers=GPU_DATALOADER_WORKERS if on_gpu else 0, dataloader_persistent_workers=on_gpu,
         logging_steps=f["logging_steps"], logging_first_step=True,
         eval_strategy="steps" if has_val else "no", eval_steps=f["eval_steps"] if has_val else None,
         save_strategy="steps", save_steps=f["save_steps"], save_total_limit=f["save_total_limit"],
@@ -322,7 +358,7 @@ def estimate_lengths(prompter, records, config, base_model: str, cutoff_len: int
     try:
         prompts = prompter.prompts(None, records)  # a text template needs no tokenizer
     except (AttributeError, TypeError):
-        raise ValueError(f"the {prompter.template_name} template needs the model's tokenizer: put its tokenizer files beside {base_model}/config.json") from None
+        raise UserError(f"the {prompter.template_name} template needs the model's tokenizer: put its tokenizer files beside {base_model}/config.json") from None
     vocab = config.get_text_config().vocab_size
     lengths, answers = [], []
     for prompt, record in zip(prompts, records):
@@ -334,21 +370,18 @@ def estimate_lengths(prompter, records, config, base_model: str, cutoff_len: int
 
 def plan_memory(
     config, trust_remote_code, lora_targets, lora_r, lora_dropout, load_8bit, load_4bit, precision, lengths, answers,
-    batch_size, world_size, micro_batch_size, gradient_checkpointing, gpu_memory, collator, packing, seed, estimated=False,
+    batch_size, world_size, micro_batch_size, gradient_checkpointing, gpu_memory, collator, packing, seed, sharded=None, estimated=False,
 ) -> dict:  # fmt: skip
     """The memory plan (utils/memory.py) of this run: model shape from config.json, the epoch's largest
     micro-batch for each candidate size, the device's budget."""
-    if load_8bit and load_4bit:
-        raise ValueError("choose one of --load_8bit and --load_4bit")
     if micro_batch_size != "auto" and (int(micro_batch_size) < 1 or batch_size % (int(micro_batch_size) * world_size)):
-        raise ValueError(
+        raise UserError(
             f"batch_size ({batch_size}) must be a multiple of micro_batch_size ({micro_batch_size}) x processes ({world_size}); "
             "or leave --micro_batch_size auto"
         )
     if str(gradient_checkpointing).lower() in ("true", "false"):
         gradient_checkpointing = str(gradient_checkpointing).lower() == "true"
     shape = memory.model_shape(config, lora_targets, lora_r, trust_remote_code)
-    sharded = parameters_sharded(None)
     setup = memory.TrainingSetup("8bit" if load_8bit else "4bit" if load_4bit else "16bit", precision, lora_dropout, world_size, bool(sharded))
     budget, source = memory.memory_budget(gpu_memory, world_size)
 
@@ -372,7 +405,7 @@ def plan_memory(
     if not plan.fits:
         message = f"memory plan: {plan.reason}; try --load_4bit, a smaller --cutoff_len, --micro_batch_size auto or more GPUs"
         if torch.cuda.is_available() and world_size > 1:  # processes cannot retry out-of-memory steps on their own
-            raise ValueError(message)
+            raise UserError(message)
         logger.warning("%s (a step that runs out of memory is redone in smaller pieces)", message)
     return result
 
@@ -389,7 +422,8 @@ def print_plan(plan: dict) -> None:
         ("micro-batch", f"{plan['micro_batch_size']} examples, up to {plan['tokens_per_micro_batch']} tokens "
                         f"({plan['logit_tokens_per_micro_batch']} projected); accumulation {plan['gradient_accumulation_steps']}"),
         ("gradient checkpointing", f"{'on' if plan['gradient_checkpointing'] else 'off'} ({plan['reason']})"),
-        ("activations per token", f"{plan['activation_bytes_per_token'] / 2**20:.2f} MiB"),
+        ("activations per token", f"{plan['activation_bytes_per_token'] / 2**20:.2f} MiB"
+                                  + (f" ({plan['int8_kept_bytes_per_token'] / 2**20:.2f} MiB int8 layer inputs kept by bitsandbytes)" if plan["int8_kept_bytes_per_token"] else "")),
         *[(f"  {name}", f"{parts[name]:.2f} GiB") for name in ("weights", "lora_and_optimizer", "activations", "logits", "runtime")],
         ("token counts", "estimated from the text (no tokenizer in the folder)" if plan["tokens_estimated"] else "from the tokenizer"),
         ("estimated peak per GPU", f"{plan['peak_gib']:.2f} GiB of {plan['budget'] / gib:.1f} GiB ({plan['budget_source']}): "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from utils import adapters, generation, literature, modeling
 from utils.prompter import make_prompter
+from utils.cli import UserError
 
 logger = logging.getLogger("generate")
 
@@ -87,7 +88,7 @@ def fit_prompt(tokenizer, prompter, history, question, extra_input, max_new_toke
             length = len(tokenizer(prompt)["input_ids"])
         if context is None or length + max_new_tokens <= context:
             return prompt, dropped
-    raise ValueError(
+    raise UserError(
         f"The question is too long: {length} prompt tokens + {max_new_tokens} new tokens exceed the model's "
         f"context of {context} tokens. Shorten it or lower max new tokens."
     )
@@ -204,7 +205,7 @@ def parse_auth(auth: str) -> tuple[str, str] | None:
         return None
     user, colon, password = auth.partition(":")
     if not colon or not user or not password:
-        raise ValueError("--auth must be USER:PASSWORD (both non-empty)")
+        raise UserError("--auth must be USER:PASSWORD (both non-empty)")
     return user, password
 
 
@@ -238,7 +239,7 @@ def main(
     defaults = dict(temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=do_sample)
     generation.check_settings(**{k: v for k, v in defaults.items() if k != "do_sample"})
     if concurrency_limit < 1 or max_queue < 1:
-        raise ValueError(f"concurrency_limit and max_queue must be at least 1, got {concurrency_limit} and {max_queue}")
+        raise UserError(f"concurrency_limit and max_queue must be at least 1, got {concurrency_limit} and {max_queue}")
     if (server_name not in LOOPBACK or share_gradio) and credentials is None:
         logger.warning("the demo is reachable beyond this machine without --auth: anyone who reaches it can use the model")
 
@@ -261,7 +262,7 @@ def main(
             ssr_mode=False, mcp_server=False,
         )  # fmt: skip
     except OSError as err:  # port taken, address not available
-        raise ValueError(f"cannot serve on {server_name}:{server_port}: {err}") from None
+        raise UserError(f"cannot serve on {server_name}:{server_port}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 from utils import adapters, generation, literature, modeling
 from utils.prompter import DEFAULT_TEMPLATE, make_prompter
 from utils.records import load_records, question_of
+from utils.cli import UserError
 
 logger = logging.getLogger("infer")
 
@@ -45,7 +46,7 @@ def flags(**given) -> dict:
     params = inspect.signature(main).parameters
     unknown = sorted(set(given) - set(params))
     if unknown:
-        raise ValueError(f"unknown flag(s) --{', --'.join(unknown)} (infer.py's flags: {', '.join(params)})")
+        raise UserError(f"unknown flag(s) --{', --'.join(unknown)} (infer.py's flags: {', '.join(params)})")
     return {name: given.get(name, param.default) for name, param in params.items()}
 
 
@@ -131,9 +132,9 @@ def main(
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise UserError(f"batch_size must be at least 1, got {batch_size}")
     if mode not in ("file", "single", "multi"):
-        raise ValueError(f"mode must be file, single or multi, got {mode!r}")
+        raise UserError(f"mode must be file, single or multi, got {mode!r}")
     if instruct_dir:
         records = load_records(instruct_dir, require_output=False, on_bad_record=on_bad_record).records
     else:

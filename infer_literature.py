@@ -21,6 +21,7 @@ import sys
 import infer
 from utils import generation, literature
 from utils.records import load_records
+from utils.cli import UserError
 
 logger = logging.getLogger("infer_literature")
 
@@ -50,7 +51,7 @@ def main(
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if single_or_multi not in ("single", "multi"):
-        raise ValueError(f"--single_or_multi must be single or multi, got {single_or_multi!r}")
+        raise UserError(f"--single_or_multi must be single or multi, got {single_or_multi!r}")
     flags = infer.flags(**infer_flags)
     questions = SEED_QUESTIONS
     if instruct_dir:

@@ -24,6 +24,7 @@ from pathlib import Path
 from utils import judge
 from utils.records import DataError, load_records, read_results
 from utils.runinfo import file_sha256, run_config, write_json
+from utils.cli import UserError
 
 logger = logging.getLogger("judge")
 
@@ -98,7 +99,7 @@ def main(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not predictions_file and not questions_file:
-        raise ValueError("pass --questions_file (to prepare infer.py input) or --predictions_file (answers to judge)")
+        raise UserError("pass --questions_file (to prepare infer.py input) or --predictions_file (answers to judge)")
 
     # ------------------------------------------------------------------------------------------
     # questions only: write them as infer.py input (instruction = the question, other fields kept)

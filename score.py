@@ -19,6 +19,7 @@ from pathlib import Path
 from utils import metrics
 from utils.records import load_records, read_results
 from utils.runinfo import file_sha256, run_config, write_json
+from utils.cli import UserError
 
 logger = logging.getLogger("score")
 
@@ -119,7 +120,7 @@ def main(
     flags = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not predictions_file and not data_path:
-        raise ValueError("nothing to evaluate: pass --predictions_file (infer.py results) and/or --data_path (reference loss)")
+        raise UserError("nothing to evaluate: pass --predictions_file (infer.py results) and/or --data_path (reference loss)")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {}

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import export_hf_checkpoint
 from utils import adapters, generation, modeling
 from utils.runinfo import file_sha256
+from utils.cli import UserError
 
 logger = logging.getLogger("serve_api")
 
@@ -92,7 +93,7 @@ def ensure_merged(settings: dict, merged_dir: Path, trust_remote_code: bool) -> 
             "prompt_template": settings["prompt_template"], "system_prompt": settings["system_prompt"]}  # fmt: skip
     recorded = export_hf_checkpoint.trained_with(str(merged_dir))  # the merged folder's own run_config.json
     if (merged_dir / "config.json").exists() and not recorded:
-        raise ValueError(f"{merged_dir} holds a model that export_hf_checkpoint.py did not write; pass another --merged_dir")
+        raise UserError(f"{merged_dir} holds a model that export_hf_checkpoint.py did not write; pass another --merged_dir")
     if recorded:
         resolved, adapter = recorded.get("resolved", {}), recorded.get("adapter", {})
         have = {"adapter": adapter.get("path"), "weights_sha256": adapter.get("weights_sha256"),
@@ -294,7 +295,7 @@ def check_can_listen(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as err:
-            raise ValueError(f"cannot serve on {host}:{port}: {err.strerror} (pass --port or PORT=...)") from None
+            raise UserError(f"cannot serve on {host}:{port}: {err.strerror} (pass --port or PORT=...)") from None
 
 
 def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -306,9 +307,9 @@ def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None
             if httpx.get(url, timeout=5).status_code == 200:
                 return
         if time.monotonic() > deadline:
-            raise ValueError(f"the engine did not answer {url} within {timeout:.0f} s (raise --startup_timeout for big models)")
+            raise UserError(f"the engine did not answer {url} within {timeout:.0f} s (raise --startup_timeout for big models)")
         time.sleep(0.5)
-    raise ValueError(f"the engine exited with status {proc.returncode} while loading (its log is above)")
+    raise UserError(f"the engine exited with status {proc.returncode} while loading (its log is above)")
 
 
 def run_front(app, host: str, port: int, backend: subprocess.Popen, banner: str) -> None:
@@ -358,7 +359,7 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request otherwise
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if host not in LOOPBACK and not api_key:
         logger.warning("listening on %s without --api_key: anyone who reaches this machine can use the model", host)
     settings = export_hf_checkpoint.resolve_settings(base_model, lora_weights, prompt_template, system_prompt)

@@ -17,6 +17,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from utils.cli import UserError  # noqa: E402 (after the path is set)
+
 logger = logging.getLogger("make_random_llama")
 
 PRESETS = {
@@ -42,16 +44,16 @@ def main(
     from utils.tiny_base import ensure_tiny_base
 
     if not out_dir:
-        raise ValueError("pass --out_dir DIR")
+        raise UserError("pass --out_dir DIR")
     if config_json:
         settings = json.loads(Path(config_json).read_text())
     elif preset in PRESETS:
         settings = PRESETS[preset]
     else:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if dtype not in dtypes:
-        raise ValueError(f"--dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+        raise UserError(f"--dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
     tiny = Path(ensure_tiny_base())
     config = LlamaConfig(**{k: v for k, v in settings.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype")})
     config.bos_token_id, config.eos_token_id, config.pad_token_id = 1, 2, None

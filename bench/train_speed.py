@@ -30,6 +30,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from utils.cli import UserError  # noqa: E402 (after the path is set)
+
 logger = logging.getLogger("train_speed")
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "huatuo" / "llama_data.json"
@@ -232,7 +234,7 @@ def main(
     data_path = data_path or default_data()
     records = load_records(data_path).records
     if num_examples + num_heldout > len(records):
-        raise ValueError(f"{data_path}: {len(records)} records, fewer than --num_examples + --num_heldout = {num_examples + num_heldout}")
+        raise UserError(f"{data_path}: {len(records)} records, fewer than --num_examples + --num_heldout = {num_examples + num_heldout}")
     order = np.random.default_rng(0).permutation(len(records))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +245,7 @@ def main(
         try:
             finetune_flags = json.loads(finetune_flags)
         except json.JSONDecodeError as err:
-            raise ValueError(f"--finetune_flags is not a JSON object: {err}") from None
+            raise UserError(f"--finetune_flags is not a JSON object: {err}") from None
     (out / "finetune_flags.json").write_text(json.dumps(finetune_flags))
 
     results = {}

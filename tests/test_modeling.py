@@ -11,7 +11,7 @@ from utils import modeling
     [
         (True, True, False, True, "bf16"),
         (True, False, True, True, "fp16"),
-        (False, False, True, True, "bf16"),  # CPU with AVX512-BF16 / AMX: train in bf16
+        (False, False, True, True, "bf16"),  # CPU with AMX: train in bf16 (faster there)
         (False, False, True, False, "fp32"),  # ... but infer in fp32 (batched == one-at-a-time)
         (False, False, False, True, "fp32"),  # CPU without native bf16: never fp16 on CPU
     ],
@@ -19,7 +19,7 @@ from utils import modeling
 def test_auto_precision_follows_the_hardware(monkeypatch, cuda, cuda_bf16, cpu_bf16, training, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0) if cuda_bf16 else (7, 5))  # Ampere+ or Turing
-    monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(modeling, "cpu_bf16_is_faster", lambda: cpu_bf16)
     assert modeling.resolve_precision("auto", training=training) == expected
     assert modeling.resolve_precision("fp32", training=training) == "fp32"  # an explicit choice is kept
 

@@ -28,6 +28,7 @@ from utils import hub, tiny_base
 from utils.chat import CHAT_TEMPLATE_NAME
 from utils.prompter import DEFAULT_TEMPLATE
 from utils.files import fsync_dir
+from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def read_weights(path: Path) -> dict:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling refusal becomes one clear message
-        raise ValueError(f"{path}: refused to load: not a plain tensor file ({type(err).__name__}: {err})") from None
+        raise UserError(f"{path}: refused to load: not a plain tensor file ({type(err).__name__}: {err})") from None
 
 
 def weight_shapes(path: Path) -> dict[str, tuple]:
@@ -101,7 +102,7 @@ def describe(folder: str | Path) -> AdapterInfo:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise UserError(f"{path}: not valid JSON ({err})") from None
     flags, resolved = config.get("flags") or {}, config.get("resolved") or {}
     given = flags.get("base_model")
     base = "" if given == "" else resolved.get("base_model", given)  # "" = the embedded tiny base wherever it lives
@@ -148,7 +149,7 @@ def check_base(folder: str | Path, base_path: str) -> None:
     trained = describe(folder).tiny_base_fingerprint
     current = tiny_base.fingerprint_of(base_path) if Path(base_path).is_dir() else None
     if trained and current and trained != current:
-        raise ValueError(
+        raise UserError(
             f"{folder} was trained on the embedded tiny base with tokenizer fingerprint {trained[:12]}, but {base_path} "
             f"has {current[:12]}: its token ids differ and the adapter would answer nonsense. Rebuild the base it was trained "
             "on from the checkout that trained it (python -m utils.tiny_base --out_dir DIR, then pass --base_model DIR), "
@@ -180,13 +181,13 @@ def load_adapter(model, lora_weights: str, is_trainable: bool = False):
 
     weights = read_weights(weights_path)
     if not weights:
-        raise ValueError(f"{weights_path} holds no tensors (an empty adapter, as old alpaca-lora runs saved)")
+        raise UserError(f"{weights_path} holds no tensors (an empty adapter, as old alpaca-lora runs saved)")
     peft_model = PeftModel(model, config)
     result = set_peft_model_state_dict(peft_model, weights)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
     if unexpected or missing:
-        raise ValueError(
+        raise UserError(
             f"{weights_path} does not match the base model: {len(unexpected)} unexpected keys "
             f"(e.g. {unexpected[:2]}), {len(missing)} LoRA weights left unset (e.g. {missing[:2]})"
         )

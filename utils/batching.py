@@ -22,8 +22,8 @@ What is learned does not change, only how the work is laid out:
   and let examples see each other.
 * Targets are shifted inside each example (the last token of one example never predicts the first
   of the next) and handed over as ``shift_labels``; with ``label_logits_only`` the model projects
-  only the positions that have a target onto the vocabulary (``logits_to_keep`` as a boolean mask),
-  which skips the language-model head and the softmax on prompt tokens.
+  only the positions that have a target onto the vocabulary (``logits_to_keep`` as integer positions
+  per row, no host sync), which skips the language-model head and the softmax on prompt tokens.
 * On CUDA out-of-memory in a training step, :func:`trainer_class`'s trainer restores the step's
   gradients, splits the micro-batch into halves (twice the accumulation, the same examples and
   the same token-weighted gradient) and redoes it; later micro-batches stay split.
@@ -181,11 +181,24 @@ class PackingCollator:
         keep = targets != IGNORE_INDEX
         self.stats["targets"] += int(keep.sum())
         if self.label_logits_only:
-            batch["logits_to_keep"] = keep  # (rows, width) bool: logits come back flattened to (targets, vocab)
-            batch["shift_labels"] = targets[keep]
+            # (rows, k) integer positions, k = the most targets of a row, short rows repeating a position
+            # whose label is -100: transformers gathers them with take_along_dim (modeling_utils
+            # slice_logits_to_keep), which needs no host sync; a boolean mask would (its count).
+            counts = keep.sum(1)
+            k = max(1, int(counts.max()))
+            order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :k]  # target positions first
+            batch["logits_to_keep"] = order
+            batch["shift_labels"] = torch.where(torch.arange(k)[None] < counts[:, None], targets.gather(1, order), IGNORE_INDEX)
         else:
             batch["shift_labels"] = targets
         return batch
+
+    def logit_tokens_of(self, lengths: list[int], answers: list[int]) -> int:
+        """Positions projected onto the vocabulary for these examples: rows x the most targets of a row."""
+        if not self.label_logits_only:
+            return self.positions_of(lengths)
+        rows = [list(range(len(lengths)))] if self.flatten else pack_rows(lengths, self.pack_len if self.pack_len > 0 else sum(lengths))
+        return len(rows) * max(1, max(sum(answers[i] for i in row) for row in rows))
 
     def positions_of(self, lengths: list[int]) -> int:
         """Positions (tokens + padding) of the batch these example lengths make, without building it."""
@@ -255,7 +268,7 @@ def epoch_figures(
         chunk = [lengths[i] for i in mb]
         if packing:
             pos = collator_like.positions_of(chunk)
-            logits = sum(answer_lengths[i] for i in mb) if collator_like.label_logits_only else pos
+            logits = collator_like.logit_tokens_of(chunk, [answer_lengths[i] for i in mb])
         else:
             pos = logits = len(chunk) * math.ceil(max(chunk) / 8) * 8
         tokens, positions = tokens + sum(chunk), positions + pos

@@ -23,19 +23,30 @@ DEFAULT_SAMPLE_FILE = Path(__file__).resolve().parent.parent / "data" / "infer.j
 def parameters_sharded(args=None) -> str | None:
     """Why the base's parameters are sharded over the processes (FSDP, DeepSpeed ZeRO-3), or None.
 
-    Read from ``accelerate launch``'s environment and from the TrainingArguments. With sharded
-    parameters a forward pass needs every rank, so sample answers generated on rank 0 alone would
-    wait forever for the others."""
+    Read from ``accelerate launch``'s environment (a yaml's ``zero_stage``, or the stage inside the
+    DeepSpeed JSON a yaml names with ``deepspeed_config_file``: accelerate/utils/launch.py sets
+    ACCELERATE_DEEPSPEED_ZERO_STAGE only for the former, ACCELERATE_DEEPSPEED_CONFIG_FILE for the
+    latter) and from the TrainingArguments (``--deepspeed`` JSON or dict; transformers'
+    ``is_deepspeed_zero3_enabled`` once they exist). With sharded parameters a forward pass needs
+    every rank, so sample answers generated on rank 0 alone would wait forever for the others."""
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or (args is not None and args.fsdp):
         return "FSDP shards the parameters over the processes (a forward pass on rank 0 alone would hang)"
     zero_stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "")
-    if args is not None and args.deepspeed:
-        config = args.deepspeed if isinstance(args.deepspeed, dict) else json.loads(Path(args.deepspeed).read_text())
+    configs = [os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", ""), args.deepspeed if args is not None else None]
+    for config in filter(None, configs):
+        config = config if isinstance(config, dict) else json.loads(Path(config).read_text())
         zero_stage = str(config.get("zero_optimization", {}).get("stage", zero_stage))
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or (args is not None and args.deepspeed):
-        if zero_stage == "3":
-            return "DeepSpeed ZeRO-3 shards the parameters over the processes (a forward pass on rank 0 alone would hang)"
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or any(configs)
+    if (deepspeed and zero_stage == "3") or (args is not None and zero3_enabled()):
+        return "DeepSpeed ZeRO-3 shards the parameters over the processes (a forward pass on rank 0 alone would hang)"
     return None
+
+
+def zero3_enabled() -> bool:
+    """transformers' own answer, however DeepSpeed was configured (set when TrainingArguments are built)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
 
 
 def sample_questions(n: int, path: str | Path = DEFAULT_SAMPLE_FILE) -> list[str]:

@@ -27,6 +27,7 @@ import logging
 from dataclasses import dataclass
 
 from utils import literature
+from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class ChatFormat:
     @classmethod
     def of(cls, tokenizer) -> "ChatFormat":
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise UserError(
                 f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no chat template: --prompt_template chat needs a "
                 "chat model's tokenizer; use a text template instead (med_template, or bloom_deploy for Bloom/Huozi)"
             )
@@ -102,7 +103,7 @@ class ChatFormat:
         tail = text[text.rindex(PROBE) + len(PROBE) :]
         ids = self.tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
         if not ids or not _is_special(self.tokenizer, ids[0]):
-            raise ValueError(
+            raise UserError(
                 f"the chat template puts no special token after an assistant message (it puts {tail[:20]!r}): no "
                 "end-of-turn token to learn and stop at; use a text template instead"
             )
@@ -119,7 +120,7 @@ class ChatFormat:
                 # Templates without a system role (Gemma) get the system prompt in the first user turn.
                 first = dict(messages[1], content=messages[0]["content"] + "\n\n" + messages[1]["content"])
                 return self.render([first] + messages[2:], add_generation_prompt)
-            raise ValueError(f"the tokenizer's chat template refused the conversation: {err}") from None
+            raise UserError(f"the tokenizer's chat template refused the conversation: {err}") from None
         bos = self.tokenizer.bos_token
         if self.adds_bos and bos and text.startswith(bos):
             text = text[len(bos) :]
@@ -141,7 +142,7 @@ class ChatFormat:
                 continue
             before, through = self.render(messages[:i], True), self.render(messages[: i + 1])
             if not (through.startswith(before) and full_text.startswith(through)):
-                raise ValueError(
+                raise UserError(
                     "the chat template renders earlier turns differently once later turns follow; "
                     "its assistant turns cannot be masked exactly (train on single-turn records)"
                 )

@@ -29,6 +29,7 @@ from jinja2.exceptions import TemplateError
 from utils import literature
 from utils.chat import CHAT_TEMPLATE_NAME, ChatFormat, record_messages
 from utils.prompter import make_prompter
+from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +107,13 @@ def chat_template_for(tokenizer, template_name: str, system_prompt: str = "") ->
     if template_name == CHAT_TEMPLATE_NAME:
         base = getattr(tokenizer, "chat_template", None)
         if not base:
-            raise ValueError(f"the adapter was trained with the base's chat template, but {tokenizer.name_or_path} has none")
+            raise UserError(f"the adapter was trained with the base's chat template, but {tokenizer.name_or_path} has none")
         if not system_prompt:
             check_chat_template(tokenizer, base, template_name)
             return base
         candidates = [prefix % dict(system=_literal(system_prompt)) + base for prefix in (SYSTEM_DEFAULT, SYSTEM_IN_FIRST_TURN)]
     elif system_prompt:
-        raise ValueError(f"a system prompt needs the chat template; the text template {template_name} has no place for one")
+        raise UserError(f"a system prompt needs the chat template; the text template {template_name} has no place for one")
     else:  # how bos joins the text differs between tokenizers: the check picks the form that encodes as training did
         bos_forms = ["bos_token", "bos_token ~ ' '", ""] if tokenizer.bos_token else [""]
         candidates = [text_chat_template(template_name, bos) for bos in bos_forms]
@@ -123,7 +124,7 @@ def chat_template_for(tokenizer, template_name: str, system_prompt: str = "") ->
             return template
         except ValueError as err:
             problems.append(str(err))
-    raise ValueError(f"no chat template encodes the {template_name} prompt as training did: {problems[0]}")
+    raise UserError(f"no chat template encodes the {template_name} prompt as training did: {problems[0]}")
 
 
 def check_chat_template(tokenizer, template: str, template_name: str, system_prompt: str = "") -> None:
@@ -148,9 +149,9 @@ def check_chat_template(tokenizer, template: str, template_name: str, system_pro
                     messages, chat_template=template, add_generation_prompt=True, tokenize=True, return_dict=True
                 )["input_ids"]
             except TemplateError as err:  # e.g. a default system message given to a template without a system role
-                raise ValueError(f"the chat template refuses a {len(past) + 1}-turn question: {err}") from None
+                raise UserError(f"the chat template refuses a {len(past) + 1}-turn question: {err}") from None
             if list(got) != list(expected):
-                raise ValueError(
+                raise UserError(
                     f"{len(past) + 1}-turn question {question!r}: the template gives {tokenizer.convert_ids_to_tokens(list(got))[:8]}..., "
                     f"training gives {tokenizer.convert_ids_to_tokens(list(expected))[:8]}..."
                 )

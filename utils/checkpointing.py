@@ -33,6 +33,7 @@ import torch
 from utils.adapters import PARTIAL_DIR, adapter_problem, publish
 from utils.files import fsync_dir
 from utils.runinfo import write_json
+from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +144,11 @@ def resolve_resume(resume_from_checkpoint, output_dir: str) -> tuple[str | None,
     if (folder / "trainer_state.json").exists() or (folder / MARKER).exists() or CHECKPOINT_RE.match(folder.name):
         problem = checkpoint_problem(folder)
         if problem:
-            raise ValueError(f"cannot resume from {folder}: {problem}")
+            raise UserError(f"cannot resume from {folder}: {problem}")
         return str(folder), None
     problem = adapter_problem(folder)
     if problem:
-        raise ValueError(f"resume_from_checkpoint {folder} is neither a Trainer checkpoint nor a complete adapter: {problem}")
+        raise UserError(f"resume_from_checkpoint {folder} is neither a Trainer checkpoint nor a complete adapter: {problem}")
     logger.warning("%s holds adapter weights only: they are loaded, the optimizer and schedule restart", folder)
     return None, str(folder)
 

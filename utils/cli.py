@@ -1,4 +1,5 @@
-"""Entry point wrapper: user errors (bad data, bad flags, missing files) end as one clear line.
+"""Entry point wrapper: user errors (bad data, bad flags, missing files) end as one clear line;
+everything else (a bug, a failing GPU, a library error) keeps its traceback.
 
 Flag spellings the seed's scripts differ on are accepted in either form (``FLAG_ALIASES``):
 finetune.py's ``--prompt_template_name`` and infer/generate's ``--prompt_template`` name the same thing.
@@ -9,9 +10,16 @@ import logging
 import os
 import sys
 
-from utils.records import DataError
 
-USER_ERRORS = (DataError, FileNotFoundError, ValueError)
+
+class UserError(ValueError):
+    """What a user got wrong (a flag, a path, a data record): ``run`` prints it as one line.
+
+    A ValueError subclass, so code that catches ValueError still does; but only this type (and
+    FileNotFoundError) is shortened, so a ValueError raised by a library or by a bug shows its traceback."""
+
+
+USER_ERRORS = (UserError, FileNotFoundError)
 FLAG_ALIASES = {"prompt_template_name": "prompt_template", "prompt_template": "prompt_template_name"}
 
 

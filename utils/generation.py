@@ -12,6 +12,8 @@ import threading
 
 import torch
 
+from utils.cli import UserError
+
 logger = logging.getLogger(__name__)
 
 # The generation flags every script exposes, with the seed's values.
@@ -36,7 +38,7 @@ def check_settings(**settings) -> None:
     for name, value in settings.items():
         low, high = LIMITS[name]
         if value is None or not low <= value <= high:
-            raise ValueError(f"{name}={value!r} is outside the accepted range [{low}, {high}]")
+            raise UserError(f"{name}={value!r} is outside the accepted range [{low}, {high}]")
 
 
 def make_generation_config(

@@ -18,10 +18,12 @@ import logging
 import re
 from dataclasses import dataclass
 
+from utils.cli import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class ReplyError(ValueError):
+class ReplyError(UserError):  # the judge model never answered in the protocol: one line, not a traceback
     """A model reply (or every reply, after retries) was unusable; the message says why."""
 
     def __init__(self, message: str, attempts: int = 1, raw: str = ""):

@@ -6,7 +6,8 @@ parameters, and every other part is arithmetic:
 * **weights**: 16-bit (2 bytes/parameter), 8-bit (1 byte + one fp32 scale per output row) or NF4
   with double quantization (0.516 bytes/parameter) for the linear layers bitsandbytes quantizes;
   embeddings, norms and the output head stay in the compute dtype (bitsandbytes never quantizes
-  the output head). FSDP / ZeRO-3 divide the weights by the number of processes.
+  the output head). FSDP / ZeRO-3 divide 16-bit weights by the number of processes
+  (they shard as they load); 8-/4-bit weights are quantized whole on every GPU at load.
 * **LoRA**: parameters, gradients and AdamW's two moments, all fp32 (16 bytes per LoRA
   parameter). fp32 because the optimizer and fp16's loss scaler need fp32 master weights; nothing
   else is upcast (no fp32 copy of embeddings, norms or the head, which peft's
@@ -22,6 +23,17 @@ parameters, and every other part is arithmetic:
   LLaMA-7B with LoRA on q,v and dropout: 197,700 bytes per token per layer (48 h), 6.3 MB per token
   over 32 layers. With gradient checkpointing a layer keeps only its input (2 h in 16-bit) and one
   layer at a time is recomputed in full.
+* **int8 inputs** (``--load_8bit``, on CUDA): bitsandbytes' ``MatMul8bitLt.forward`` keeps each int8
+  layer's input as a plain ctx attribute, ``ctx.tensors = (CAt, subA, A)``
+  (bitsandbytes/autograd/_functions.py:186-188 in 0.50.2), not through ``save_for_backward``, so
+  autograd's saved-tensor hooks, and with them non-reentrant checkpointing, cannot free it: every
+  int8 linear's input lives until its backward, with or without checkpointing. ``A`` is the input
+  itself in the compute dtype (the fp16 cast at :137/:140 is a temporary), so linears fed the same
+  tensor share it: per layer the attention input (h), the attention output (heads x head dim), the
+  MLP input (h) and the down projection's input (i). ``CAt`` (the int8 transpose) is only made when
+  the weight needs a gradient (:135, never for a frozen base); ``subA`` holds the outlier columns
+  only (a handful per layer at 7B scale, LLM.int8 paper), not counted. On a CPU bitsandbytes trains
+  through ``MatMul8bitFp`` (:401-403), which keeps nothing extra; the plan is for the GPU.
 * **logits**: only answer tokens are projected onto the vocabulary (packing's ``logits_to_keep``);
   the loss upcasts them to fp32, so each costs about 12 bytes per vocabulary entry at the peak
   (16-bit logits, fp32 copy, log-softmax kept for backward, its gradient).
@@ -40,6 +52,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +74,7 @@ def parse_memory(text) -> int:
     units = {"": GiB, "g": GiB, "gib": GiB, "gb": 10**9, "m": 2**20, "mib": 2**20, "mb": 10**6, "t": 2**40, "tib": 2**40, "tb": 10**12}
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in units or float(match.group(1)) <= 0:
-        raise ValueError(f"--gpu_memory {text!r}: expected a size such as 24GiB, 80GB or 40 (GiB)")
+        raise UserError(f"--gpu_memory {text!r}: expected a size such as 24GiB, 80GB or 40 (GiB)")
     return int(float(match.group(1)) * units[match.group(2).lower()])
 
 
@@ -165,15 +179,25 @@ def layer_activation_bytes(shape: ModelShape, dtype_bytes: int = 2, lora_dropout
     return int(base * scale + lora)
 
 
-def activation_bytes_per_token(shape: ModelShape, dtype_bytes: int, lora_dropout: float, gradient_checkpointing: bool) -> int:
+def int8_kept_bytes_per_token(shape: ModelShape, dtype_bytes: int) -> int:
+    """Bytes per token one decoder layer's int8 linears keep outside autograd's saved tensors on CUDA
+    (see the module docstring): their distinct inputs, in the compute dtype."""
+    return dtype_bytes * (2 * shape.hidden + shape.heads * shape.head_dim + shape.intermediate)
+
+
+def activation_bytes_per_token(
+    shape: ModelShape, dtype_bytes: int, lora_dropout: float, gradient_checkpointing: bool, quantization: str = "16bit"
+) -> int:
     """Saved bytes per token of a micro-batch over all layers, the final norm included.
 
-    With checkpointing every layer keeps its input and one layer is recomputed at a time."""
+    With checkpointing every layer keeps its input and one layer is recomputed at a time; 8-bit
+    layers keep their inputs either way (``int8_kept_bytes_per_token``)."""
     one_layer = layer_activation_bytes(shape, dtype_bytes, lora_dropout)
     final_norm = 3 * dtype_bytes * shape.hidden
+    int8_kept = shape.layers * int8_kept_bytes_per_token(shape, dtype_bytes) if quantization == "8bit" else 0
     if gradient_checkpointing:
-        return shape.layers * dtype_bytes * shape.hidden + one_layer + final_norm
-    return shape.layers * one_layer + final_norm
+        return shape.layers * dtype_bytes * shape.hidden + one_layer + final_norm + int8_kept
+    return shape.layers * one_layer + final_norm + int8_kept
 
 
 def weight_bytes(shape: ModelShape, quantization: str, dtype_bytes: int) -> int:
@@ -208,10 +232,10 @@ class TrainingSetup:
 def training_peak(shape: ModelShape, setup: TrainingSetup, positions: int, logit_tokens: int, gradient_checkpointing: bool) -> dict:
     """Peak bytes on one GPU, by part, for a micro-batch of ``positions`` tokens (``logit_tokens`` projected)."""
     weights = weight_bytes(shape, setup.quantization, setup.dtype_bytes)
-    if setup.sharded:
+    if setup.sharded and setup.quantization == "16bit":  # bitsandbytes quantizes on each process's GPU, whole, at load
         weights = math.ceil(weights / setup.world_size)
     dequantized = shape.largest_linear * setup.dtype_bytes if setup.quantization != "16bit" else 0
-    per_token = activation_bytes_per_token(shape, setup.dtype_bytes, setup.lora_dropout, gradient_checkpointing)
+    per_token = activation_bytes_per_token(shape, setup.dtype_bytes, setup.lora_dropout, gradient_checkpointing, setup.quantization)
     parts = {
         "weights": weights,
         "lora_and_optimizer": 16 * shape.lora_params,
@@ -257,6 +281,7 @@ class Plan:
     tokens_per_micro_batch: int  # padded positions of the largest micro-batch of an epoch
     logit_tokens_per_micro_batch: int
     activation_bytes_per_token: int
+    int8_kept_bytes_per_token: int  # of activation_bytes_per_token: what bitsandbytes' int8 layers keep (8-bit, CUDA)
     parts: dict
     budget: int
     budget_source: str
@@ -322,7 +347,8 @@ def plan_micro_batch(
     return Plan(
         micro_batch_size=m, gradient_accumulation_steps=per_rank_batch // m, gradient_checkpointing=gc,
         tokens_per_micro_batch=positions, logit_tokens_per_micro_batch=logit_tokens,
-        activation_bytes_per_token=activation_bytes_per_token(shape, setup.dtype_bytes, setup.lora_dropout, gc),
+        activation_bytes_per_token=activation_bytes_per_token(shape, setup.dtype_bytes, setup.lora_dropout, gc, setup.quantization),
+        int8_kept_bytes_per_token=shape.layers * int8_kept_bytes_per_token(shape, setup.dtype_bytes) if setup.quantization == "8bit" else 0,
         parts=parts, budget=budget, budget_source=budget_source, fits=ok, reason=reason, candidates=tried,
     )  # fmt: skip
 
@@ -346,7 +372,7 @@ def format_plan(rows: list[tuple[str, str]]) -> str:
 
 JSON_KEYS = (
     "peak_gib", "fits", "micro_batch_size", "gradient_accumulation_steps", "tokens_per_micro_batch", "logit_tokens_per_micro_batch",
-    "gradient_checkpointing", "activation_bytes_per_token", "budget_gib", "parts_gib", "quantization", "precision", "world_size",
+    "gradient_checkpointing", "activation_bytes_per_token", "int8_kept_bytes_per_token", "budget_gib", "parts_gib", "quantization", "precision", "world_size",
 )  # fmt: skip
 
 

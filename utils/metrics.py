@@ -12,6 +12,8 @@
 import logging
 import statistics
 
+from utils.cli import UserError
+
 logger = logging.getLogger(__name__)
 
 TOKENIZATIONS = ("char", "word")
@@ -91,7 +93,7 @@ def fact_coverage(facts: list[dict], answer: str) -> float | None:
 def text_metrics(references: list[str], predictions: list[str]) -> dict:
     """BLEU-4 and ROUGE-1/2/L at character and word level: ``{"char": {...}, "word": {...}}``."""
     if len(references) != len(predictions):
-        raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
+        raise UserError(f"{len(references)} references but {len(predictions)} predictions")
     return {
         tokenization: {"bleu4": bleu4(references, predictions, tokenization), **rouge(references, predictions, tokenization)}
         for tokenization in TOKENIZATIONS
@@ -138,6 +140,6 @@ def reference_loss(model, tokenizer, prompter, records: list[dict], cutoff_len: 
             total_loss += float(loss_sum)
             total_tokens += int((shift_labels != IGNORE_INDEX).sum())
     if not total_tokens:
-        raise ValueError("no answer tokens to score: every record's prompt fills cutoff_len")
+        raise UserError("no answer tokens to score: every record's prompt fills cutoff_len")
     loss = total_loss / total_tokens
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": total_tokens, "examples": len(examples), "dropped": dropped}

@@ -3,8 +3,9 @@
 * ``base_model=""`` means the embedded tiny LLaMA (built on first use, see ``utils/tiny_base.py``),
   announced by a banner on stderr: its weights are random and its answers are not medicine.
 * ``load_8bit`` / ``load_4bit`` go through ``BitsAndBytesConfig`` (CPU and GPU alike).
-* ``precision="auto"`` picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU, and bf16
-  for training on CPUs with native bf16 matmuls (AVX512-BF16, AMX); never fp16 on CPU (it overflows).
+* ``precision="auto"`` picks bf16 on GPUs that support it, fp16 on older GPUs and for 8-bit bases
+  (bitsandbytes' int8 matmul computes in fp16), fp32 on CPU, and bf16 for training on CPUs with AMX
+  (where it is faster than fp32; with AVX512-BF16 alone it is slower); never fp16 on CPU (it overflows).
 * The pad token comes from the tokenizer, else unk, else a reserved pad token, else eos: never a
   hard-coded 0 (a real token in Llama-3 and Qwen vocabularies).
 * LoRA targets ``auto`` are chosen from the architecture (``LORA_TARGETS``); unknown names are an
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from utils import adapters, hub, tiny_base
+from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +50,26 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def cpu_bf16_is_faster() -> bool:
+    """AMX tiles: bf16 training beats fp32 on this CPU. With AVX512-BF16 alone it does not (measured on
+    this machine, AVX512-BF16 without AMX: 45 s in bf16 vs 38 s in fp32 for the same run)."""
+    return getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+
+
 def cuda_supports_bf16() -> bool:
     """bf16 with tensor cores needs compute capability 8.0 (Ampere) or newer. On a V100 or T4
     ``torch.cuda.is_bf16_supported()`` is True through emulation, which is slow: fp16 there."""
     return torch.cuda.get_device_capability()[0] >= 8
 
 
-def resolve_precision(precision: str = "auto", training: bool = False) -> str:
-    """``auto`` -> bf16 on GPUs of compute capability >= 8.0, fp16 on older GPUs; on CPU fp32, except
-    for training on a CPU with native bf16 (measured 4.1x the seed recipe's tokens/s there vs 2.4-3.1x
-    in fp32, held-out loss equal to 3e-5, bench/RESULTS.md). Inference stays fp32 on CPU, where batched
-    and one-at-a-time greedy answers must agree token for token. fp16 is never chosen on CPU (it overflows)."""
+def resolve_precision(precision: str = "auto", training: bool = False, load_8bit: bool = False) -> str:
+    """``auto`` -> bf16 on GPUs of compute capability >= 8.0, fp16 on older GPUs and for an 8-bit base
+    (bitsandbytes' ``MatMul8bitLt`` casts every other input to fp16 and logs it at each call:
+    bitsandbytes/autograd/_functions.py:128-129, 0.50.2); on CPU fp32, except for training on a CPU
+    with AMX, where bf16 is faster (bench/RESULTS.md). Inference stays fp32 on CPU, where batched and
+    one-at-a-time greedy answers must agree token for token. fp16 is never chosen on CPU (it overflows)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         if not torch.cuda.is_available() and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
             logger.warning("precision %s requested on a CPU without native support: slow or unstable", precision)
@@ -68,13 +77,36 @@ def resolve_precision(precision: str = "auto", training: bool = False) -> str:
             logger.warning("precision bf16 on a GPU of compute capability < 8.0 is emulated (slow); fp16 is native there")
         return precision
     if torch.cuda.is_available():
-        return "bf16" if cuda_supports_bf16() else "fp16"
-    return "bf16" if training and cpu_has_native_bf16() else "fp32"
+        return "bf16" if cuda_supports_bf16() and not load_8bit else "fp16"
+    return "bf16" if training and cpu_bf16_is_faster() else "fp32"
 
 
-def device_map_for(world_size: int, local_rank: int):
+def claim_device(world_size: int, local_rank: int) -> str:
+    """Bind this process to its GPU before anything touches CUDA, and say which it is.
+
+    Under torchrun every rank would otherwise open its first CUDA context (``mem_get_info`` of the
+    memory plan, the model load) on GPU 0, ~0.5-0.9 GB each that rank 0's plan does not count; the
+    Trainer only calls ``set_device`` when its arguments are first used (transformers
+    training_args.py ``_setup_devices``). A single process trains on one GPU, ``cuda:0`` (the first
+    visible one), however many are visible (finetune.OneGpuArguments keeps the Trainer to it)."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    if world_size > 1:
+        torch.cuda.set_device(local_rank)
+        return f"cuda:{local_rank}"
+    visible = torch.cuda.device_count()
+    if visible > 1:
+        logger.info("single process: training on cuda:0 only, the first of %d visible GPUs (torchrun --nproc_per_node %d uses them all)", visible, visible)
+    return "cuda:0"
+
+
+def device_map_for(world_size: int, local_rank: int, sharded: bool = False):
     """Where the base model's weights go: the process's own GPU (one per process under torchrun;
-    the current one otherwise), never spread over several GPUs (one busy at a time) or offloaded."""
+    the current one otherwise), never spread over several GPUs (one busy at a time) or offloaded.
+    ``sharded`` (FSDP / ZeRO-3): nowhere (None), so that the engine's own loading (DeepSpeed's
+    ``zero.Init``, FSDP's rank-0 loading) shards the weights as they are read."""
+    if sharded:
+        return None
     if not torch.cuda.is_available():
         return {"": "cpu"}
     return {"": local_rank if world_size > 1 else torch.cuda.current_device()}
@@ -87,12 +119,12 @@ def resolve_attention(attn_implementation: str, check_installed: bool = True) ->
     """Check the attention implementation can run here; flash_attention_2 needs the flash-attn package.
     ``auto`` is transformers' own choice: SDPA where the architecture has it, else eager."""
     if attn_implementation not in ATTENTION:
-        raise ValueError(f"--attn_implementation must be one of {', '.join(ATTENTION)}, got {attn_implementation!r}")
+        raise UserError(f"--attn_implementation must be one of {', '.join(ATTENTION)}, got {attn_implementation!r}")
     if attn_implementation == "flash_attention_2" and check_installed:
         from transformers.utils import is_flash_attn_2_available
 
         if not is_flash_attn_2_available():
-            raise ValueError("--attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU (pip install flash-attn); or use sdpa")
+            raise UserError("--attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU (pip install flash-attn); or use sdpa")
     return attn_implementation
 
 
@@ -143,7 +175,7 @@ def resolve_pad_token(tokenizer) -> None:
     elif tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     else:
-        raise ValueError("the tokenizer has neither pad, unk nor eos token; cannot pad batches")
+        raise UserError("the tokenizer has neither pad, unk nor eos token; cannot pad batches")
     logger.info("tokenizer has no pad token: padding with %r (id %d)", tokenizer.pad_token, tokenizer.pad_token_id)
 
 
@@ -162,21 +194,53 @@ def load_tokenizer(base_model: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def quantization_config(load_8bit: bool, load_4bit: bool, compute_dtype: torch.dtype):
+def check_quantization(load_8bit: bool, load_4bit: bool, sharded: str | None = None) -> None:
+    if load_8bit and load_4bit:
+        raise UserError("choose one of --load_8bit and --load_4bit")
+    if load_8bit and sharded:
+        raise UserError(f"--load_8bit cannot be sharded ({sharded.split(' (')[0]}): use --load_4bit, or DDP (configs/accelerate/ddp.yaml)")
+
+
+def quantization_config(load_8bit: bool, load_4bit: bool, compute_dtype: torch.dtype, sharded: str | None = None):
+    """bitsandbytes settings. ``sharded`` (why parameters are sharded, utils/callbacks.parameters_sharded):
+    8-bit is refused (int8 weights and their per-row scales cannot be split by FSDP / ZeRO-3), and NF4 is
+    stored in the compute dtype (``bnb_4bit_quant_storage``), as FSDP needs one float dtype for every
+    parameter of a wrapped unit (uint8 storage beside bf16 norms fails to flatten)."""
     from transformers import BitsAndBytesConfig
 
-    if load_8bit and load_4bit:
-        raise ValueError("choose one of --load_8bit and --load_4bit")
+    check_quantization(load_8bit, load_4bit, sharded)
     if load_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True)  # the outlier threshold stays 6.0: LLM.int8's accuracy at 7B needs it
     if load_4bit:  # QLoRA: NF4 weights, double quantization, matmuls in the training precision
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_quant_storage=compute_dtype if sharded else torch.uint8,
         )
     return None
+
+
+class FirstTimeOnly(logging.Filter):
+    """Let each message template through once (bitsandbytes logs its fp16 cast at every int8 matmul)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        first = record.msg not in self.seen
+        self.seen.add(record.msg)
+        return first
+
+
+def quiet_int8_cast_warning() -> None:
+    """Show bitsandbytes' "inputs will be cast ... to float16" once per process, not 224 times per
+    LLaMA-7B forward (bitsandbytes/autograd/_functions.py:128-129)."""
+    bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, FirstTimeOnly) for f in bnb_logger.filters):
+        bnb_logger.addFilter(FirstTimeOnly())
 
 
 def load_model(
@@ -187,18 +251,22 @@ def load_model(
     device_map=None,
     trust_remote_code: bool = False,
     attn_implementation: str = "auto",
+    sharded: str | None = None,
 ):
-    """Load a causal LM (quantized if asked) in the resolved precision."""
+    """Load a causal LM (quantized if asked) in the resolved precision. ``sharded`` (FSDP / ZeRO-3,
+    with the TrainingArguments already built): no device placement, the engine shards at load."""
     from transformers import AutoModelForCausalLM
 
-    dtype = DTYPES[resolve_precision(precision)]
+    dtype = DTYPES[resolve_precision(precision, load_8bit=load_8bit)]
     if device_map is None:
         world_size, _, local_rank = world_info()
-        device_map = device_map_for(world_size, local_rank)
+        device_map = device_map_for(world_size, local_rank, sharded=bool(sharded))
+    if load_8bit:
+        quiet_int8_cast_warning()
     model = AutoModelForCausalLM.from_pretrained(
         base_model,
         dtype=dtype,
-        quantization_config=quantization_config(load_8bit, load_4bit, dtype),
+        quantization_config=quantization_config(load_8bit, load_4bit, dtype, sharded),
         device_map=device_map,
         trust_remote_code=trust_remote_code,
         attn_implementation=None if attn_implementation == "auto" else attn_implementation,
@@ -254,7 +322,7 @@ def resolve_packing(packing: bool | str, config, attn_implementation: str, pack_
             logger.info("padded batches instead of packing: %s", problem)
         return problem is None
     if str(packing).lower() in ("true", "1") and problem:
-        raise ValueError(f"{problem}: use --packing False (or auto)")
+        raise UserError(f"{problem}: use --packing False (or auto)")
     return str(packing).lower() in ("true", "1")
 
 
@@ -300,7 +368,7 @@ def resolve_lora_targets(model, requested: list[str] | str) -> list[str] | str:
     if requested in (["auto"], []):
         targets = LORA_TARGETS.get(model_type) or PEFT_TARGETS.get(model_type)
         if not targets:
-            raise ValueError(
+            raise UserError(
                 f"no default LoRA targets for model type {model_type!r}: pass --lora_target_modules with some of its "
                 f"linear layers ({', '.join(available)}), or all-linear"
             )
@@ -309,7 +377,7 @@ def resolve_lora_targets(model, requested: list[str] | str) -> list[str] | str:
         targets, source = requested, "--lora_target_modules"
     unknown = [t for t in targets if t not in available]
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"--lora_target_modules {','.join(unknown)}: no such linear layer in this {model_type} model; "
             f"its linear layers are {', '.join(available)} (or pass all-linear)"
         )

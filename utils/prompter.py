@@ -24,6 +24,7 @@ from pathlib import Path
 
 from utils.chat import CHAT_TEMPLATE_NAME, ChatFormat, common_prefix_len, record_messages
 from utils.records import DataError
+from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def template_path(name: str) -> Path:
         return candidate
     path = TEMPLATES_DIR / f"{name}.json"
     if not path.is_file():
-        raise ValueError(f"unknown prompt template {name!r}: no file {path} (available: {', '.join(available_templates())}, chat)")
+        raise UserError(f"unknown prompt template {name!r}: no file {path} (available: {', '.join(available_templates())}, chat)")
     return path
 
 
@@ -53,7 +54,7 @@ def make_prompter(name: str = DEFAULT_TEMPLATE, system_prompt: str = ""):
     if name == CHAT_TEMPLATE_NAME:
         return ChatPrompter(system_prompt)
     if system_prompt:
-        raise ValueError("--system_prompt is only used with the chat template (--prompt_template chat)")
+        raise UserError("--system_prompt is only used with the chat template (--prompt_template chat)")
     return Prompter(name)
 
 
@@ -75,7 +76,7 @@ def _keep(examples: list[dict]) -> tuple[list[dict], int]:
 def _eos_id(tokenizer, eos_token_id: int | None) -> int:
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     if eos is None:
-        raise ValueError("the tokenizer has no eos token; pass eos_token_id")
+        raise UserError("the tokenizer has no eos token; pass eos_token_id")
     return eos
 
 
@@ -117,14 +118,14 @@ class Prompter:
         try:
             self.template = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{err.lineno}: invalid JSON in prompt template: {err.msg}") from None
+            raise UserError(f"{path}:{err.lineno}: invalid JSON in prompt template: {err.msg}") from None
         missing = [key for key in REQUIRED_KEYS if not isinstance(self.template.get(key), str)]
         if missing:
-            raise ValueError(f"{path}: prompt template lacks string field(s) {', '.join(missing)}")
+            raise UserError(f"{path}: prompt template lacks string field(s) {', '.join(missing)}")
         if "{instruction}" not in self.template["prompt_no_input"]:
-            raise ValueError(f"{path}: field 'prompt_no_input' must contain {{instruction}}")
+            raise UserError(f"{path}: field 'prompt_no_input' must contain {{instruction}}")
         if "{instruction}" not in self.template["prompt_input"] or "{input}" not in self.template["prompt_input"]:
-            raise ValueError(f"{path}: field 'prompt_input' must contain {{instruction}} and {{input}}")
+            raise UserError(f"{path}: field 'prompt_input' must contain {{instruction}} and {{input}}")
         self.response_split = self.template["response_split"]
         self.folds_dialogue = bool(self.template.get("folded_dialogue", False))
         logger.info("prompt template %s: %s", self.template_name, self.template.get("description", ""))

@@ -11,12 +11,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils.cli import UserError
+
 logger = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file problem; the message names the file, the line and the field."""
 
 
@@ -181,7 +183,7 @@ def load_records(
     record kinds (the judge's open questions).
     """
     if on_bad_record not in ("error", "skip"):
-        raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+        raise UserError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
@@ -298,6 +300,6 @@ def split_validation(records: list, val_set_size: int, source: str = "the data")
     import numpy as np
 
     if not 0 <= val_set_size < len(records):
-        raise ValueError(f"val_set_size ({val_set_size}) must be at least 0 and smaller than the {len(records)} records of {source}")
+        raise UserError(f"val_set_size ({val_set_size}) must be at least 0 and smaller than the {len(records)} records of {source}")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(records))
     return [records[i] for i in order[val_set_size:]], [records[i] for i in order[:val_set_size]]

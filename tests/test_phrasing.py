@@ -282,7 +282,7 @@ def test_the_builder_renders_every_owned_style_with_its_facts_verbatim():
     """Plan every task of our own KB with these styles: the builder checks each fact occurs in its answer."""
     entries, _ = load_all(resolve_kb_paths("data/knowledge"), False)
     split_of = split_entities(entries, 42, 0.1, 0.1)
-    tasks = build_dataset.plan_tasks(entries, load_styles(), split_of, 42)
+    tasks, _ = build_dataset.plan_tasks(entries, load_styles(), split_of, 42)
     styles = {t["style"] for t in tasks}
     assert set(OWNED) <= styles
     exceptions = {e.name: e.get("禁忌例外") for e in entries if e.kind == "drug" and e.get("禁忌例外")}

@@ -119,19 +119,29 @@ def data_card(meta: dict, paths: dict) -> str:
 
 # What is still known to be imperfect, and what was left out for want of a physician's call.
 KNOWN_LIMITS = (
-    "cMeKG values are cleaned by rules (a positive symptom lexicon, type checks per field), not reviewed one by one; "
-    "a reviewed sample still finds imperfect values (see the note of the build's review).",
-    "Typicality order of cMeKG values is estimated from the data (how many predicates and entities carry a value, "
-    "its specificity), not from clinical frequency.",
-    "cMeKG drug and treatment values are dropped unless a curated list (our drugs' indications, our diseases) "
-    "confirms them, so most cMeKG diseases have no treatment and their vignettes ask for diagnosis and tests only. "
-    "Confirming the rest needs a physician.",
-    "Red-flag rules cover the emergencies listed in the rules table; a disease outside them gets routine wording. "
-    "Where urgency would need a physician's call the rule was left out rather than guessed.",
+    "A physician has not reviewed this build. The developer's own review of 100 seeded records (issue #19, "
+    "`--review 100 --review_seed 7`) found 65 without defect, 23 with a medically wrong or unjustified claim, "
+    "7 unnatural, 0 unsafe, 12 with an import artefact (a record can have several). Nearly all the wrong claims "
+    "come from cMeKG's own lists (小儿甲状腺功能减低症 listing 怕热多汗, 霍乱 listing 里急后重, exotic infections "
+    "diagnosed without an exposure), which rules cannot tell from right ones.",
+    "cMeKG values are cleaned by rules (a positive symptom lexicon, type checks per field), not reviewed one by one.",
+    "Typicality order of cMeKG values is estimated from the data (agreement between predicates, established "
+    "terms, specificity), not from clinical frequency: a hallmark generic complaint (腹痛 of pancreatitis, 发热 of "
+    "typhoid) can come after rarer findings.",
+    "cMeKG drug and treatment values are dropped unless our curated drug list (drugs.jsonl: the drug's 适应症 names "
+    "the disease) confirms them, so most cMeKG diseases have no treatment and their vignettes ask for diagnosis "
+    "and tests only. Confirming the rest needs a physician.",
+    "Red-flag rules cover the emergencies in the rules table; the calls left to a physician are listed in "
+    "utils/clinical.py (LEFT_OUT): 胸痛 alone, stroke signs without a sudden onset, a single seizure, bleeding "
+    "whose amount is not given, obstetric severity. A disease outside the rules gets routine wording.",
     "Patients' sex and age follow the disease's name, department, 多发人群 and organ; where nothing narrows them, "
-    "adults of both sexes are drawn.",
-    "Vignette/triage findings single the disease out, or name the differential, within this KB only, not in "
-    "medicine at large. Answers are templated prose that states KB facts only and is no substitute for a doctor.",
+    "adults of both sexes are drawn, which can still be atypical (a 21-year-old with a vaginal wall prolapse).",
+    "Vignette/triage findings single the disease out, or name the differential, within this knowledge base only, "
+    "not in medicine at large. Some alias pairs are still separate entities (cMeKG's 心肌梗塞 beside our "
+    "急性心肌梗死). Answers are templated prose that states knowledge-base facts only and is no substitute for a "
+    "doctor.",
+    "kb-mcq: distractors come from the same department or organ, so a value missing from an incomplete cMeKG list "
+    "can still be true of the disease (a hand check of 30 test questions found 11 of 90 distractors arguably true).",
 )
 
 

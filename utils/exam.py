@@ -56,6 +56,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from utils.cli import UserError
 from utils.records import DataError, load_records
 
 logger = logging.getLogger(__name__)
@@ -562,12 +563,12 @@ def parse_fields(spec: str | dict | None) -> dict[str, str] | None:
         for item in spec.split(","):
             key, sep, value = item.partition("=")
             if not sep or not value.strip():
-                raise ValueError(f"--exam_fields: expected key=column, got {item!r} (or a preset: {', '.join(FIELD_PRESETS)})")
+                raise UserError(f"--exam_fields: expected key=column, got {item!r} (or a preset: {', '.join(FIELD_PRESETS)})")
             mapping[key.strip()] = value.strip()
     unknown = set(mapping) - {"question", "options", "answer", "explanation"}
     missing = {"question", "options", "answer"} - set(mapping)
     if unknown or missing:
-        raise ValueError(f"--exam_fields: needs question, options, answer (and optionally explanation); "
+        raise UserError(f"--exam_fields: needs question, options, answer (and optionally explanation); "
                          f"missing {sorted(missing)}, unknown {sorted(unknown)}")  # fmt: skip
     return mapping
 

@@ -22,6 +22,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from utils.cli import UserError
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,7 +56,7 @@ NOT_TREATMENT_PHRASES = ("疫苗", "接种", "预防", "暴露后")
 KIND_BY_PREFIX = {"disease": "disease", "drug": "drug"}
 
 
-class KnowledgeError(ValueError):
+class KnowledgeError(UserError):
     """One or more problems in knowledge-base files; `errors` holds one `path:line: ...` each."""
 
     def __init__(self, errors: list[str]):
@@ -280,15 +282,20 @@ def split_entities(entries: list[Entry], seed: int, valid_frac: float, test_frac
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
+def read_json(path: str, what: str):
+    """The JSON document at ``path``; a KnowledgeError naming the file and ``what`` it should hold otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise KnowledgeError([f"{display_path(path)}: cannot load {what}: {e}"]) from None
+
+
 def load_styles(path: str | None = None) -> dict:
     """The question styles (data/knowledge/styles.json): phrasings per style, checked for shape."""
     path = path or DEFAULT_STYLES_PATH
     shown = display_path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            styles = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise KnowledgeError([f"{shown}: cannot load question styles: {e}"]) from None
+    styles = read_json(path, "question styles")
     errors = []
 
     def check(where: str, value):

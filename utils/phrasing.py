@@ -21,12 +21,11 @@ to the patient voice for it.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import random
 import re
 
-from utils.knowledge import DEFAULT_KB_DIR, KnowledgeError, display_path
+from utils.knowledge import DEFAULT_KB_DIR, KnowledgeError, display_path, read_json
 
 DEFAULT_PHRASINGS_PATH = os.path.join(DEFAULT_KB_DIR, "phrasings.json")
 VOICES = ("patient", "family", "student", "online")
@@ -50,11 +49,7 @@ FROM_DESCRIPTION = re.compile(r"^(根据|结合|从)")
 def load_phrasings(path: str = DEFAULT_PHRASINGS_PATH) -> dict:
     """The wrappers (data/knowledge/phrasings.json), loaded once and checked for shape."""
     shown = display_path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise KnowledgeError([f"{shown}: cannot load phrasings: {e}"]) from None
+    data = read_json(path, "phrasings")
     errors = []
 
     def check(where: str, value) -> None:

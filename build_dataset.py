@@ -253,6 +253,14 @@ def symptoms_of(entry: Entry) -> list[str]:
     return [s for s in entry.get("相关症状") if "无症状" not in s and "无明显症状" not in s]
 
 
+def names_a_disease(by_symptom: dict[str, set[str]], diseases: list[Entry]) -> set[str]:
+    """Symptom values that contain the name of a disease of the knowledge base (慢性阻塞性肺气肿 holds 肺气肿): a
+    disease, not a finding, and a question stating it would name that disease (held out, perhaps) in its text."""
+    names = sorted({n for e in diseases for n in e.names if len(n) >= 3}, key=len, reverse=True)
+    pattern = re.compile("|".join(map(re.escape, names)))
+    return {s for s in by_symptom if pattern.search(s)}
+
+
 def specific_findings(by_symptom: dict[str, set[str]]) -> set[str]:
     """Findings that point somewhere: listed by at most SPECIFIC_MAX_DISEASES diseases, and with something left
     once qualifiers (QUALIFIERS) and generic complaints (symptoms of more than GENERIC_MIN_DISEASES diseases,
@@ -319,7 +327,7 @@ class Planner:
         none naming the disease; and the other diseases of the same split that list them all (the differential, at
         most MAX_DIFFERENTIAL), or None when no such set exists. A set that singles the disease out is preferred;
         the smallest differential is kept otherwise."""
-        symptoms = [s for s in symptoms_of(entry)[:TYPICAL_VALUES] if not gives_away(s, entry)]
+        symptoms = [s for s in symptoms_of(entry)[:TYPICAL_VALUES] if s in self.by_symptom and not gives_away(s, entry)]
         specific = [s for s in symptoms if s in self.specific]
         if len(symptoms) < MIN_FINDINGS:
             self.counts[f"patient: fewer than {MIN_FINDINGS} usable typical findings (no question)"] += 1
@@ -356,6 +364,8 @@ def plan_tasks(entries: list[Entry], styles: dict, split_of: dict[str, str], see
     for e in diseases:
         for s in symptoms_of(e):
             by_symptom[s].add(e.name)
+    naming = names_a_disease(by_symptom, diseases)
+    by_symptom = {s: d for s, d in by_symptom.items() if s not in naming}
     p = Planner(styles, split_of, seed, by_symptom, {e.name: e for e in diseases}, specific_findings(by_symptom))
     tasks = []
     for e in diseases:

@@ -49,7 +49,7 @@ def answer_for(messages: list[dict]) -> dict:
             values.append(fact["value"])
     entity = material["entity"] if isinstance(material["entity"], str) else "和".join(material["entity"])
     reference = material.get("reference_answer", "")
-    advice = reference.split("。")[0] + "。" if "120" in reference else ""  # an emergency keeps its advice
+    advice = "".join(part + "。" for part in reference.split("。") if "120" in part)  # an emergency keeps its advice
     output = advice + f"关于{entity}：" + ("、".join(values) if values else "请咨询医生") + "。"
     return {"instruction": material["reference_question"], "output": output}
 

@@ -15,7 +15,7 @@ import pytest
 import build_dataset
 from tests.fake_openai_server import INVENTED_DRUG, FakeOpenAI
 from utils import cmekg
-from utils.knowledge import NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, load_knowledge
+from utils.knowledge import NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, Entry, load_knowledge
 from utils.llm import ReplyError, api_errors, ask_json, make_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,7 +204,7 @@ def test_urgency_comes_from_the_red_flag_rules_only(default_build, entry_of):
             entry = entry_of[names[0]]
             given = [s for s in build_dataset.symptoms_of(entry) if s in r["instruction"]]
             emergency = clinical.urgency(entry, given).emergency
-            if not clinical.patient_profile(entry).neonatal:  # newborn findings count only for a newborn patient
+            if "新生儿" not in r["instruction"]:  # newborn findings count only for a newborn patient
                 assert clinical.states_urgency(r["output"]) == emergency, r
             assert not clinical.states_urgency(r["output"]) or "先挂" not in r["output"], r
             urgent += emergency
@@ -532,3 +532,14 @@ def test_a_specific_finding_points_somewhere():
               "剧痛": {1}, "神疲乏力": {2}, "发热畏寒": {3}, "肢体疼痛": {4}, "僵硬": {5}, "午后低热": {6},
               "视力突然下降": {7}, "果酱样血便": {8}, "低热": set(range(101))}
     assert build_dataset.specific_findings(having) == {"午后低热", "视力突然下降", "果酱样血便"}
+
+
+def test_a_symptom_that_names_a_disease_is_no_finding():
+    """慢性阻塞性肺气肿 in a cMeKG symptom list is a disease (it holds 肺气肿): a question stating it names that
+    disease, which may be held out, in a training record."""
+    def disease(name, symptoms):
+        return Entry(kind="disease", name=name, fields={"所属科室": ["呼吸内科"], "相关症状": symptoms}, path="", line=0)
+
+    diseases = [disease("肺气肿", ["气短"]), disease("慢性肺源性心脏病", ["慢性阻塞性肺气肿", "下肢水肿", "气短"])]
+    having = {"气短": {"肺气肿", "慢性肺源性心脏病"}, "慢性阻塞性肺气肿": {"慢性肺源性心脏病"}, "下肢水肿": {"慢性肺源性心脏病"}}
+    assert build_dataset.names_a_disease(having, diseases) == {"慢性阻塞性肺气肿"}

@@ -76,7 +76,9 @@ QUALIFIERS = re.compile(r"剧烈|剧|轻度|轻微|明显|严重|持续性|持�
                         r"|身体|患处|慢性|急性|突发|突然")
 GENERIC_COMPLAINTS = ("僵硬", "不适", "疼", "痛", "酸", "胀", "麻", "冷", "热", "软", "累")
 SPECIFIC_MAX_SITES = 60  # a body site two diseases share makes them comparable unless it is this common (心脏 140,
-# 皮肤 90, 眼 89: a xanthogranuloma and a purpura both "of the skin" are no pair worth comparing)
+# 皮肤 90, 眼 89: a xanthogranuloma and a purpura both "of the skin" are no pair worth comparing) or a whole system
+BROAD_SITE = re.compile(r"系统$|^全身|^周身|^体表")  # 神经系统: Omsk haemorrhagic fever and strychnine poisoning
+MIN_RELATEDNESS = 2  # a pair shares an uncommon site (2) or two specific findings (1 each): one shared finding is chance
 MAX_DIFFERENTIAL = 3  # findings that fit more other diseases than this name no "most likely" disease
 # name parts that do not identify a disease: 小儿肠套叠's core is 肠套叠 (a finding 儿童肠套叠 gives it away)
 NAME_QUALIFIERS = re.compile(r"^(小儿|儿童|婴儿|婴幼儿|新生儿|老年|老年性|妊娠期|妊娠|产后|急性|慢性|亚急性|原发性|继发性|先天性|"
@@ -254,11 +256,13 @@ def symptoms_of(entry: Entry) -> list[str]:
 
 
 def names_a_disease(by_symptom: dict[str, set[str]], diseases: list[Entry]) -> set[str]:
-    """Symptom values that contain the name of a disease of the knowledge base (慢性阻塞性肺气肿 holds 肺气肿): a
-    disease, not a finding, and a question stating it would name that disease (held out, perhaps) in its text."""
-    names = sorted({n for e in diseases for n in e.names if len(n) >= 3}, key=len, reverse=True)
-    pattern = re.compile("|".join(map(re.escape, names)))
-    return {s for s in by_symptom if pattern.search(s)}
+    """Symptom values that contain the name of a disease of the knowledge base (慢性阻塞性肺气肿 holds 肺气肿), or are
+    one without its 症/病 (腰椎间盘突出): a disease, not a finding, and a question stating it would name that disease
+    (held out, perhaps) in its text."""
+    names = {n for e in diseases for n in e.names}
+    pattern = re.compile("|".join(map(re.escape, sorted((n for n in names if len(n) >= 3), key=len, reverse=True))))
+    # 腰椎间盘突出 is 腰椎间盘突出症 without its suffix
+    return {s for s in by_symptom if pattern.search(s) or any(s + end in names for end in ("症", "病", "综合征"))}
 
 
 def specific_findings(by_symptom: dict[str, set[str]]) -> set[str]:
@@ -426,6 +430,19 @@ def treatment_checked(e: Entry) -> bool:
     return bool(e.get("药物治疗") or e.get("辅助治疗"))
 
 
+def ward(e: Entry, person, emergency: bool) -> tuple[str, list[dict]]:
+    """The department slot of a patient's answer: no adolescent or adult sent to 儿科, and after the emergency
+    department an emergency goes to a ward that is not the emergency department again ("相关专科" if none)."""
+    depts = e.get("所属科室")
+    if person.age_years >= clinical.SELF_AGE:
+        depts = [d for d in depts if d not in clinical.PAEDIATRIC_DEPARTMENTS] or depts
+    if emergency:
+        depts = [d for d in depts if d != clinical.EMERGENCY_DEPARTMENT]
+        if not depts:
+            return "相关专科", []
+    return field_slot(e, "所属科室", depts[:2])
+
+
 def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) -> list[dict]:
     """Vignettes (diagnosis, tests; treatment only where the entry has a checked one) and triage (department):
     a patient who can have the disease, with >= MIN_FINDINGS typical findings of which one is specific. Where the
@@ -445,9 +462,8 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
         level = clinical.urgency(e, picked, person)
         slots = {**whole, "person": (person.text, []), "pronoun": (person.pronoun, []),
                  "symptoms": ("、".join(picked), [])}
-        if "dept" in whole and person.age_years >= clinical.SELF_AGE:  # no adolescent or adult sent to 儿科
-            depts = [d for d in e.get("所属科室") if d not in clinical.PAEDIATRIC_DEPARTMENTS] or e.get("所属科室")
-            slots["dept"] = field_slot(e, "所属科室", depts[:2])
+        if "dept" in whole:
+            slots["dept"] = ward(e, person, level.emergency)
         if others:
             slots["others"] = ("、".join(o.name for o in others),
                                [{"field": NAME_FIELD, "value": o.name, "source": o.source, "entity": o.name} for o in others])
@@ -493,9 +509,9 @@ def relatedness(ga: tuple[set[str], set[str]], gb: tuple[set[str], set[str]]) ->
 
 
 def comparable_sites(diseases: list[Entry]) -> set[str]:
-    """Body sites listed by at most SPECIFIC_MAX_SITES diseases."""
+    """Body sites listed by at most SPECIFIC_MAX_SITES diseases, whole systems aside."""
     having = Counter(s for e in diseases for s in set(e.get("发病部位")))
-    return {s for s, n in having.items() if n <= SPECIFIC_MAX_SITES}
+    return {s for s, n in having.items() if n <= SPECIFIC_MAX_SITES and not BROAD_SITE.search(s)}
 
 
 def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
@@ -514,7 +530,7 @@ def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
         candidates = {b.name: b for d in a.get("所属科室") for b in pool[(p.split_of[a.name], d)] if b is not a}
         scored = sorted(((relatedness(ground[a.name], ground[n]), n) for n in candidates),
                         key=lambda x: (-x[0], x[1]))
-        best = [candidates[n] for score, n in scored[:4] if score >= 1]
+        best = [candidates[n] for score, n in scored[:4] if score >= MIN_RELATEDNESS]
         for b in rng.sample(best, min(2, len(best))):
             pair = tuple(sorted((a.name, b.name)))
             # a pair chosen for a shared site is not asked whether its identical site lists are the same

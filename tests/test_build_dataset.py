@@ -229,7 +229,7 @@ def test_comparisons_are_between_related_diseases_and_verdicts_read_the_full_lis
         a, b = (entry_of[n] for n in r["entity"])
         assert set(a.get("所属科室")) & set(b.get("所属科室")), r["entity"]
         assert build_dataset.relatedness(build_dataset.grounds(a, sites, specific),
-                                         build_dataset.grounds(b, sites, specific)) >= 1, r["entity"]
+                                         build_dataset.grounds(b, sites, specific)) >= build_dataset.MIN_RELATEDNESS, r["entity"]
         field = next(f["field"] for f in r["facts"] if f["field"] != "所属科室")
         shares = set(a.get(field)) & set(b.get(field))
         if r["output"].startswith(("不一致", "两者不同")) or "但{label}不同" in r["output"]:
@@ -543,3 +543,30 @@ def test_a_symptom_that_names_a_disease_is_no_finding():
     diseases = [disease("肺气肿", ["气短"]), disease("慢性肺源性心脏病", ["慢性阻塞性肺气肿", "下肢水肿", "气短"])]
     having = {"气短": {"肺气肿", "慢性肺源性心脏病"}, "慢性阻塞性肺气肿": {"慢性肺源性心脏病"}, "下肢水肿": {"慢性肺源性心脏病"}}
     assert build_dataset.names_a_disease(having, diseases) == {"慢性阻塞性肺气肿"}
+
+
+def test_the_ward_after_the_emergency_department_and_for_an_adult():
+    """The review found "急诊处理后由急诊科进一步诊治" and a 26-year-old sent to 儿科."""
+    from types import SimpleNamespace
+
+    adult, child = SimpleNamespace(age_years=26), SimpleNamespace(age_years=4)
+
+    def disease(*depts):
+        return Entry(kind="disease", name="甲病", fields={"所属科室": list(depts), "相关症状": ["咳嗽"]}, path="", line=0)
+
+    assert build_dataset.ward(disease("急诊科"), adult, emergency=True) == ("相关专科", [])
+    assert build_dataset.ward(disease("急诊科", "普外科"), adult, emergency=True)[0] == "普外科"
+    assert build_dataset.ward(disease("儿科", "消化内科"), adult, emergency=False)[0] == "消化内科"
+    assert build_dataset.ward(disease("儿科", "消化内科"), child, emergency=False)[0] == "儿科、消化内科"
+
+
+def test_comparable_sites_leave_out_common_sites_and_whole_systems():
+    def disease(name, *sites):
+        return Entry(kind="disease", name=name, fields={"所属科室": ["内科"], "相关症状": ["咳嗽"], "发病部位": list(sites)},
+                     path="", line=0)
+
+    diseases = [disease(f"病{i}", "皮肤") for i in range(build_dataset.SPECIFIC_MAX_SITES + 1)]
+    diseases += [disease("鄂木斯克出血热", "神经系统"), disease("马钱子中毒", "神经系统"), disease("甲亢", "甲状腺")]
+    assert build_dataset.comparable_sites(diseases) == {"甲状腺"}
+    having = {"腰椎间盘突出": {"腰椎峡部崩裂"}, "腰痛": {"腰椎峡部崩裂"}}
+    assert build_dataset.names_a_disease(having, [disease("腰椎间盘突出症", "腰椎")]) == {"腰椎间盘突出"}

@@ -306,3 +306,14 @@ def test_an_exclusion_on_any_name_holds_for_every_name():
                   path="", line=0, aliases=("急性CO中毒后续症",))
     assert not clinical.urgency(entry).emergency
     assert clinical.urgency(Entry(kind="disease", name="一氧化碳中毒", fields={}, path="", line=0)).emergency
+
+
+def test_uveomeningitis_is_no_meningitis_and_phacomorphic_glaucoma_is_acute():
+    """The final review: VKH (alias 色素膜—脑膜炎) was called a meningitis emergency; 晶状体膨胀所致青光眼 (an acute
+    angle closure) was routine."""
+    vkh = Entry(kind="disease", name="特发性葡萄膜大脑炎", fields={"所属科室": ["眼科"], "相关症状": ["眼红"]}, path="",
+                line=0, aliases=("色素膜—脑膜炎",))
+    assert not clinical.urgency(vkh, ["皮肤白斑", "眼红", "视力减退"]).emergency
+    glaucoma = Entry(kind="disease", name="晶状体膨胀所致青光眼", fields={"所属科室": ["眼科"], "相关症状": ["眼痛"]},
+                     path="", line=0)
+    assert clinical.urgency(glaucoma).emergency

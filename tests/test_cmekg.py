@@ -311,3 +311,13 @@ def test_emergency_department_only_for_an_emergency():
     rupture = {"所属科室": ["急诊科", "普外科"]}
     assert cmekg._emergency_department_defended("脾破裂", {"脾破裂"}, rupture, note)
     assert rupture["所属科室"] == ["急诊科", "普外科"]
+
+
+def test_clauses_the_final_review_met_are_dropped_and_qualified_twins_merge():
+    notes = []
+    kept = cmekg.clean_values(["初为阵发性疼痛恶心", "愈后多不留瘢痕", "肾脏受累早期有血尿", "提物等均感到困难", "发病缓慢",
+                               "不痛不痒", "轻度瘙痒", "轻微瘙痒", "腹痛"], "相关症状", {"某病"},
+                              lambda rule, value: notes.append(rule))
+    assert kept == ["轻度瘙痒", "腹痛"]
+    assert cmekg.clean_values(["五氯酚钠可由呼吸道进入人体", "金葡菌致病性最强", "误服"], "病因", {"某病"},
+                              lambda rule, value: None) == ["误服"]

@@ -368,9 +368,10 @@ def plan_tasks(entries: list[Entry], styles: dict, split_of: dict[str, str], see
     for e in diseases:
         for s in symptoms_of(e):
             by_symptom[s].add(e.name)
+    specific = specific_findings(by_symptom)  # generic complaints are counted over every symptom (结节 too)
     naming = names_a_disease(by_symptom, diseases)
     by_symptom = {s: d for s, d in by_symptom.items() if s not in naming}
-    p = Planner(styles, split_of, seed, by_symptom, {e.name: e for e in diseases}, specific_findings(by_symptom))
+    p = Planner(styles, split_of, seed, by_symptom, {e.name: e for e in diseases}, specific - naming)
     tasks = []
     for e in diseases:
         tasks += single_fact_tasks(p, e)

@@ -79,6 +79,12 @@ SPECIFIC_MAX_SITES = 60  # a body site two diseases share makes them comparable 
 # 皮肤 90, 眼 89: a xanthogranuloma and a purpura both "of the skin" are no pair worth comparing) or a whole system
 BROAD_SITE = re.compile(r"系统$|^全身|^周身|^体表")  # 神经系统: Omsk haemorrhagic fever and strychnine poisoning
 MIN_RELATEDNESS = 2  # a pair shares an uncommon site (2) or two specific findings (1 each): one shared finding is chance
+# A disease whose name is an exposure, an injury or a pregnancy state is not diagnosed from findings alone: the
+# question cannot state the drinking, burn, radiation, poisoning, trauma or fracture (the knowledge base records no
+# history), and "最可能是酒精性肝硬化" from 肝掌 and 鼻出血 in a 27-year-old is what the review called unjustified.
+HISTORY_NAMES = re.compile(r"酒精|酒中毒|饮酒|烧伤|灼伤|烫伤|冻伤|冻僵|放射|辐射|中毒|药物|药源|药疹|医源|术后|手术|外伤|创伤"
+                           r"|损伤|骨折|脱位|咬伤|蜇伤|电击|触电|淹溺|溺水|输血|物质|吸入|职业|尘肺|矽肺|石棉|脂肪栓塞|双胎"
+                           r"|多胎|异物")
 MAX_DIFFERENTIAL = 3  # findings that fit more other diseases than this name no "most likely" disease
 # name parts that do not identify a disease: 小儿肠套叠's core is 肠套叠 (a finding 儿童肠套叠 gives it away)
 NAME_QUALIFIERS = re.compile(r"^(小儿|儿童|婴儿|婴幼儿|新生儿|老年|老年性|妊娠期|妊娠|产后|急性|慢性|亚急性|原发性|继发性|先天性|"
@@ -248,6 +254,14 @@ def prevention_as_treatment(output: str, facts: list[dict]) -> str | None:
         if f["field"] not in TREATMENT_FIELDS:
             output = output.replace(f["value"], "")
     return next((p for p in NOT_TREATMENT_PHRASES if p in output), None)
+
+
+def urges(output: str, facts: list[dict]) -> bool:
+    """The answer tells the reader to act urgently in its own words: a fact it states (our 中暑 is treated in
+    急诊科, a test may be an 急诊CT) is knowledge, not advice, and is left out of the check."""
+    for f in sorted(facts, key=lambda f: -len(f["value"])):
+        output = output.replace(f["value"], "")
+    return clinical.states_urgency(output)
 
 
 def symptoms_of(entry: Entry) -> list[str]:
@@ -450,6 +464,9 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
     findings fit other diseases too, the answer names them as the differential. Urgency comes from the red-flag
     rules (utils/clinical.py), never at random."""
     style = p.styles[style_name]
+    if any(HISTORY_NAMES.search(n) for n in e.names):
+        p.counts["patient: the disease needs a history the question cannot state (exposure, injury, twins)"] += 1
+        return []
     whole = _disease_slots(e, {"dept": 2, "exams": 4, "drugs": 4, "aux": 4})
     profile = clinical.patient_profile(e)
     tasks = []
@@ -739,8 +756,9 @@ def grounding_vocabulary(entries: list[Entry]) -> set[str]:
 
 
 def ungrounded(output: str, task: dict, vocabulary: set[str]) -> list[str]:
-    """Drugs, tests or departments the output names that are not among the task's facts."""
-    allowed = [f["value"] for f in task["facts"]] + [task["instruction"]]
+    """Drugs, tests or departments the output names that are not among the task's facts (or in its reference
+    answer: an emergency's advice names 急诊科)."""
+    allowed = [f["value"] for f in task["facts"]] + [task["instruction"], task.get("output", "")]
     allowed += task["entity"] if isinstance(task["entity"], list) else [task["entity"]]
     return sorted(v for v in vocabulary if v in output and not any(v in a for a in allowed))
 
@@ -762,7 +780,7 @@ def parse_answer(content: str, task: dict, min_fact_coverage: float, vocabulary:
         raise MalformedAnswer(f"answer names {'、'.join(invented[:3])}, which the facts do not contain")
     if task["style"] in ("vignette", "single_fact", "overview") and prevention_as_treatment(output, stated):
         raise MalformedAnswer("answer presents prevention (vaccine/prophylaxis) as treatment")
-    if clinical.states_urgency(output) != bool(task.get("urgent")):  # urgency comes from the red-flag rules only
+    if urges(output, stated) != bool(task.get("urgent")):  # urgency comes from the red-flag rules only
         raise MalformedAnswer("answer drops the emergency advice" if task.get("urgent") else "answer adds urgency")
     return task_record(task, instruction, output, stated)
 

@@ -196,7 +196,7 @@ def test_urgency_comes_from_the_red_flag_rules_only(default_build, entry_of):
     urgent = 0
     for r in all_records(out_of(default_build)):
         if r["style"].startswith("drug_"):
-            assert not clinical.states_urgency(r["output"]), r
+            assert not build_dataset.urges(r["output"], r["facts"]), r
             continue
         names = entities(r)
         by_name = any(clinical.urgency(entry_of[n]).emergency for n in names)
@@ -205,13 +205,13 @@ def test_urgency_comes_from_the_red_flag_rules_only(default_build, entry_of):
             given = [s for s in build_dataset.symptoms_of(entry) if s in r["instruction"]]
             emergency = clinical.urgency(entry, given).emergency
             if "新生儿" not in r["instruction"]:  # newborn findings count only for a newborn patient
-                assert clinical.states_urgency(r["output"]) == emergency, r
-            assert not clinical.states_urgency(r["output"]) or "先挂" not in r["output"], r
+                assert build_dataset.urges(r["output"], r["facts"]) == emergency, r
+            assert not build_dataset.urges(r["output"], r["facts"]) or "先挂" not in r["output"], r
             urgent += emergency
         elif r["style"] == "overview":
-            assert clinical.states_urgency(r["output"]) == by_name, r
+            assert build_dataset.urges(r["output"], r["facts"]) == by_name, r
         else:
-            assert by_name or not clinical.states_urgency(r["output"]), r
+            assert by_name or not build_dataset.urges(r["output"], r["facts"]), r
     assert urgent, "no emergency in the build"
 
 
@@ -390,6 +390,8 @@ def test_a_paraphrase_keeps_the_emergency_advice_and_adds_no_urgency():
         build_dataset.parse_answer('{"instruction": "问", "output": "需要做血常规。"}', urgent, 1.0, VOCAB)
     with pytest.raises(build_dataset.MalformedAnswer, match="adds urgency"):
         build_dataset.parse_answer('{"instruction": "问", "output": "请立即去急诊做血常规。"}', TASK, 1.0, VOCAB)
+    ward = dict(TASK, facts=[{"field": "所属科室", "value": "急诊科", "source": "ours"}])  # a fact, not advice
+    assert build_dataset.parse_answer('{"instruction": "问", "output": "中暑由急诊科诊治。"}', ward, 1.0, VOCAB)
     assert "急症" in build_dataset.build_messages(urgent)[1]["content"]
     assert "不要添加" in build_dataset.build_messages(TASK)[1]["content"]
 
@@ -570,3 +572,12 @@ def test_comparable_sites_leave_out_common_sites_and_whole_systems():
     assert build_dataset.comparable_sites(diseases) == {"甲状腺"}
     having = {"腰椎间盘突出": {"腰椎峡部崩裂"}, "腰痛": {"腰椎峡部崩裂"}}
     assert build_dataset.names_a_disease(having, [disease("腰椎间盘突出症", "腰椎")]) == {"腰椎间盘突出"}
+
+
+def test_no_patient_question_for_a_disease_that_needs_a_history(default_build):
+    """The final review: 酒精性肝硬化 from 肝掌 and 鼻出血, 烧伤后关节僵硬 with no burn, 粗制棉子油中毒 with no
+    ingestion, 双胎妊娠 from 痔疮发作. The knowledge base records no history, so such diseases are not asked from
+    findings at all."""
+    patients = [r for r in all_records(out_of(default_build)) if r["style"] in ("vignette", "triage")]
+    assert patients and not [r["entity"] for r in patients if build_dataset.HISTORY_NAMES.search(r["entity"])]
+    assert build_dataset.HISTORY_NAMES.search("酒精性肝硬化") and not build_dataset.HISTORY_NAMES.search("肝硬化")

@@ -647,8 +647,15 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(train_path: str = DEFAULT_TRAIN, json_path: str = "") -> None:
-    """`python -m utils.audit [train_path] [--json out.json]`: print the table, optionally write JSON."""
+def main(train_path: str = DEFAULT_TRAIN, json_path: str = "", clinical: bool = False) -> None:
+    """`python -m utils.audit [train_path] [--json out.json]`: print the table, optionally write JSON;
+    `--clinical`: the red-flag and patient counts over the knowledge base instead (utils.clinical.measure)."""
+    if clinical:
+        from utils.clinical import measure
+        from utils.cmekg import load_all
+
+        print(json.dumps(measure(load_all()[0]), ensure_ascii=False, indent=1))
+        return
     results = audit(load_build(train_path))
     print(markdown(results))
     if json_path:
@@ -664,4 +671,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("train_path", nargs="?", default=DEFAULT_TRAIN, help="train JSON Lines; .valid/.test beside it")
     parser.add_argument("--json", dest="json_path", default="", help="also write every result (with examples) here")
+    parser.add_argument("--clinical", action="store_true", help="red-flag and patient counts over the knowledge base")
     main(**vars(parser.parse_args()))

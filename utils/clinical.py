@@ -657,19 +657,12 @@ def measure(entries: list[Entry], sample: int = 20, seed: int = 0) -> dict:
             "sample": rng.sample(emergencies, min(sample, len(emergencies)))}
 
 
-def main(command: str = "report") -> None:
-    """`python -m utils.clinical report`: the counts of `measure` over our entries and the installed cMeKG."""
-    import json
-
-    from utils.cmekg import load_all
-
-    if command not in ("report", "rules"):
-        raise SystemExit(f"unknown command {command!r}; usage: python -m utils.clinical report|rules")
-    if command == "rules":
-        print(rules_table())
-        return
-    entries, _ = load_all()
-    print(json.dumps(measure(entries), ensure_ascii=False, indent=1))
+def main(command: str = "rules") -> None:
+    """`python -m utils.clinical rules`: the rules table. The counts of `measure` over the built knowledge base:
+    `python -m utils.audit --clinical` (this module imports nothing that imports it)."""
+    if command != "rules":
+        raise SystemExit(f"unknown command {command!r}; usage: python -m utils.clinical rules")
+    print(rules_table())
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ MIN_SPECIFIC = 2  # ... of which this many are specific (see is_specific)
 SPECIFIC_MAX_DISEASES = 30  # a specific finding is listed by at most this many diseases (发热: 1,111) ...
 GENERIC_MIN_DISEASES = 100  # ... and is more than a generic complaint (one listed by more diseases than this) ...
 # ... with qualifiers that say nothing of where or what: 剧痛 is pain, 神疲乏力 fatigue, 肢体疼痛 pain, 发热畏寒 fever
-QUALIFIERS = re.compile(r"剧烈|剧|轻度|轻微|稍感|稍|略|明显|严重|持续性|持续|反复|间歇性|间歇|阵发性|阵发|全身|周身|肢体|四肢|局部|神疲"
+QUALIFIERS = re.compile(r"剧烈|剧|轻度|轻微|稍感|稍|略|明显|严重|腹部|胸部|头部|背部|持续性|持续|反复|间歇性|间歇|阵发性|阵发|全身|周身|肢体|四肢|局部|神疲"
                         r"|身体|患处|慢性|急性|突发|突然")
 GENERIC_COMPLAINTS = ("僵硬", "不适", "疼", "痛", "酸", "胀", "麻", "冷", "热", "软", "累")
 SPECIFIC_MAX_SITES = 60  # a body site two diseases share makes them comparable unless it is this common (心脏 140,
@@ -84,7 +84,11 @@ MIN_RELATEDNESS = 2  # a pair shares an uncommon site (2) or two specific findin
 # history), and "最可能是酒精性肝硬化" from 肝掌 and 鼻出血 in a 27-year-old is what the review called unjustified.
 HISTORY_NAMES = re.compile(r"酒精|酒中毒|饮酒|烧伤|灼伤|烫伤|冻伤|冻僵|放射|辐射|中毒|药物|药源|药疹|医源|术后|手术|外伤|创伤"
                            r"|损伤|骨折|脱位|咬伤|蜇伤|电击|触电|淹溺|溺水|输血|物质|吸入|职业|尘肺|矽肺|石棉|脂肪栓塞|双胎"
-                           r"|多胎|异物")
+                           r"|多胎|异物|化妆品|引起的|治疗后")
+# findings only one sex can have (淋菌性尿道炎 lists 阴囊红肿 and 子宫颈红肿): kept out of a patient of the other sex
+OTHER_SEX = {"女": re.compile(r"阴囊|睾丸|阴茎|前列腺|精索|包皮|龟头|遗精|阳痿|早泄|射精"),
+             "男": re.compile(r"阴道|子宫|宫颈|外阴|阴唇|月经|闭经|痛经|经期|白带|乳房|乳腺|泌乳|溢乳|停经|妊娠|孕")}
+NOTHING = re.compile(r"(?!)")
 MAX_DIFFERENTIAL = 3  # findings that fit more other diseases than this name no "most likely" disease
 # name parts that do not identify a disease: 小儿肠套叠's core is 肠套叠 (a finding 儿童肠套叠 gives it away)
 NAME_QUALIFIERS = re.compile(r"^(小儿|儿童|婴儿|婴幼儿|新生儿|老年|老年性|妊娠期|妊娠|产后|急性|慢性|亚急性|原发性|继发性|先天性|"
@@ -340,12 +344,13 @@ class Planner:
                 "source": source, "kind": entries[0].kind, "split": self.split_of[entries[0].name],
                 "instruction": question, "output": output, "facts": facts, "urgent": urgent}
 
-    def findings(self, entry: Entry, rng: random.Random, most: int) -> tuple[list[str], list[Entry]] | None:
+    def findings(self, entry: Entry, rng: random.Random, most: int, sex: str = "") -> tuple[list[str], list[Entry]] | None:
         """A patient's findings: MIN_FINDINGS..most of the entry's typical symptoms, MIN_SPECIFIC of them specific,
         none naming the disease; and the other diseases of the same split that list them all (the differential, at
         most MAX_DIFFERENTIAL), or None when no such set exists. A set that singles the disease out is preferred;
         the smallest differential is kept otherwise."""
-        symptoms = [s for s in symptoms_of(entry)[:TYPICAL_VALUES] if s in self.by_symptom and not gives_away(s, entry)]
+        symptoms = [s for s in symptoms_of(entry)[:TYPICAL_VALUES] if s in self.by_symptom and not gives_away(s, entry)
+                    and not OTHER_SEX.get(sex, NOTHING).search(s)]  # no 阴囊红肿 in a woman
         specific = [s for s in symptoms if s in self.specific]
         if len(symptoms) < MIN_FINDINGS:
             self.counts[f"patient: fewer than {MIN_FINDINGS} usable typical findings (no question)"] += 1
@@ -445,6 +450,13 @@ def treatment_checked(e: Entry) -> bool:
     return bool(e.get("药物治疗") or e.get("辅助治疗"))
 
 
+def answerable(questions: list[str], e: Entry) -> list[str]:
+    """The phrasings whose asks the answer can meet: none asking for tests when the entry lists none, none asking
+    which drug when it has no checked drug (the review found "要做哪些检查？" answered without a test)."""
+    ok = [q for q in questions if (e.get("检查") or "检查" not in q) and (e.get("药物治疗") or "药" not in q)]
+    return ok or questions
+
+
 def ward(e: Entry, person, emergency: bool) -> tuple[str, list[dict]]:
     """The department slot of a patient's answer: no adolescent or adult sent to 儿科, and after the emergency
     department an emergency goes to a ward that is not the emergency department again ("相关专科" if none)."""
@@ -472,11 +484,11 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
     tasks = []
     for i in range(count):
         rng = p.rng(style_name, e.name, i)
-        found = p.findings(e, rng, most)
+        person = clinical.make_person(profile, rng)
+        found = p.findings(e, rng, most, person.sex)
         if found is None:
             continue
         picked, others = found
-        person = clinical.make_person(profile, rng)
         level = clinical.urgency(e, picked, person)
         slots = {**whole, "person": (person.text, []), "pronoun": (person.pronoun, []),
                  "symptoms": ("、".join(picked), [])}
@@ -485,14 +497,15 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
         if others:
             slots["others"] = ("、".join(o.name for o in others),
                                [{"field": NAME_FIELD, "value": o.name, "source": o.source, "entity": o.name} for o in others])
-        differential = "_differential" if others else ""
+        # a cMeKG disease singled out within the knowledge base is a possibility, not the most likely diagnosis
+        differential = "_differential" if others else "_tentative" if e.source != "ours" else ""
         emergency = level.emergency
         treatment = ""
         if style_name == "vignette":
             asks_treatment = treatment_checked(e) and rng.random() < 0.6
             treatment = "treatment asked (the entry has a checked one)" if asks_treatment else \
                 "diagnosis and tests only" + ("" if treatment_checked(e) else " (no checked treatment)")
-            question = rng.choice(style["questions_treatment" if asks_treatment else "questions"])
+            question = rng.choice(answerable(style["questions_treatment" if asks_treatment else "questions"], e))
             parts = [style["answer_open" + differential], style["answer_dept_emergency" if emergency else "answer_dept"],
                      style["answer_exams"]]
             if asks_treatment:
@@ -500,7 +513,7 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
             text, facts = compose(parts + [style["answer_close"]], slots, rng)
         else:
             elder = "elder" in person.voices and rng.random() < 0.3  # "家里老人…": only for a patient of that age
-            question = rng.choice(style["questions_elder" if elder else "questions"])
+            question = rng.choice(answerable(style["questions_elder" if elder else "questions"], e))
             text, facts = fill(rng.choice(style["answers" + ("_emergency" if emergency else differential)]), slots)
             if emergency and others:  # the emergency phrasings name one disease: add the differential
                 extra, extra_facts = fill(rng.choice(style["differential_note"]), slots)

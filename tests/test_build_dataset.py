@@ -581,3 +581,21 @@ def test_no_patient_question_for_a_disease_that_needs_a_history(default_build):
     patients = [r for r in all_records(out_of(default_build)) if r["style"] in ("vignette", "triage")]
     assert patients and not [r["entity"] for r in patients if build_dataset.HISTORY_NAMES.search(r["entity"])]
     assert build_dataset.HISTORY_NAMES.search("酒精性肝硬化") and not build_dataset.HISTORY_NAMES.search("肝硬化")
+
+
+def test_a_patient_shows_no_finding_of_the_other_sex_and_is_asked_only_what_the_entry_answers():
+    """The final review: a 40-year-old woman with 阴囊红肿 (淋菌性尿道炎), "要做哪些检查？" with no test in the entry."""
+    assert build_dataset.OTHER_SEX["女"].search("阴囊红肿") and build_dataset.OTHER_SEX["男"].search("子宫颈红肿")
+    assert not build_dataset.OTHER_SEX["女"].search("尿道流脓")
+    bare = Entry(kind="disease", name="甲病", fields={"所属科室": ["内科"], "相关症状": ["咳嗽"]}, path="", line=0)
+    assert build_dataset.answerable(["是什么病？需要做什么检查？", "是什么病？"], bare) == ["是什么病？"]
+    assert build_dataset.answerable(["一般用什么药？", "如何治疗？"], bare) == ["如何治疗？"]
+
+
+def test_a_cmekg_disease_is_a_possibility_not_the_most_likely_diagnosis(default_build, entry_of):
+    """A cMeKG disease singled out within the knowledge base is offered as a possibility (the review read
+    "最可能是布氏杆菌性关节炎" from 肢体疼痛、出汗、头痛 as unjustified); ours keep "most likely"."""
+    patients = [r for r in all_records(out_of(default_build)) if r["style"] == "vignette"
+                and not any(f["field"] == NAME_FIELD and f.get("entity") not in (None, r["entity"]) for f in r["facts"])]
+    cmekg_ones = [r for r in patients if entry_of[r["entity"]].source == "cmekg"]
+    assert cmekg_ones and not [r for r in cmekg_ones if "最可能" in r["output"] or "最符合" in r["output"]]

@@ -317,3 +317,14 @@ def test_uveomeningitis_is_no_meningitis_and_phacomorphic_glaucoma_is_acute():
     glaucoma = Entry(kind="disease", name="晶状体膨胀所致青光眼", fields={"所属科室": ["眼科"], "相关症状": ["眼痛"]},
                      path="", line=0)
     assert clinical.urgency(glaucoma).emergency
+
+
+def test_neck_stiffness_with_a_focal_sign_and_an_altered_mind_are_emergencies():
+    """The final review: 脑动脉瘤 with 频繁呕吐、颈强直、偏瘫 was sent to a ward; 神志障碍 was not read as altered
+    consciousness."""
+    aneurysm = Entry(kind="disease", name="脑动脉瘤", fields={"所属科室": ["神经外科"], "相关症状": ["偏瘫"]}, path="", line=0)
+    assert clinical.urgency(aneurysm, ["频繁呕吐", "颈强直", "偏瘫"]).emergency
+    assert not clinical.urgency(aneurysm, ["颈强直"]).emergency
+    enterovirus = Entry(kind="disease", name="肠道病毒感染", fields={"所属科室": ["内科"], "相关症状": ["拒食"]}, path="",
+                        line=0)
+    assert clinical.urgency(enterovirus, ["神志障碍", "风疹样皮疹", "拒食"]).emergency

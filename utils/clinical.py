@@ -443,10 +443,12 @@ RULES: tuple[Rule, ...] = (
          disease_not=r"后遗症|痴呆|腔隙|无症状|陈旧|恢复期|脑膜脑疝",
          findings=((r"(突发|突然).{0,6}(偏瘫|肢体无力|肢体麻木|口角歪斜|口眼歪斜|面瘫|言语不清|说话不清|言语含糊|失语"
                     r"|剧烈头痛)|雷击样头痛",),
-                   (r"剧烈头痛|头痛剧烈", r"颈项强直|颈强直|颈抵抗|脑膜刺激征"))),  # subarachnoid haemorrhage
+                   (r"剧烈头痛|头痛剧烈", r"颈项强直|颈强直|颈抵抗|脑膜刺激征"),  # subarachnoid haemorrhage
+                   # meningism with a focal sign or repeated vomiting (a ruptured aneurysm, a brain abscess)
+                   (r"颈项强直|颈强直|颈抵抗|脑膜刺激征", r"偏瘫|失语|意识障碍|昏迷|喷射性呕吐|频繁呕吐"))),
     Rule("altered_consciousness", "意识障碍、持续抽搐",
          disease=r"昏迷|癫痫持续状态|惊厥持续状态",
-         findings=((r"昏迷|意识障碍|意识不清|意识丧失|意识模糊|神志不清|神志模糊|不省人事|人事不省|癫痫持续状态|惊厥持续"
+         findings=((r"昏迷|意识障碍|意识不清|意识丧失|意识模糊|神志不清|神志模糊|神志障碍|不省人事|人事不省|癫痫持续状态|惊厥持续"
                     r"|持续抽搐|抽搐不止",),)),
     Rule("meningitis", "细菌性脑膜炎（发热伴颈项强直）",
          disease=r"脑膜炎", disease_not=r"结核|隐球菌|无菌|病毒|莫拉雷|肺炎|脑膜炎症|色素膜|葡萄膜",  # 色素膜—脑膜炎 = VKH

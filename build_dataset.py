@@ -75,8 +75,8 @@ GENERIC_MIN_DISEASES = 100  # ... and is more than a generic complaint (one list
 QUALIFIERS = re.compile(r"剧烈|剧|轻度|轻微|稍感|稍|略|明显|严重|腹部|胸部|头部|背部|持续性|持续|反复|间歇性|间歇|阵发性|阵发|全身|周身|肢体|四肢|局部|神疲"
                         r"|身体|患处|慢性|急性|突发|突然")
 GENERIC_COMPLAINTS = ("僵硬", "不适", "疼", "痛", "酸", "胀", "麻", "冷", "热", "软", "累")
-SPECIFIC_MAX_SITES = 60  # a body site two diseases share makes them comparable unless it is this common (心脏 140,
-# 皮肤 90, 眼 89: a xanthogranuloma and a purpura both "of the skin" are no pair worth comparing) or a whole system
+SPECIFIC_MAX_SITES = 25  # a body site two diseases share makes them comparable unless more list it (心脏 140, 肾 57,
+# 皮肤 90, 胃 39: a xanthogranuloma and a purpura both "of the skin" are no pair worth comparing) or a whole system
 BROAD_SITE = re.compile(r"系统$|^全身|^周身|^体表")  # 神经系统: Omsk haemorrhagic fever and strychnine poisoning
 MIN_RELATEDNESS = 2  # a pair shares an uncommon site (2) or two specific findings (1 each): one shared finding is chance
 # A disease whose name is an exposure, an injury or a pregnancy state is not diagnosed from findings alone: the
@@ -89,6 +89,11 @@ HISTORY_NAMES = re.compile(r"酒精|酒中毒|饮酒|烧伤|灼伤|烫伤|冻伤
 OTHER_SEX = {"女": re.compile(r"阴囊|睾丸|阴茎|前列腺|精索|包皮|龟头|遗精|阳痿|早泄|射精"),
              "男": re.compile(r"阴道|子宫|宫颈|外阴|阴唇|月经|闭经|痛经|经期|白带|乳房|乳腺|泌乳|溢乳|停经|妊娠|孕")}
 NOTHING = re.compile(r"(?!)")
+# what a test shows, not what a patient or a parent tells (右心室肥厚, 胰管内充盈缺损, 胰岛素受体障碍, 酸碱平衡失调)
+NOT_TOLD = re.compile(r"心室|心房|心脏增大|肥厚|充盈缺损|腺泡|受体|潴留|酸碱|电解质|串珠|胰管|胰头|阳性|阴性|升高|降低")
+# what only the patient can feel: a baby or toddler does not tell of 头昏 or 耳鸣
+FELT = re.compile(r"头昏|头晕|头痛|头疼|乏力|疲劳|疲乏|麻木|刺痛|异物感|耳鸣|眩晕|心悸|胸闷|恶心|幻觉|记忆")
+TELLS_OF_FEELINGS = 3  # years
 MAX_DIFFERENTIAL = 3  # findings that fit more other diseases than this name no "most likely" disease
 # name parts that do not identify a disease: 小儿肠套叠's core is 肠套叠 (a finding 儿童肠套叠 gives it away)
 NAME_QUALIFIERS = re.compile(r"^(小儿|儿童|婴儿|婴幼儿|新生儿|老年|老年性|妊娠期|妊娠|产后|急性|慢性|亚急性|原发性|继发性|先天性|"
@@ -344,13 +349,15 @@ class Planner:
                 "source": source, "kind": entries[0].kind, "split": self.split_of[entries[0].name],
                 "instruction": question, "output": output, "facts": facts, "urgent": urgent}
 
-    def findings(self, entry: Entry, rng: random.Random, most: int, sex: str = "") -> tuple[list[str], list[Entry]] | None:
+    def findings(self, entry: Entry, rng: random.Random, most: int, sex: str = "", age: float = 30.0
+                 ) -> tuple[list[str], list[Entry]] | None:
         """A patient's findings: MIN_FINDINGS..most of the entry's typical symptoms, MIN_SPECIFIC of them specific,
         none naming the disease; and the other diseases of the same split that list them all (the differential, at
         most MAX_DIFFERENTIAL), or None when no such set exists. A set that singles the disease out is preferred;
         the smallest differential is kept otherwise."""
         symptoms = [s for s in symptoms_of(entry)[:TYPICAL_VALUES] if s in self.by_symptom and not gives_away(s, entry)
-                    and not OTHER_SEX.get(sex, NOTHING).search(s)]  # no 阴囊红肿 in a woman
+                    and not OTHER_SEX.get(sex, NOTHING).search(s)  # no 阴囊红肿 in a woman
+                    and not NOT_TOLD.search(s) and not (age < TELLS_OF_FEELINGS and FELT.search(s))]
         specific = [s for s in symptoms if s in self.specific]
         if len(symptoms) < MIN_FINDINGS:
             self.counts[f"patient: fewer than {MIN_FINDINGS} usable typical findings (no question)"] += 1
@@ -485,7 +492,7 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
     for i in range(count):
         rng = p.rng(style_name, e.name, i)
         person = clinical.make_person(profile, rng)
-        found = p.findings(e, rng, most, person.sex)
+        found = p.findings(e, rng, most, person.sex, person.age_years)
         if found is None:
             continue
         picked, others = found

@@ -599,3 +599,10 @@ def test_a_cmekg_disease_is_a_possibility_not_the_most_likely_diagnosis(default_
                 and not any(f["field"] == NAME_FIELD and f.get("entity") not in (None, r["entity"]) for f in r["facts"])]
     cmekg_ones = [r for r in patients if entry_of[r["entity"]].source == "cmekg"]
     assert cmekg_ones and not [r for r in cmekg_ones if "最可能" in r["output"] or "最符合" in r["output"]]
+
+
+def test_a_patient_tells_only_what_a_patient_can_tell():
+    """The final review: 右心室肥厚 and 胰管内充盈缺损 as complaints, 头昏乏力 in a 10-month-old."""
+    assert build_dataset.NOT_TOLD.search("右心室肥厚") and build_dataset.NOT_TOLD.search("胰管内充盈缺损")
+    assert not build_dataset.NOT_TOLD.search("腹痛")
+    assert build_dataset.FELT.search("头昏乏力") and not build_dataset.FELT.search("呕血")

@@ -103,7 +103,7 @@ def test_cleaning_rule(rule, key, raw, kept):
 
 
 def test_every_rule_has_a_case():
-    at_import = {"prevention_moved", "merged_substring", "typicality_order", "drug_checked", "drug_unchecked",
+    at_import = {"prevention_moved", "merged_substring", "merged_twin", "typicality_order", "drug_checked", "drug_unchecked",
                  "department_paediatric", "department_from_organ", "department_emergency_routine"}  # entity-level: test_import_... below
     assert {c[0] for c in RULE_CASES} | at_import == set(cmekg.RULES)
 
@@ -321,3 +321,12 @@ def test_clauses_the_final_review_met_are_dropped_and_qualified_twins_merge():
     assert kept == ["轻度瘙痒", "腹痛"]
     assert cmekg.clean_values(["五氯酚钠可由呼吸道进入人体", "金葡菌致病性最强", "误服"], "病因", {"某病"},
                               lambda rule, value: None) == ["误服"]
+
+
+def test_twins_one_character_apart_merge_and_short_ones_stay():
+    notes = []
+    kept = cmekg.merge_twins(["咳黏液脓痰", "咳黏脓痰", "胸骨后疼痛", "胸骨后痛", "咳痰", "咯痰", "腹痛"],
+                             lambda rule, value: notes.append(value))
+    assert kept == ["咳黏液脓痰", "胸骨后疼痛", "咳痰", "咯痰", "腹痛"] and notes == ["咳黏脓痰", "胸骨后痛"]
+    assert cmekg.clean_values(["特别是近事记忆障碍", "尤以小腿伸侧为甚", "起病缓慢", "幻觉"], "相关症状", {"某病"},
+                              lambda rule, value: None) == ["幻觉"]

@@ -79,7 +79,7 @@ CLAUSE_WORDS = ("患者", "病人", "主要", "有时", "可见", "甚至", "重
                 # more clauses the issue-#19 review met: 五氯酚钠可由呼吸道…进入人体, 金葡菌致病性最强, 假脑瘤综合征又名…,
                 # 直肠指诊可触, 提物等均感到困难, 初为阵发性疼痛恶心, 愈后多不留瘢痕, 肾脏受累早期有血尿, 发病缓慢
                 "可由", "最强", "又名", "可触", "等均", "均感", "初为", "愈后", "受累", "早期有", "等症状", "不痛不痒",
-                "发病缓慢")
+                "发病缓慢", "特别是", "尤以", "为甚", "起病缓慢")
 CLAUSE_FIELDS = ("相关症状", "并发症", "检查", "病因", "发病部位", "药物治疗", "辅助治疗", "预防", "多发人群")
 CODE = re.compile(r"[A-Za-z]{0,3}\d[\d\-./]{3,}[A-Za-z]?")
 NEAR_DUP_DROP = re.compile(r"[\s\-—–－_·•'\"()（）\[\]［］]|^(轻度|轻微|稍感|稍|略|明显)")  # 轻度瘙痒 = 轻微瘙痒
@@ -169,6 +169,8 @@ RULES = {
     "symptom_roman": "in a symptom list but a Roman numeral (a stage or type)",
     "descriptor": "a description, not a symptom (表面光滑, 多数无症状, 大小不一, 病程较长)",
     "merged_synonym": "a synonym spelling mapped onto one term (发烧 -> 发热, 恶心呕吐 -> 恶心 + 呕吐)",
+    "merged_twin": "one character away from a more typical value of the same symptom list (咳黏液脓痰 / 咳黏脓痰): "
+                   "one item spelled twice",
     "merged_substring": "contained in a more specific value of the same list (咳嗽 in 持续性咳嗽): the specific one kept",
     "near_duplicate": "same normalised key as an earlier value (心悸/心悸等, β 受体阻滞剂/β—受体阻滞剂)",
     "cause_unknown": "a 病因 saying the cause is unknown (病因尚不清楚, 原因未明)",
@@ -388,6 +390,29 @@ def _department(value: str, note) -> str | None:
         return DEPARTMENT_SYNONYMS[value]
     note("department_unknown", value)
     return None
+
+
+def one_edit_apart(a: str, b: str) -> bool:
+    """``a`` and ``b`` differ by one inserted, deleted or replaced character (咳黏液脓痰 / 咳黏脓痰)."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+    return a[i + (len(a) == len(b)):] == b[i + 1:]
+
+
+def merge_twins(values: list[str], note) -> list[str]:
+    """A value one character away from a kept, more typical value of the same list is the same item spelled
+    twice (咳黏液脓痰 / 咳黏脓痰, 胸骨后痛 / 胸骨后疼痛): the first is kept. Values under 4 characters are left alone
+    (咳痰 / 咯痰 are two findings)."""
+    kept = []
+    for v in values:
+        if len(v) >= 4 and any(len(w) >= 4 and one_edit_apart(v, w) for w in kept):
+            note("merged_twin", v)
+        else:
+            kept.append(v)
+    return kept
 
 
 def merge_substrings(values: list[str], note) -> list[str]:
@@ -750,6 +775,8 @@ def import_diseases(graph: dict, own_names: set[str] = frozenset(),
                 if ordered != values:
                     note("typicality_order", f"{name}/{key}")
                 values = ordered
+            if key == "相关症状":
+                values = merge_twins(values, note)
             if values:
                 fields[key] = values
         split_prevention(fields, note)  # vaccines move to 预防 first: prevention is kept, never checked as a drug

@@ -328,3 +328,16 @@ def test_neck_stiffness_with_a_focal_sign_and_an_altered_mind_are_emergencies():
     enterovirus = Entry(kind="disease", name="肠道病毒感染", fields={"所属科室": ["内科"], "相关症状": ["拒食"]}, path="",
                         line=0)
     assert clinical.urgency(enterovirus, ["神志障碍", "风疹样皮疹", "拒食"]).emergency
+
+
+def test_a_swollen_tongue_a_newborn_that_vomits_with_a_swollen_belly_and_cerebral_malaria_are_emergencies():
+    """The final review: 唇肿、舌咽肿 (the airway), a 16-day-old with 腹部逐渐膨胀、进食后呕吐、脱水, 脑型疟疾."""
+    def disease(name):
+        return Entry(kind="disease", name=name, fields={"所属科室": ["儿科"], "相关症状": ["呕吐"]}, path="", line=0)
+
+    assert clinical.urgency(disease("I型超敏反应性疾病"), ["口腔疼痛", "唇肿", "舌咽肿"]).emergency
+    newborn = clinical.make_person(clinical.patient_profile(disease("新生儿肛门和直肠畸形")), random.Random(0))
+    assert newborn.age_years < clinical.NEONATE_MAX
+    assert clinical.urgency(disease("新生儿肛门和直肠畸形"), ["腹部逐渐膨胀", "进食后呕吐", "脱水"], newborn).emergency
+    assert not clinical.urgency(disease("新生儿肛门和直肠畸形"), ["进食后呕吐"], newborn).emergency
+    assert clinical.urgency(disease("脑型疟疾")).emergency and not clinical.urgency(disease("间日疟")).emergency

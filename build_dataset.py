@@ -84,7 +84,7 @@ MIN_RELATEDNESS = 2  # a pair shares an uncommon site (2) or two specific findin
 # history), and "最可能是酒精性肝硬化" from 肝掌 and 鼻出血 in a 27-year-old is what the review called unjustified.
 HISTORY_NAMES = re.compile(r"酒精|酒中毒|饮酒|烧伤|灼伤|烫伤|冻伤|冻僵|放射|辐射|中毒|药物|药源|药疹|医源|术后|手术|外伤|创伤"
                            r"|损伤|骨折|脱位|咬伤|蜇伤|电击|触电|淹溺|溺水|输血|物质|吸入|职业|尘肺|矽肺|石棉|脂肪栓塞|双胎"
-                           r"|多胎|异物|化妆品|引起的|治疗后")
+                           r"|多胎|异物|化妆品|引起的|治疗后|挫伤|复苏")
 # findings only one sex can have (淋菌性尿道炎 lists 阴囊红肿 and 子宫颈红肿): kept out of a patient of the other sex
 OTHER_SEX = {"女": re.compile(r"阴囊|睾丸|阴茎|前列腺|精索|包皮|龟头|遗精|阳痿|早泄|射精"),
              "男": re.compile(r"阴道|子宫|宫颈|外阴|阴唇|月经|闭经|痛经|经期|白带|乳房|乳腺|泌乳|溢乳|停经|妊娠|孕")}

@@ -341,3 +341,14 @@ def test_a_swollen_tongue_a_newborn_that_vomits_with_a_swollen_belly_and_cerebra
     assert clinical.urgency(disease("新生儿肛门和直肠畸形"), ["腹部逐渐膨胀", "进食后呕吐", "脱水"], newborn).emergency
     assert not clinical.urgency(disease("新生儿肛门和直肠畸形"), ["进食后呕吐"], newborn).emergency
     assert clinical.urgency(disease("脑型疟疾")).emergency and not clinical.urgency(disease("间日疟")).emergency
+
+
+def test_the_last_review_s_misses_are_emergencies():
+    """A sudden fall of blood pressure, internal bleeding, non-occlusive mesenteric ischaemia, wound botulism."""
+    def disease(name):
+        return Entry(kind="disease", name=name, fields={"所属科室": ["外科"], "相关症状": ["腹胀"]}, path="", line=0)
+
+    assert clinical.urgency(disease("某病"), ["急骤血压下降", "肠鸣", "腹胀"]).emergency
+    assert clinical.urgency(disease("出血性疾病"), ["内脏出血", "牙龈出血"]).emergency
+    assert clinical.urgency(disease("非闭塞性肠系膜血管缺血")).emergency
+    assert clinical.urgency(disease("伤口肉毒症")).emergency

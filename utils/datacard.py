@@ -120,11 +120,11 @@ def data_card(meta: dict, paths: dict) -> str:
 # What is still known to be imperfect, and what was left out for want of a physician's call.
 KNOWN_LIMITS = (
     "A physician has not reviewed this build. The developer's own review of 100 seeded records of this build "
-    "(issue #19, `--review 100 --review_seed 17`) found 77 without defect, 9 with a medically wrong or unjustified "
-    "claim, 6 unnatural, 0 unsafe, 11 with an import artefact (a record can have several); the same reading of the "
-    "build before issue #19 found 35 of 100 clean. The wrong claims left come from cMeKG's own lists (先天性非溶血性"
-    "黄疸 listing 肝大 and 贫血, 小儿期前收缩 listing adult triggers, 颈椎退行性变 listing 声音嘶哑), which rules "
-    "cannot tell from right ones; the artefacts are fragments and near-twins (咳黏液脓痰 / 咳黏脓痰).",
+    "(issue #19, `--review 100 --review_seed 29`) found 73 without defect, 11 with a medically wrong or unjustified "
+    "claim, 4 unnatural, 0 unsafe, 13 with an import artefact (a record can have several); the issue's review of "
+    "the build before it found 35% without defect. The wrong claims left come from cMeKG's own lists (肠系膜上动脉"
+    "栓塞 listing 体重下降, 半侧颜面痉挛 listing 耳鸣 and 瘫痪 first, 食物中毒's tests), which rules cannot tell from "
+    "right ones; the artefacts are fragments and near-twins (婴幼儿为呕吐, 肝脏肿大 / 肝大).",
     "cMeKG values are cleaned by rules (a positive symptom lexicon, type checks per field), not reviewed one by one.",
     "Typicality order of cMeKG values is estimated from the data (agreement between predicates, established "
     "terms, specificity), not from clinical frequency: a hallmark generic complaint (腹痛 of pancreatitis, 发热 of "

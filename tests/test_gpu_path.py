@@ -3,6 +3,9 @@ installed libraries' code (CUDA mocked where needed: device count, capability, m
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +15,8 @@ from utils import memory, modeling
 from utils.callbacks import parameters_sharded
 
 from test_memory import CONFIGS, config_of, dry_run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**overrides):
@@ -269,3 +274,15 @@ def test_cpu_trains_in_bf16_only_where_it_is_faster(monkeypatch, avx512_bf16, am
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     assert modeling.resolve_precision("auto", training=True) == expected
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_mode_writes_its_json_and_table(tmp_path):
+    """`DEVICE=cpu bash bench/gpu_check.sh` (issue #20): the one-call GPU check runs end to end on a CPU and writes
+    gpu_check.json and gpu_check.md to $OUT, so the day a GPU is lent the prepared call is known to work."""
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    result = subprocess.run(["bash", os.path.join(REPO, "bench", "gpu_check.sh")], env=env, capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text(encoding="utf-8"))
+    assert report and "|" in (tmp_path / "gpu_check.md").read_text(encoding="utf-8")

@@ -18,7 +18,10 @@ def flags(tiny_base, train_file, out):
         "--base_model", tiny_base, "--data_path", str(train_file), "--output_dir", str(out), "--val_set_size", "16",
         "--micro_batch_size", "4", "--batch_size", "8", "--cutoff_len", "64", "--max_steps", "4", "--save_steps", "4",
         "--eval_steps", "100", "--logging_steps", "1", "--wandb_project=", "--learning_rate", "3e-3", "--lora_dropout", "0",
-    ]  # fmt: skip  (no dropout: the two runs then do the same arithmetic, up to the gradient all-reduce)
+        "--precision", "fp32",
+    ]  # fmt: skip  (no dropout: the two runs then do the same arithmetic, up to the gradient all-reduce; fp32: on a
+    # CPU with AMX auto is bf16, whose rounding differs between one process's accumulated micro-batches and two
+    # processes' all-reduce, and Adam turns that noise into lr-sized steps: 2.6e-3 apart in bf16, 4e-7 in fp32)
 
 
 def losses(out):

@@ -2,7 +2,7 @@
 
 The accuracies Chinese medical model cards report (CMMLU's and C-Eval's medical subjects, CMExam,
 CMB, MedQA-MCMLE) come from scoring each option's log-likelihood after "答案：". This script runs
-EleutherAI's lm-evaluation-harness on our models, loaded by ``utils/modeling.py`` exactly as
+EleutherAI's lm-evaluation-harness on our models, loaded by ``utils/model/loading.py`` exactly as
 infer.py loads them (old peft adapters, weights-only reads, 8/4-bit, the embedded tiny base) and
 handed to the harness as a ready model (``HFLM(pretrained=model, tokenizer=tokenizer)``).
 
@@ -35,8 +35,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from utils.records import DataError
 from utils.cli import UserError
+from utils.data.records import DataError
 
 logger = logging.getLogger("benchmark")
 
@@ -64,7 +64,10 @@ def parse_adapters(lora_weights: str) -> list[tuple[str, str]]:
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set or the hub's host does not answer."""
-    if any(os.environ.get(v, "0").lower() not in ("", "0", "false", "no") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    if any(
+        os.environ.get(v, "0").lower() not in ("", "0", "false", "no")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    ):
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
@@ -87,7 +90,10 @@ def exam_task(name: str = "kb-mcq", test_file: Path | None = None, description: 
             config.pop(key, None)
     missing = [str(f) for f in files.values() if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"{', '.join(missing)}: exam file missing" + ("" if test_file else "; build it with: python build_dataset.py"))
+        raise FileNotFoundError(
+            f"{', '.join(missing)}: exam file missing"
+            + ("" if test_file else "; build it with: python build_dataset.py")
+        )
     config["dataset_kwargs"]["data_files"] = {split: str(f) for split, f in files.items()}
     config["task"] = name
     if description:
@@ -97,7 +103,7 @@ def exam_task(name: str = "kb-mcq", test_file: Path | None = None, description: 
 
 def prepare_exam_files(paths: list[str], fields: str, subject: str, on_bad_row: str, out: Path):
     """Each user exam file checked and converted to the kb-mcq layout -> (task configs, report)."""
-    from utils.exam import read_exam_file
+    from utils.knowledge.exam import read_exam_file
 
     tasks, report = [], {}
     for path in paths:
@@ -110,10 +116,17 @@ def prepare_exam_files(paths: list[str], fields: str, subject: str, on_bad_row: 
         prepared.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
         description = f"以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"
         tasks.append(exam_task(name, prepared, description))
-        report[name] = {"file": str(Path(path).resolve()), "questions": len(questions), "rows_left_out": problems,
-                        "chance": sum(1 / len(q["options"]) for q in questions) / len(questions)}
+        report[name] = {
+            "file": str(Path(path).resolve()),
+            "questions": len(questions),
+            "rows_left_out": problems,
+            "chance": sum(1 / len(q["options"]) for q in questions) / len(questions),
+        }
         if problems:
-            print(f"{path}: {len(problems)} row(s) left out (named above), {len(questions)} questions kept", file=sys.stderr)
+            print(
+                f"{path}: {len(problems)} row(s) left out (named above), {len(questions)} questions kept",
+                file=sys.stderr,
+            )
     return tasks, report
 
 
@@ -121,17 +134,29 @@ def prepare_exam_files(paths: list[str], fields: str, subject: str, on_bad_row: 
 # running the harness
 
 
-def run_tasks(model, tokenizer, tasks: list, task_manager, num_fewshot: int = 0, limit: int = 0,
-              batch_size: int = 16, log_samples: bool = False) -> dict:  # fmt: skip
+def run_tasks(
+    model,
+    tokenizer,
+    tasks: list,
+    task_manager,
+    num_fewshot: int = 0,
+    limit: int = 0,
+    batch_size: int = 16,
+    log_samples: bool = False,
+) -> dict:
     """lm-eval's ``simple_evaluate`` on an already-loaded model; returns the harness's results dict."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     return simple_evaluate(
-        model=lm, tasks=tasks, task_manager=task_manager, num_fewshot=num_fewshot or None,
-        limit=limit or None, log_samples=log_samples,
-    )  # fmt: skip
+        model=lm,
+        tasks=tasks,
+        task_manager=task_manager,
+        num_fewshot=num_fewshot or None,
+        limit=limit or None,
+        log_samples=log_samples,
+    )
 
 
 def accuracies(results: dict) -> dict[str, dict]:
@@ -140,8 +165,11 @@ def accuracies(results: dict) -> dict[str, dict]:
     for task, metrics in results["results"].items():
         if "acc,none" in metrics:
             stderr = metrics.get("acc_stderr,none")
-            rows[task] = {"acc": float(metrics["acc,none"]), "stderr": float(stderr) if isinstance(stderr, float) else None,
-                          "n": metrics.get("sample_len")}  # fmt: skip
+            rows[task] = {
+                "acc": float(metrics["acc,none"]),
+                "stderr": float(stderr) if isinstance(stderr, float) else None,
+                "n": metrics.get("sample_len"),
+            }
     return rows
 
 
@@ -168,10 +196,15 @@ def write_reports(out: Path, table: dict[str, dict[str, dict]], chance: dict[str
         return f"{100 * row['acc']:.1f}{err}"
 
     header = ["task (questions)"] + models
-    rows = [[f"{t} ({next((table[m][t]['n'] for m in models if t in table[m]), '?')})"] + [cell(table[m].get(t)) for m in models]
-            for t in tasks]  # fmt: skip
+    rows = [
+        [f"{t} ({next((table[m][t]['n'] for m in models if t in table[m]), '?')})"]
+        + [cell(table[m].get(t)) for m in models]
+        for t in tasks
+    ]
     note = "Accuracy in % ± standard error (lm-evaluation-harness, option log-likelihood after “答案：”).\n\n"
-    (out / "benchmark.md").write_text("# Benchmark\n\n" + note + to_markdown(header, rows) + "\n![accuracy](benchmark.png)\n", encoding="utf-8")
+    (out / "benchmark.md").write_text(
+        "# Benchmark\n\n" + note + to_markdown(header, rows) + "\n![accuracy](benchmark.png)\n", encoding="utf-8"
+    )
     (out / "benchmark.html").write_text(to_html(header, rows, "Benchmark"), encoding="utf-8")
 
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(tasks) * max(1, len(models)) ** 0.5 + 2), 4.2))
@@ -184,7 +217,9 @@ def write_reports(out: Path, table: dict[str, dict[str, dict]], chance: dict[str
     for j, t in enumerate(tasks):
         if t in chance:
             ax.hlines(100 * chance[t], j - 0.45, j + 0.45, colors="gray", linestyles="dashed")
-    ax.set_xticks(range(len(tasks)), tasks, rotation=20 if len(tasks) > 3 else 0, ha="right" if len(tasks) > 3 else "center")
+    ax.set_xticks(
+        range(len(tasks)), tasks, rotation=20 if len(tasks) > 3 else 0, ha="right" if len(tasks) > 3 else "center"
+    )
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title("multiple-choice accuracy (dashed: chance)")
@@ -234,7 +269,11 @@ def main(
     skipped = {}
     if hub_names and not hub_reachable():
         for t in hub_names:
-            skipped[t] = "needs the Hugging Face hub" + (f" ({HUB_DATA[t]})" if t in HUB_DATA else "") + ", which cannot be reached"
+            skipped[t] = (
+                "needs the Hugging Face hub"
+                + (f" ({HUB_DATA[t]})" if t in HUB_DATA else "")
+                + ", which cannot be reached"
+            )
             print(f"{t}: skipped: {skipped[t]}", file=sys.stderr)
         hub_names = []
     if not hub_names:  # nothing may try the hub: set before datasets / huggingface_hub read them
@@ -258,23 +297,33 @@ def main(
     # ------------------------------------------------------------------ one model at a time
     import torch
 
-    from utils import modeling
-    from utils.runinfo import run_config, write_json
+    from utils.model import loading
+    from utils.model.runinfo import run_config, write_json
 
     table: dict[str, dict] = {}
     for i, (name, adapter) in enumerate(models, start=1):
-        logger.info("[%d/%d] %s: %s%s", i, len(models), name, base_model or "the embedded tiny LLaMA", f" + {adapter}" if adapter else "")
-        tokenizer, model, resolved = modeling.load_for_inference(
+        logger.info(
+            "[%d/%d] %s: %s%s",
+            i,
+            len(models),
+            name,
+            base_model or "the embedded tiny LLaMA",
+            f" + {adapter}" if adapter else "",
+        )
+        tokenizer, model, resolved = loading.load_for_inference(
             base_model, adapter, bool(adapter), load_8bit, load_4bit, precision, trust_remote_code
         )
         results = run_tasks(model, tokenizer, specs, task_manager, num_fewshot, limit, batch_size, log_samples)
         samples = results.pop("samples", None)
         folder = out / re.sub(r"[^\w.-]+", "_", name)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=handle_non_serializable), encoding="utf-8")
+        (folder / "results.json").write_text(
+            json.dumps(results, indent=2, ensure_ascii=False, default=handle_non_serializable), encoding="utf-8"
+        )
         for task, rows in (samples or {}).items():
             (folder / f"samples_{task}.jsonl").write_text(
-                "".join(json.dumps(r, ensure_ascii=False, default=handle_non_serializable) + "\n" for r in rows), encoding="utf-8"
+                "".join(json.dumps(r, ensure_ascii=False, default=handle_non_serializable) + "\n" for r in rows),
+                encoding="utf-8",
             )
         table[name] = accuracies(results)
         for task, row in table[name].items():
@@ -286,10 +335,15 @@ def main(
             torch.cuda.empty_cache()
 
     write_reports(out, table, chance)
-    write_json(out / "benchmark.json", {
-        "accuracy": table, "skipped_tasks": skipped, "exam_files": exam_report,
-        "config": run_config(flags, models=dict(models), base_model=resolved),
-    })  # fmt: skip
+    write_json(
+        out / "benchmark.json",
+        {
+            "accuracy": table,
+            "skipped_tasks": skipped,
+            "exam_files": exam_report,
+            "config": run_config(flags, models=dict(models), base_model=resolved),
+        },
+    )
     print(f"table: {out / 'benchmark.md'}, {out / 'benchmark.html'}; chart: {out / 'benchmark.png'}")
     return None
 

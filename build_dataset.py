@@ -1,7 +1,7 @@
 """Build instruction-tuning data from the medical knowledge bases: cMeKG (the seed's source) + ours.
 
 knowledge (data/knowledge/*.jsonl, plus the cMeKG diseases of the installed `pycmekg` package, see
-utils/cmekg.py)  ->  JSON Lines of {"instruction", "input": "", "output"} in the seed's
+utils/knowledge/cmekg.py)  ->  JSON Lines of {"instruction", "input": "", "output"} in the seed's
 llama_data.json format, plus provenance fields the trainer ignores: "style", "entity" (the 中心词,
 or [a, b] for a comparison), "source" (ours | cmekg, per entity), "facts" ([{"field", "value",
 "source"[, "entity"]}, ...]: every value appears verbatim in "output" and is a value of that field
@@ -22,7 +22,7 @@ drug_contraindication. Records are drawn per style family by STYLE_WEIGHTS, so s
 dominate.
 
 Split rule: entities (中心词) are split per kind (diseases, drugs) into test / valid / train by
-sorting them on sha256("<seed>:<中心词>") (utils.knowledge.split_entities, shared with the exam), so the split does not depend on
+sorting them on sha256("<seed>:<中心词>") (utils.knowledge.schema.split_entities, shared with the exam), so the split does not depend on
 --max_records. A record goes to the split of its entity; comparison pairs are only drawn between
 two entities of the same split, so no entity ever appears in two splits.
 
@@ -51,43 +51,62 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from utils import audit, clinical
-from utils.cmekg import ImportReport, load_all, report_markdown
-from utils.datacard import data_card, plot_lengths, statistics_of
-from utils.exam import answer_blind_scores, build_exam, exam_paths
 from utils.files import write_atomic
-from utils.knowledge import (DEFAULT_STYLES_PATH, NAME_FIELD, NOT_TREATMENT_PHRASES, PLACEHOLDER, TREATMENT_FIELDS,
-                             Entry, KnowledgeError, display_path, load_styles, resolve_kb_paths, split_entities)
+from utils.knowledge import audit, clinical
+from utils.knowledge.cmekg import ImportReport, load_all, report_markdown
+from utils.knowledge.datacard import data_card, plot_lengths, statistics_of
+from utils.knowledge.exam import answer_blind_scores, build_exam, exam_paths
+from utils.knowledge.phrasing import wrap_answer, wrap_question
+from utils.knowledge.review import write_review
+from utils.knowledge.schema import (
+    DEFAULT_STYLES_PATH,
+    NAME_FIELD,
+    NOT_TREATMENT_PHRASES,
+    PLACEHOLDER,
+    TREATMENT_FIELDS,
+    Entry,
+    KnowledgeError,
+    display_path,
+    load_styles,
+    resolve_kb_paths,
+    split_entities,
+)
 from utils.llm import ReplyError, api_errors, ask_json, json_objects, make_client
-from utils.phrasing import wrap_answer, wrap_question
-from utils.review import write_review
-from utils.runinfo import file_sha256
+from utils.model.runinfo import file_sha256
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("train", "valid", "test")
-MAX_VALUES = 6  # at most this many values of one field in one answer (typicality order, see utils/cmekg.py)
+MAX_VALUES = 6  # at most this many values of one field in one answer (typicality order, see utils/knowledge/cmekg.py)
 TYPICAL_VALUES = 8  # a patient's findings are drawn from this many of the most typical symptoms
 MIN_FINDINGS = 3  # a vignette or triage question states at least this many findings ...
 MIN_SPECIFIC = 2  # ... of which this many are specific (see is_specific)
 SPECIFIC_MAX_DISEASES = 30  # a specific finding is listed by at most this many diseases (发热: 1,111) ...
 GENERIC_MIN_DISEASES = 100  # ... and is more than a generic complaint (one listed by more diseases than this) ...
 # ... with qualifiers that say nothing of where or what: 剧痛 is pain, 神疲乏力 fatigue, 肢体疼痛 pain, 发热畏寒 fever
-QUALIFIERS = re.compile(r"剧烈|剧|轻度|轻微|稍感|稍|略|明显|严重|腹部|胸部|头部|背部|持续性|持续|反复|间歇性|间歇|阵发性|阵发|全身|周身|肢体|四肢|局部|神疲"
-                        r"|身体|患处|慢性|急性|突发|突然")
+QUALIFIERS = re.compile(
+    r"剧烈|剧|轻度|轻微|稍感|稍|略|明显|严重|腹部|胸部|头部|背部|持续性|持续|反复|间歇性|间歇|阵发性|阵发|全身|周身|肢体|四肢|局部|神疲"
+    r"|身体|患处|慢性|急性|突发|突然"
+)
 GENERIC_COMPLAINTS = ("僵硬", "不适", "疼", "痛", "酸", "胀", "麻", "冷", "热", "软", "累")
 SPECIFIC_MAX_SITES = 25  # a body site two diseases share makes them comparable unless more list it (心脏 140, 肾 57,
 # 皮肤 90, 胃 39: a xanthogranuloma and a purpura both "of the skin" are no pair worth comparing) or a whole system
 BROAD_SITE = re.compile(r"系统$|^全身|^周身|^体表")  # 神经系统: Omsk haemorrhagic fever and strychnine poisoning
-MIN_RELATEDNESS = 2  # a pair shares an uncommon site (2) or two specific findings (1 each): one shared finding is chance
+MIN_RELATEDNESS = (
+    2  # a pair shares an uncommon site (2) or two specific findings (1 each): one shared finding is chance
+)
 # A disease whose name is an exposure, an injury or a pregnancy state is not diagnosed from findings alone: the
 # question cannot state the drinking, burn, radiation, poisoning, trauma or fracture (the knowledge base records no
 # history), and "最可能是酒精性肝硬化" from 肝掌 and 鼻出血 in a 27-year-old is what the review called unjustified.
-HISTORY_NAMES = re.compile(r"酒精|酒中毒|饮酒|烧伤|灼伤|烫伤|冻伤|冻僵|放射|辐射|中毒|药物|药源|药疹|医源|术后|手术|外伤|创伤"
-                           r"|损伤|骨折|脱位|咬伤|蜇伤|电击|触电|淹溺|溺水|输血|物质|吸入|职业|尘肺|矽肺|石棉|脂肪栓塞|双胎"
-                           r"|多胎|异物|化妆品|引起的|治疗后|挫伤|复苏")
+HISTORY_NAMES = re.compile(
+    r"酒精|酒中毒|饮酒|烧伤|灼伤|烫伤|冻伤|冻僵|放射|辐射|中毒|药物|药源|药疹|医源|术后|手术|外伤|创伤"
+    r"|损伤|骨折|脱位|咬伤|蜇伤|电击|触电|淹溺|溺水|输血|物质|吸入|职业|尘肺|矽肺|石棉|脂肪栓塞|双胎"
+    r"|多胎|异物|化妆品|引起的|治疗后|挫伤|复苏"
+)
 # findings only one sex can have (淋菌性尿道炎 lists 阴囊红肿 and 子宫颈红肿): kept out of a patient of the other sex
-OTHER_SEX = {"女": re.compile(r"阴囊|睾丸|阴茎|前列腺|精索|包皮|龟头|遗精|阳痿|早泄|射精"),
-             "男": re.compile(r"阴道|子宫|宫颈|外阴|阴唇|月经|闭经|痛经|经期|白带|乳房|乳腺|泌乳|溢乳|停经|妊娠|孕")}
+OTHER_SEX = {
+    "女": re.compile(r"阴囊|睾丸|阴茎|前列腺|精索|包皮|龟头|遗精|阳痿|早泄|射精"),
+    "男": re.compile(r"阴道|子宫|宫颈|外阴|阴唇|月经|闭经|痛经|经期|白带|乳房|乳腺|泌乳|溢乳|停经|妊娠|孕"),
+}
 NOTHING = re.compile(r"(?!)")
 # what a test shows, not what a patient or a parent tells (右心室肥厚, 胰管内充盈缺损, 胰岛素受体障碍, 酸碱平衡失调)
 NOT_TOLD = re.compile(r"心室|心房|心脏增大|肥厚|充盈缺损|腺泡|受体|潴留|酸碱|电解质|串珠|胰管|胰头|阳性|阴性|升高|降低")
@@ -96,10 +115,19 @@ FELT = re.compile(r"头昏|头晕|头痛|头疼|乏力|疲劳|疲乏|麻木|刺�
 TELLS_OF_FEELINGS = 3  # years
 MAX_DIFFERENTIAL = 3  # findings that fit more other diseases than this name no "most likely" disease
 # name parts that do not identify a disease: 小儿肠套叠's core is 肠套叠 (a finding 儿童肠套叠 gives it away)
-NAME_QUALIFIERS = re.compile(r"^(小儿|儿童|婴儿|婴幼儿|新生儿|老年|老年性|妊娠期|妊娠|产后|急性|慢性|亚急性|原发性|继发性|先天性|"
-                             r"特发性|复发性|难治性|重症|重型|轻型|单纯性|家族性|遗传性|获得性)+")
+NAME_QUALIFIERS = re.compile(
+    r"^(小儿|儿童|婴儿|婴幼儿|新生儿|老年|老年性|妊娠期|妊娠|产后|急性|慢性|亚急性|原发性|继发性|先天性|"
+    r"特发性|复发性|难治性|重症|重型|轻型|单纯性|家族性|遗传性|获得性)+"
+)
 # share of the records each style family gets (a family with too few tasks leaves its share to the others)
-STYLE_WEIGHTS = {"single_fact": 0.26, "overview": 0.18, "vignette": 0.24, "triage": 0.10, "comparison": 0.14, "drug": 0.08}
+STYLE_WEIGHTS = {
+    "single_fact": 0.26,
+    "overview": 0.18,
+    "vignette": 0.24,
+    "triage": 0.10,
+    "comparison": 0.14,
+    "drug": 0.08,
+}
 
 log = logging.getLogger("build_dataset")
 
@@ -130,7 +158,9 @@ def main(
     if backend not in ("offline", "openai"):
         raise SystemExit(f"--backend must be offline or openai, got {backend!r}")
     if not (0 <= valid_frac < 1 and 0 <= test_frac < 1 and valid_frac + test_frac < 1):
-        raise SystemExit(f"--valid_frac and --test_frac must be in [0, 1) and sum below 1, got {valid_frac}, {test_frac}")
+        raise SystemExit(
+            f"--valid_frac and --test_frac must be in [0, 1) and sum below 1, got {valid_frac}, {test_frac}"
+        )
     kb_path, output_path = _repo_path(kb_path), _repo_path(output_path)
     styles_path = _repo_path(styles_path) if styles_path else DEFAULT_STYLES_PATH
     t0 = time.perf_counter()
@@ -139,17 +169,35 @@ def main(
     split_of = split_entities(kb.entries, seed, valid_frac, test_frac)
     planned, left_out = plan_tasks(kb.entries, kb.styles, split_of, seed)
     tasks, n_dup = select_tasks(planned, max_records, seed)
-    log.info("planned %d tasks (%d duplicate instructions skipped) in %.2fs", len(tasks), n_dup, time.perf_counter() - t0)
+    log.info(
+        "planned %d tasks (%d duplicate instructions skipped) in %.2fs", len(tasks), n_dup, time.perf_counter() - t0
+    )
 
     if backend == "offline":
         records = [task_record(t, *wrapped(t, seed), t["facts"]) for t in tasks]
     else:
-        records = generate_openai(tasks, kb.entries, output_path, base_url, model, num_workers, max_retries, timeout,
-                                  temperature, min_fact_coverage, progress)
+        records = generate_openai(
+            tasks,
+            kb.entries,
+            output_path,
+            base_url,
+            model,
+            num_workers,
+            max_retries,
+            timeout,
+            temperature,
+            min_fact_coverage,
+            progress,
+        )
     by_split = write_outputs(records, tasks, kb, split_of, flags, output_path, t0, left_out)
     if review:
-        sheet = write_review([{**r, "split": s} for s, rs in by_split.items() for r in rs], kb.entries, n=review,
-                             seed=review_seed, out_stem=split_paths(output_path)["review"])
+        sheet = write_review(
+            [{**r, "split": s} for s, rs in by_split.items() for r in rs],
+            kb.entries,
+            n=review,
+            seed=review_seed,
+            out_stem=split_paths(output_path)["review"],
+        )
         print(f"review sheet: {', '.join(map(display_path, sheet))}")
 
 
@@ -172,8 +220,16 @@ def _rel(path: str) -> str:
 
 def split_paths(output_path: str) -> dict[str, str]:
     stem = output_path[:-5] if output_path.endswith(".json") else output_path
-    return {"train": output_path, "valid": stem + ".valid.json", "test": stem + ".test.json", "meta": stem + ".meta.json",
-            "card": stem + ".card.md", "lengths": stem + ".lengths.png", "import": stem + ".cmekg_import", "review": stem + ".review"}
+    return {
+        "train": output_path,
+        "valid": stem + ".valid.json",
+        "test": stem + ".test.json",
+        "meta": stem + ".meta.json",
+        "card": stem + ".card.md",
+        "lengths": stem + ".lengths.png",
+        "import": stem + ".cmekg_import",
+        "review": stem + ".review",
+    }
 
 
 def write_jsonl_atomic(path: str, records: list[dict]) -> str:
@@ -212,8 +268,14 @@ DOUBLED = re.compile(r"\{(\w+)\}等(检查|药物治疗|辅助治疗|药物|治�
 
 def fill(template: str, slots: dict[str, tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
     """Fill {placeholders} from slots (text, facts); return the text and the facts it states."""
-    template = DOUBLED.sub(lambda m: m.group(0) if not slots.get(m.group(1), ("",))[0].endswith(("检查", "治疗", "药物"))
-                           else "{" + m.group(1) + "}等", template)
+    template = DOUBLED.sub(
+        lambda m: (
+            m.group(0)
+            if not slots.get(m.group(1), ("",))[0].endswith(("检查", "治疗", "药物"))
+            else "{" + m.group(1) + "}等"
+        ),
+        template,
+    )
     facts: list[dict] = []
     for key in PLACEHOLDER.findall(template):
         for fact in slots[key][1]:
@@ -237,8 +299,10 @@ def usable(templates: list[str], slots: dict, must: tuple[str, ...] = ()) -> lis
 
 def field_slot(entry: Entry, key: str, values: list[str] | None = None, sep: str = "、", tag_entity: bool = False):
     values = entry.get(key)[:MAX_VALUES] if values is None else values
-    facts = [{"field": key, "value": v, "source": entry.source, **({"entity": entry.name} if tag_entity else {})}
-             for v in values]
+    facts = [
+        {"field": key, "value": v, "source": entry.source, **({"entity": entry.name} if tag_entity else {})}
+        for v in values
+    ]
     return sep.join(values), facts
 
 
@@ -292,8 +356,11 @@ def specific_findings(by_symptom: dict[str, set[str]]) -> set[str]:
     """Findings that point somewhere: listed by at most SPECIFIC_MAX_DISEASES diseases, and with something left
     once qualifiers (QUALIFIERS) and generic complaints (symptoms of more than GENERIC_MIN_DISEASES diseases,
     GENERIC_COMPLAINTS) are taken out: 午后低热 and 视力突然下降 are specific, 剧痛, 神疲乏力 and 发热畏寒 are not."""
-    generic = sorted({s for s, having in by_symptom.items() if len(having) > GENERIC_MIN_DISEASES} | set(GENERIC_COMPLAINTS),
-                     key=len, reverse=True)
+    generic = sorted(
+        {s for s, having in by_symptom.items() if len(having) > GENERIC_MIN_DISEASES} | set(GENERIC_COMPLAINTS),
+        key=len,
+        reverse=True,
+    )
     specific = set()
     for finding, having in by_symptom.items():
         if len(having) > SPECIFIC_MAX_DISEASES:
@@ -333,8 +400,15 @@ class Planner:
     def rng(self, *parts) -> random.Random:
         return random.Random(f"{self.seed}:" + ":".join(map(str, parts)))
 
-    def task(self, style: str, entries: list[Entry], variant, question: str, answer: tuple[str, list[dict]],
-             urgent: bool = False) -> dict:
+    def task(
+        self,
+        style: str,
+        entries: list[Entry],
+        variant,
+        question: str,
+        answer: tuple[str, list[dict]],
+        urgent: bool = False,
+    ) -> dict:
         output, facts = answer
         entity = entries[0].name if len(entries) == 1 else [e.name for e in entries]
         for fact in facts:  # the evaluation relies on this; templates are data, so check rather than trust
@@ -345,25 +419,43 @@ class Planner:
             raise AssertionError(f"{style} {entity}: treatment answer contains {bad!r}: {output!r}")
         key = json.dumps([style, entity, variant], ensure_ascii=False)
         source = entries[0].source if len(entries) == 1 else [e.source for e in entries]
-        return {"id": hashlib.sha1(key.encode("utf-8")).hexdigest()[:16], "style": style, "entity": entity,
-                "source": source, "kind": entries[0].kind, "split": self.split_of[entries[0].name],
-                "instruction": question, "output": output, "facts": facts, "urgent": urgent}
+        return {
+            "id": hashlib.sha1(key.encode("utf-8")).hexdigest()[:16],
+            "style": style,
+            "entity": entity,
+            "source": source,
+            "kind": entries[0].kind,
+            "split": self.split_of[entries[0].name],
+            "instruction": question,
+            "output": output,
+            "facts": facts,
+            "urgent": urgent,
+        }
 
-    def findings(self, entry: Entry, rng: random.Random, most: int, sex: str = "", age: float = 30.0
-                 ) -> tuple[list[str], list[Entry]] | None:
+    def findings(
+        self, entry: Entry, rng: random.Random, most: int, sex: str = "", age: float = 30.0
+    ) -> tuple[list[str], list[Entry]] | None:
         """A patient's findings: MIN_FINDINGS..most of the entry's typical symptoms, MIN_SPECIFIC of them specific,
         none naming the disease; and the other diseases of the same split that list them all (the differential, at
         most MAX_DIFFERENTIAL), or None when no such set exists. A set that singles the disease out is preferred;
         the smallest differential is kept otherwise."""
-        symptoms = [s for s in symptoms_of(entry)[:TYPICAL_VALUES] if s in self.by_symptom and not gives_away(s, entry)
-                    and not OTHER_SEX.get(sex, NOTHING).search(s)  # no 阴囊红肿 in a woman
-                    and not NOT_TOLD.search(s) and not (age < TELLS_OF_FEELINGS and FELT.search(s))]
+        symptoms = [
+            s
+            for s in symptoms_of(entry)[:TYPICAL_VALUES]
+            if s in self.by_symptom
+            and not gives_away(s, entry)
+            and not OTHER_SEX.get(sex, NOTHING).search(s)  # no 阴囊红肿 in a woman
+            and not NOT_TOLD.search(s)
+            and not (age < TELLS_OF_FEELINGS and FELT.search(s))
+        ]
         specific = [s for s in symptoms if s in self.specific]
         if len(symptoms) < MIN_FINDINGS:
             self.counts[f"patient: fewer than {MIN_FINDINGS} usable typical findings (no question)"] += 1
             return None
         if len(specific) < MIN_SPECIFIC:
-            self.counts[f"patient: fewer than {MIN_SPECIFIC} specific findings among the typical ones (no question)"] += 1
+            self.counts[
+                f"patient: fewer than {MIN_SPECIFIC} specific findings among the typical ones (no question)"
+            ] += 1
             return None
         best = None
         for _ in range(12):
@@ -426,21 +518,39 @@ def single_fact_tasks(p: Planner, e: Entry) -> list[dict]:
 def _disease_slots(e: Entry, limits: dict[str, int]) -> dict:
     """Slots of a composite answer: placeholder -> (text, facts), for the fields the entry has."""
     slots = {"name": (e.name, [{"field": NAME_FIELD, "value": e.name, "source": e.source}])}
-    names = {"dept": "所属科室", "site": "发病部位", "cause": "病因", "group": "多发人群", "symptoms": "相关症状",
-             "exams": "检查", "drugs": "药物治疗", "aux": "辅助治疗"}
+    names = {
+        "dept": "所属科室",
+        "site": "发病部位",
+        "cause": "病因",
+        "group": "多发人群",
+        "symptoms": "相关症状",
+        "exams": "检查",
+        "drugs": "药物治疗",
+        "aux": "辅助治疗",
+    }
     for slot, key in names.items():
         if slot in limits and e.get(key):
-            slots[slot] = field_slot(e, key, e.get(key)[:limits[slot]])
+            slots[slot] = field_slot(e, key, e.get(key)[: limits[slot]])
     return slots
 
 
 def overview_tasks(p: Planner, e: Entry) -> list[dict]:
-    """"请简单介绍一下X。": a prose introduction from department, site, cause, group, symptoms, tests."""
+    """ "请简单介绍一下X。": a prose introduction from department, site, cause, group, symptoms, tests."""
     style = p.styles["overview"]
     rng = p.rng("overview", e.name)
     slots = _disease_slots(e, {"dept": 2, "site": 3, "cause": 3, "group": 2, "symptoms": 4, "exams": 3})
-    parts = [style[k] for k in ("answer_open", "answer_site", "answer_group", "answer_cause", "answer_symptoms",
-                                "answer_exams", "answer_close")]
+    parts = [
+        style[k]
+        for k in (
+            "answer_open",
+            "answer_site",
+            "answer_group",
+            "answer_cause",
+            "answer_symptoms",
+            "answer_exams",
+            "answer_close",
+        )
+    ]
     question = fill(rng.choice(style["questions"]), slots)[0]
     text, facts = compose(parts, slots, rng)
     level = clinical.urgency(e)  # by the disease's name: an introduction of 脾破裂 says it is an emergency
@@ -453,7 +563,7 @@ def overview_tasks(p: Planner, e: Entry) -> list[dict]:
 
 
 def treatment_checked(e: Entry) -> bool:
-    """The entry has a treatment we can defend: ours, or cMeKG's checked against the curated list (utils/cmekg.py)."""
+    """The entry has a treatment we can defend: ours, or cMeKG's checked against the curated list (utils/knowledge/cmekg.py)."""
     return bool(e.get("药物治疗") or e.get("辅助治疗"))
 
 
@@ -481,7 +591,7 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
     """Vignettes (diagnosis, tests; treatment only where the entry has a checked one) and triage (department):
     a patient who can have the disease, with >= MIN_FINDINGS typical findings of which one is specific. Where the
     findings fit other diseases too, the answer names them as the differential. Urgency comes from the red-flag
-    rules (utils/clinical.py), never at random."""
+    rules (utils/knowledge/clinical.py), never at random."""
     style = p.styles[style_name]
     if any(HISTORY_NAMES.search(n) for n in e.names):
         p.counts["patient: the disease needs a history the question cannot state (exposure, injury, twins)"] += 1
@@ -497,24 +607,36 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
             continue
         picked, others = found
         level = clinical.urgency(e, picked, person)
-        slots = {**whole, "person": (person.text, []), "pronoun": (person.pronoun, []),
-                 "symptoms": ("、".join(picked), [])}
+        slots = {
+            **whole,
+            "person": (person.text, []),
+            "pronoun": (person.pronoun, []),
+            "symptoms": ("、".join(picked), []),
+        }
         if "dept" in whole:
             slots["dept"] = ward(e, person, level.emergency)
         if others:
-            slots["others"] = ("、".join(o.name for o in others),
-                               [{"field": NAME_FIELD, "value": o.name, "source": o.source, "entity": o.name} for o in others])
+            slots["others"] = (
+                "、".join(o.name for o in others),
+                [{"field": NAME_FIELD, "value": o.name, "source": o.source, "entity": o.name} for o in others],
+            )
         # a cMeKG disease singled out within the knowledge base is a possibility, not the most likely diagnosis
         differential = "_differential" if others else "_tentative" if e.source != "ours" else ""
         emergency = level.emergency
         treatment = ""
         if style_name == "vignette":
             asks_treatment = treatment_checked(e) and rng.random() < 0.6
-            treatment = "treatment asked (the entry has a checked one)" if asks_treatment else \
-                "diagnosis and tests only" + ("" if treatment_checked(e) else " (no checked treatment)")
+            treatment = (
+                "treatment asked (the entry has a checked one)"
+                if asks_treatment
+                else "diagnosis and tests only" + ("" if treatment_checked(e) else " (no checked treatment)")
+            )
             question = rng.choice(answerable(style["questions_treatment" if asks_treatment else "questions"], e))
-            parts = [style["answer_open" + differential], style["answer_dept_emergency" if emergency else "answer_dept"],
-                     style["answer_exams"]]
+            parts = [
+                style["answer_open" + differential],
+                style["answer_dept_emergency" if emergency else "answer_dept"],
+                style["answer_exams"],
+            ]
             if asks_treatment:
                 parts += [style["answer_drugs"], style["answer_aux"]]
             text, facts = compose(parts + [style["answer_close"]], slots, rng)
@@ -529,7 +651,9 @@ def patient_tasks(p: Planner, e: Entry, style_name: str, count: int, most: int) 
             text = level.sentence(rng) + text
         task = p.task(style_name, [e], i, fill(question, slots)[0], (text, facts), urgent=emergency)
         task["rules"] = [f"{style_name}: " + (f"emergency advice (rule {level.rule})" if emergency else "routine")]
-        task["rules"] += [f"{style_name}: differential named"] * bool(others) + [f"vignette: {treatment}"] * (style_name == "vignette")
+        task["rules"] += [f"{style_name}: differential named"] * bool(others) + [f"vignette: {treatment}"] * (
+            style_name == "vignette"
+        )
         tasks.append(task)
     return tasks
 
@@ -553,7 +677,7 @@ def comparable_sites(diseases: list[Entry]) -> set[str]:
 
 
 def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
-    """"X和Y的病因是否一致？" for related pairs only: same split and department, a shared body site or specific finding."""
+    """ "X和Y的病因是否一致？" for related pairs only: same split and department, a shared body site or specific finding."""
     style = p.styles["comparison"]
     pool = defaultdict(list)  # (split, department) -> diseases
     for e in diseases:
@@ -566,14 +690,16 @@ def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
     for a in diseases:
         rng = p.rng("comparison", a.name)
         candidates = {b.name: b for d in a.get("所属科室") for b in pool[(p.split_of[a.name], d)] if b is not a}
-        scored = sorted(((relatedness(ground[a.name], ground[n]), n) for n in candidates),
-                        key=lambda x: (-x[0], x[1]))
+        scored = sorted(((relatedness(ground[a.name], ground[n]), n) for n in candidates), key=lambda x: (-x[0], x[1]))
         best = [candidates[n] for score, n in scored[:4] if score >= MIN_RELATEDNESS]
         for b in rng.sample(best, min(2, len(best))):
             pair = tuple(sorted((a.name, b.name)))
             # a pair chosen for a shared site is not asked whether its identical site lists are the same
-            shared = [k for k in style["fields"] if a.get(k) and b.get(k)
-                      and not (k == "发病部位" and set(a.get(k)) == set(b.get(k)))]
+            shared = [
+                k
+                for k in style["fields"]
+                if a.get(k) and b.get(k) and not (k == "发病部位" and set(a.get(k)) == set(b.get(k)))
+            ]
             if pair in seen_pairs or not shared:
                 continue
             seen_pairs.add(pair)
@@ -608,13 +734,22 @@ def _comparison(style: dict, a: Entry, b: Entry, key: str, rng: random.Random):
     if kind == "same":
         common = a.get(key)  # the whole list: "都是" must not hide a value
     depts = [d for d in a.get("所属科室") if d in b.get("所属科室")]
-    dept_facts = field_slot(a, "所属科室", depts, tag_entity=True)[1] + field_slot(b, "所属科室", depts, tag_entity=True)[1]
+    dept_facts = (
+        field_slot(a, "所属科室", depts, tag_entity=True)[1] + field_slot(b, "所属科室", depts, tag_entity=True)[1]
+    )
     shown_common = common[:MAX_VALUES]
-    slots = {"a": (a.name, []), "b": (b.name, []), "label": (rng.choice(style["fields"][key]["label"]), []),
-             "dept": ("、".join(depts), dept_facts),
-             "a_values": field_slot(a, key, av, tag_entity=True), "b_values": field_slot(b, key, bv, tag_entity=True),
-             "common": ("、".join(shown_common), field_slot(a, key, shown_common, tag_entity=True)[1]
-                        + field_slot(b, key, shown_common, tag_entity=True)[1])}
+    slots = {
+        "a": (a.name, []),
+        "b": (b.name, []),
+        "label": (rng.choice(style["fields"][key]["label"]), []),
+        "dept": ("、".join(depts), dept_facts),
+        "a_values": field_slot(a, key, av, tag_entity=True),
+        "b_values": field_slot(b, key, bv, tag_entity=True),
+        "common": (
+            "、".join(shown_common),
+            field_slot(a, key, shown_common, tag_entity=True)[1] + field_slot(b, key, shown_common, tag_entity=True)[1],
+        ),
+    }
     question = fill(rng.choice(style["questions"]), slots)[0]
     return question, fill(rng.choice(style[kind]), slots)
 
@@ -622,21 +757,36 @@ def _comparison(style: dict, a: Entry, b: Entry, key: str, rng: random.Random):
 def drug_tasks(p: Planner, e: Entry) -> list[dict]:
     """What a drug is for and how it is used, its adverse reactions and contraindications."""
     slots = {"name": (e.name, [])}
-    for key, slot, sep in (("药物分类", "class", "、"), ("适应症", "indication", "、"), ("用法用量", "usage", "，"),
-                           ("不良反应", "adverse", "、"), ("禁忌", "contra", "、"), ("禁忌例外", "exception", "；")):
+    for key, slot, sep in (
+        ("药物分类", "class", "、"),
+        ("适应症", "indication", "、"),
+        ("用法用量", "usage", "，"),
+        ("不良反应", "adverse", "、"),
+        ("禁忌", "contra", "、"),
+        ("禁忌例外", "exception", "；"),
+    ):
         if e.get(key):
             slots[slot] = field_slot(e, key, sep=sep)
-    plans = [("drug_usage", "usage", "questions", "answers"),
-             ("drug_usage", "indication", "indication_questions", "indication_answers"),
-             ("drug_side_effects", "adverse", "questions", "answers"),
-             ("drug_contraindication", "contra", "questions", "answers")]
+    plans = [
+        ("drug_usage", "usage", "questions", "answers"),
+        ("drug_usage", "indication", "indication_questions", "indication_answers"),
+        ("drug_side_effects", "adverse", "questions", "answers"),
+        ("drug_contraindication", "contra", "questions", "answers"),
+    ]
     tasks = []
     for style, variant, qkey, akey in plans:
         rng = p.rng(style, e.name, variant)
         answers = usable(p.styles[style][akey], slots, must=("exception",))  # an exception is never left out
         if answers:
-            tasks.append(p.task(style, [e], variant, fill(rng.choice(p.styles[style][qkey]), slots)[0],
-                                fill(rng.choice(answers), slots)))
+            tasks.append(
+                p.task(
+                    style,
+                    [e],
+                    variant,
+                    fill(rng.choice(p.styles[style][qkey]), slots)[0],
+                    fill(rng.choice(answers), slots),
+                )
+            )
     return tasks
 
 
@@ -691,7 +841,7 @@ def select_tasks(tasks: list[dict], limit: int, seed: int) -> tuple[list[dict], 
     for t in unique:
         pools[family(t["style"])].append(t)
     quota = quotas({s: len(v) for s, v in sorted(pools.items())}, limit)
-    chosen = {t["id"] for s, v in pools.items() for t in v[:quota[s]]}
+    chosen = {t["id"] for s, v in pools.items() for t in v[: quota[s]]}
     return [t for t in unique if t["id"] in chosen], n_dup
 
 
@@ -706,22 +856,33 @@ def dedup_records(records: list[dict]) -> tuple[list[dict], int]:
 
 
 def wrapped(task: dict, seed: int) -> tuple[str, str]:
-    """The templated question and answer inside voice and reply wrappers (utils/phrasing.py). The core is kept
+    """The templated question and answer inside voice and reply wrappers (utils/knowledge/phrasing.py). The core is kept
     verbatim, so every fact stays checked; the wrappers hold no medical content (no urgency, no facts)."""
     rng = random.Random(f"{seed}:phrasing:{task['id']}")
-    return (wrap_question(task["instruction"], rng, voice=task.get("voice")),
-            wrap_answer(task["output"], rng, describes_symptoms=task["style"] in ("vignette", "triage")))
+    return (
+        wrap_question(task["instruction"], rng, voice=task.get("voice")),
+        wrap_answer(task["output"], rng, describes_symptoms=task["style"] in ("vignette", "triage")),
+    )
 
 
 def task_record(task: dict, instruction: str, output: str, facts: list[dict]) -> dict:
-    return {"instruction": instruction, "input": "", "output": output, "style": task["style"],
-            "entity": task["entity"], "source": task["source"], "facts": facts, "id": task["id"]}
+    return {
+        "instruction": instruction,
+        "input": "",
+        "output": output,
+        "style": task["style"],
+        "entity": task["entity"],
+        "source": task["source"],
+        "facts": facts,
+        "id": task["id"],
+    }
 
 
 # ============================================================================ openai backend
 
-SYSTEM_PROMPT = ("你是一名医学教育专家，负责根据给定的医学知识编写中文指令微调数据。"
-                 "只使用给定的事实，不要编造资料以外的医学信息。")
+SYSTEM_PROMPT = (
+    "你是一名医学教育专家，负责根据给定的医学知识编写中文指令微调数据。只使用给定的事实，不要编造资料以外的医学信息。"
+)
 STYLE_HINTS = {
     "single_fact": "关于一种疾病某一方面的知识问答",
     "overview": "简要介绍一种疾病",
@@ -739,8 +900,10 @@ VOICES = (
     "instruction 以医学生向老师请教的口吻提问，用词规范",
     "instruction 像在线问诊平台上的提问，简短直接",
 )
-RETRY_PROMPT = ("上面的输出无法使用：{reason}。请重新只输出一个JSON对象："
-                "{{\"instruction\": \"...\", \"output\": \"...\"}}，output 只能使用资料中的事实。")
+RETRY_PROMPT = (
+    "上面的输出无法使用：{reason}。请重新只输出一个JSON对象："
+    '{{"instruction": "...", "output": "..."}}，output 只能使用资料中的事实。'
+)
 
 
 class MalformedAnswer(ReplyError):
@@ -748,19 +911,29 @@ class MalformedAnswer(ReplyError):
 
 
 def build_messages(task: dict) -> list[dict]:
-    material = {"style": task["style"], "entity": task["entity"], "reference_question": task["instruction"],
-                "reference_answer": task["output"],
-                "facts": [{k: f[k] for k in ("field", "value")} for f in task["facts"]]}
+    material = {
+        "style": task["style"],
+        "entity": task["entity"],
+        "reference_question": task["instruction"],
+        "reference_answer": task["output"],
+        "facts": [{k: f[k] for k in ("field", "value")} for f in task["facts"]],
+    }
     voice = VOICES[int(task["id"], 16) % len(VOICES)]
-    user = ("请根据下面的资料写一条“" + STYLE_HINTS[task["style"]] + "”类型的问答。\n"
-            "要求：\n"
-            "1. 只输出一个JSON对象：{\"instruction\": \"用户的提问\", \"output\": \"医生的回答\"}，不要输出其他内容；\n"
-            f"2. {voice}，可参考 reference_question 改写；\n"
-            "3. output 必须逐字包含 facts 中的每一个 value，不得提到资料以外的药物、检查或科室；\n"
-            "4. 疫苗和预防措施不是治疗方法，不要写成治疗；\n"
-            + ("5. 这是急症：output 必须保留 reference_answer 中立即拨打120或急诊就诊的提醒。\n" if task.get("urgent") else
-               "5. 不要添加“尽快”“立即”“马上”“急诊”等紧急程度的说法。\n") +
-            "资料(JSON)：" + json.dumps(material, ensure_ascii=False))
+    user = (
+        "请根据下面的资料写一条“" + STYLE_HINTS[task["style"]] + "”类型的问答。\n"
+        "要求：\n"
+        '1. 只输出一个JSON对象：{"instruction": "用户的提问", "output": "医生的回答"}，不要输出其他内容；\n'
+        f"2. {voice}，可参考 reference_question 改写；\n"
+        "3. output 必须逐字包含 facts 中的每一个 value，不得提到资料以外的药物、检查或科室；\n"
+        "4. 疫苗和预防措施不是治疗方法，不要写成治疗；\n"
+        + (
+            "5. 这是急症：output 必须保留 reference_answer 中立即拨打120或急诊就诊的提醒。\n"
+            if task.get("urgent")
+            else "5. 不要添加“尽快”“立即”“马上”“急诊”等紧急程度的说法。\n"
+        )
+        + "资料(JSON)："
+        + json.dumps(material, ensure_ascii=False)
+    )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -805,11 +978,19 @@ def parse_answer(content: str, task: dict, min_fact_coverage: float, vocabulary:
     return task_record(task, instruction, output, stated)
 
 
-def ask(client, model: str, task: dict, max_retries: int, temperature: float, min_fact_coverage: float,
-        vocabulary: set[str]) -> dict:
+def ask(
+    client, model: str, task: dict, max_retries: int, temperature: float, min_fact_coverage: float, vocabulary: set[str]
+) -> dict:
     """One record from the LLM: unusable answers are asked again with the reason (utils.llm.ask_json)."""
-    reply = ask_json(client, model, build_messages(task), lambda text: parse_answer(text, task, min_fact_coverage, vocabulary),
-                     max_attempts=max_retries + 1, retry_prompt=RETRY_PROMPT, temperature=temperature)
+    reply = ask_json(
+        client,
+        model,
+        build_messages(task),
+        lambda text: parse_answer(text, task, min_fact_coverage, vocabulary),
+        max_attempts=max_retries + 1,
+        retry_prompt=RETRY_PROMPT,
+        temperature=temperature,
+    )
     return reply.value
 
 
@@ -839,27 +1020,57 @@ def load_checkpoint(path: str, wanted: set[str], model: str) -> dict[str, dict]:
             done[task_id] = record
         else:
             ignored += 1
-    log.info("resuming from %s: %d records done%s", display_path(path), len(done),
-             f", {ignored} lines for other tasks/models ignored" if ignored else "")
+    log.info(
+        "resuming from %s: %d records done%s",
+        display_path(path),
+        len(done),
+        f", {ignored} lines for other tasks/models ignored" if ignored else "",
+    )
     return done
 
 
-def generate_openai(tasks, entries, output_path, base_url, model, num_workers, max_retries, timeout, temperature,
-                    min_fact_coverage, progress) -> list[dict]:
+def generate_openai(
+    tasks,
+    entries,
+    output_path,
+    base_url,
+    model,
+    num_workers,
+    max_retries,
+    timeout,
+    temperature,
+    min_fact_coverage,
+    progress,
+) -> list[dict]:
     """Records rewritten by the LLM, in task order; exits 2 listing the failures when retries ran out."""
     api_key = os.environ.get("OPENAI_API_KEY", "")
     if not api_key:
         log.warning("OPENAI_API_KEY is not set; sending requests with a placeholder key")
     client = make_client(base_url, api_key=api_key or None, timeout=timeout, max_retries=max_retries)
     checkpoint = output_path + ".partial.jsonl"
-    done, failures = run_requests(tasks, client, model, checkpoint, num_workers, max_retries, temperature,
-                                  min_fact_coverage, grounding_vocabulary(entries), progress)
+    done, failures = run_requests(
+        tasks,
+        client,
+        model,
+        checkpoint,
+        num_workers,
+        max_retries,
+        temperature,
+        min_fact_coverage,
+        grounding_vocabulary(entries),
+        progress,
+    )
     if failures:
         for task_id, why in sorted(failures.items()):
             log.error("record %s failed: %s", task_id, why)
-        log.error("%d of %d records failed after retries; %d are saved in %s. "
-                  "Rerun the same command to retry the failed ones.",
-                  len(failures), len(tasks), len(done), display_path(checkpoint))
+        log.error(
+            "%d of %d records failed after retries; %d are saved in %s. "
+            "Rerun the same command to retry the failed ones.",
+            len(failures),
+            len(tasks),
+            len(done),
+            display_path(checkpoint),
+        )
         raise SystemExit(2)
     records, n_llm_dup = dedup_records([done[t["id"]] for t in tasks])
     if n_llm_dup:
@@ -867,20 +1078,25 @@ def generate_openai(tasks, entries, output_path, base_url, model, num_workers, m
     return records
 
 
-def run_requests(tasks, client, model, checkpoint, num_workers, max_retries, temperature, min_fact_coverage,
-                 vocabulary, progress):
+def run_requests(
+    tasks, client, model, checkpoint, num_workers, max_retries, temperature, min_fact_coverage, vocabulary, progress
+):
     from tqdm import tqdm
 
     done = load_checkpoint(checkpoint, {t["id"] for t in tasks}, model)
     pending = [t for t in tasks if t["id"] not in done]
     failures: dict[str, str] = {}
     os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)
-    with open(checkpoint, "a", encoding="utf-8") as ckpt, \
-            tqdm(total=len(tasks), initial=len(done), desc="records", file=sys.stderr, disable=not progress) as bar:
+    with (
+        open(checkpoint, "a", encoding="utf-8") as ckpt,
+        tqdm(total=len(tasks), initial=len(done), desc="records", file=sys.stderr, disable=not progress) as bar,
+    ):
         pool = ThreadPoolExecutor(max_workers=max(1, num_workers))
         try:
-            futures = {pool.submit(ask, client, model, t, max_retries, temperature, min_fact_coverage, vocabulary): t
-                       for t in pending}
+            futures = {
+                pool.submit(ask, client, model, t, max_retries, temperature, min_fact_coverage, vocabulary): t
+                for t in pending
+            }
             for future in as_completed(futures):
                 task = futures[future]
                 try:
@@ -889,14 +1105,19 @@ def run_requests(tasks, client, model, checkpoint, num_workers, max_retries, tem
                     failures[task["id"]] = f"{task['style']} {task['entity']}: {type(e).__name__}: {e}"
                 else:
                     # only the main thread writes, one whole line at a time, durable before counting
-                    ckpt.write(json.dumps({"id": task["id"], "model": model, "record": record}, ensure_ascii=False) + "\n")
+                    ckpt.write(
+                        json.dumps({"id": task["id"], "model": model, "record": record}, ensure_ascii=False) + "\n"
+                    )
                     ckpt.flush()
                     os.fsync(ckpt.fileno())
                     done[task["id"]] = record
                 bar.update(1)
         except KeyboardInterrupt:
-            log.error("interrupted: %d records are saved in %s; rerun the same command to resume",
-                      len(done), display_path(checkpoint))
+            log.error(
+                "interrupted: %d records are saved in %s; rerun the same command to resume",
+                len(done),
+                display_path(checkpoint),
+            )
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -906,8 +1127,16 @@ def run_requests(tasks, client, model, checkpoint, num_workers, max_retries, tem
 # ============================================================================ outputs, statistics, data card
 
 
-def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict, flags: dict, output_path: str,
-                  t0: float, left_out: Counter) -> dict[str, list[dict]]:
+def write_outputs(
+    records: list[dict],
+    tasks: list[dict],
+    kb: KB,
+    split_of: dict,
+    flags: dict,
+    output_path: str,
+    t0: float,
+    left_out: Counter,
+) -> dict[str, list[dict]]:
     by_split = {s: [] for s in SPLITS}
     split_of_task = {t["id"]: t["split"] for t in tasks}
     for record in records:
@@ -920,51 +1149,72 @@ def write_outputs(records: list[dict], tasks: list[dict], kb: KB, split_of: dict
     stats = statistics_of(by_split, {e.name: e for e in kb.entries})
     kept = {r["id"] for r in records}
     meta = {
-        "flags": {**flags, "kb_path": _rel(flags["kb_path"] if os.path.isabs(flags["kb_path"]) else flags["kb_path"]),
-                  "output_path": _rel(output_path), "styles_path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH)},
+        "flags": {
+            **flags,
+            "kb_path": _rel(flags["kb_path"] if os.path.isabs(flags["kb_path"]) else flags["kb_path"]),
+            "output_path": _rel(output_path),
+            "styles_path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH),
+        },
         "kb_files": [{"path": _rel(p), "sha256": file_sha256(p)} for p in kb.files],
-        "styles_file": {"path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH),
-                        "sha256": file_sha256(_repo_path(flags["styles_path"]) if flags["styles_path"] else DEFAULT_STYLES_PATH)},
+        "styles_file": {
+            "path": _rel(flags["styles_path"] or DEFAULT_STYLES_PATH),
+            "sha256": file_sha256(_repo_path(flags["styles_path"]) if flags["styles_path"] else DEFAULT_STYLES_PATH),
+        },
         "cmekg": kb.cmekg_source or None,
         "entities": {s: sum(v == s for v in split_of.values()) for s in SPLITS},
         "split_rule": "entities split per kind by sha256('<seed>:<中心词>'); comparison pairs drawn within one split",
         "outputs": outputs,
         "stats": stats,
-        "cmekg_import": {k: v for k, v in kb.cmekg_report.as_dict().items()
-                         if k in ("entities", "diseases_imported", "entities_skipped", "rules", "rule_meaning")}
-        if kb.cmekg_report else None,
+        "cmekg_import": {
+            k: v
+            for k, v in kb.cmekg_report.as_dict().items()
+            if k in ("entities", "diseases_imported", "entities_skipped", "rules", "rule_meaning")
+        }
+        if kb.cmekg_report
+        else None,
         "clinical_rules": clinical.rules_table(),
-        "builder_rules": {"candidates_left_out": dict(sorted(left_out.items())),
-                          "records": dict(sorted(Counter(rule for t in tasks if t["id"] in kept
-                                                         for rule in t.get("rules", [])).items()))},
+        "builder_rules": {
+            "candidates_left_out": dict(sorted(left_out.items())),
+            "records": dict(
+                sorted(Counter(rule for t in tasks if t["id"] in kept for rule in t.get("rules", [])).items())
+            ),
+        },
         "python": sys.version.split()[0],
     }
-    # kb-mcq: 4-option questions per split (utils/exam.py), options matched to the key on the training records
+    # kb-mcq: 4-option questions per split (utils/knowledge/exam.py), options matched to the key on the training records
     exam = build_exam(kb.entries, split_of, flags["seed"], train_records=by_split["train"])
-    meta["exam"] = {s: {"path": _rel(str(p)), "questions": len(exam[s]), "sha256": write_jsonl_atomic(str(p), exam[s])}
-                    for s, p in exam_paths(output_path).items()}
+    meta["exam"] = {
+        s: {"path": _rel(str(p)), "questions": len(exam[s]), "sha256": write_jsonl_atomic(str(p), exam[s])}
+        for s, p in exam_paths(output_path).items()
+    }
     meta["exam"]["answer_blind"] = answer_blind_scores(exam["test"], by_split["train"])
-    # the review's 12 causes counted over this build, by detectors independent of the rules above (utils/audit.py)
+    # the review's 12 causes counted over this build, by detectors independent of the rules above (utils/knowledge/audit.py)
     every = [{**r, "split": s} for s, rs in by_split.items() for r in rs]
     found = audit.audit(audit.Build(every, kb.entries, audit.cmekg_aliases() if kb.cmekg_report else {}))
     meta["audit"] = {cause: {"title": r["title"], "metrics": r["metrics"]} for cause, r in found.items()}
     write_atomic(paths["meta"], json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
     if kb.cmekg_report is not None:
-        write_atomic(paths["import"] + ".json", json.dumps(kb.cmekg_report.as_dict(), ensure_ascii=False, indent=2) + "\n")
+        write_atomic(
+            paths["import"] + ".json", json.dumps(kb.cmekg_report.as_dict(), ensure_ascii=False, indent=2) + "\n"
+        )
         write_atomic(paths["import"] + ".md", report_markdown(kb.cmekg_report))
     plot_lengths(by_split, paths["lengths"])
     write_atomic(paths["card"], data_card(meta, paths))
     if os.path.exists(output_path + ".partial.jsonl"):
         os.remove(output_path + ".partial.jsonl")
     print_stats(stats, outputs, time.perf_counter() - t0)
-    print("exam answer-blind accuracy on the test split (chance 25%): "
-          + ", ".join(f"{k} {v:.1%}" for k, v in meta["exam"]["answer_blind"].items()))
+    print(
+        "exam answer-blind accuracy on the test split (chance 25%): "
+        + ", ".join(f"{k} {v:.1%}" for k, v in meta["exam"]["answer_blind"].items())
+    )
     return by_split
 
 
 def print_stats(stats: dict, outputs: dict, seconds: float) -> None:
-    print(f"built {stats['records']} records from {stats['diseases']} diseases and {stats['drugs']} drugs "
-          f"in {seconds:.2f}s")
+    print(
+        f"built {stats['records']} records from {stats['diseases']} diseases and {stats['drugs']} drugs "
+        f"in {seconds:.2f}s"
+    )
     for split, info in outputs.items():
         print(f"  {split:5s} {info['records']:6d}  {info['path']}")
     print("per source: " + ", ".join(f"{k} {v}" for k, v in stats["per_source"].items()))
@@ -973,8 +1223,10 @@ def print_stats(stats: dict, outputs: dict, seconds: float) -> None:
         per = " ".join(f"{s}={stats['per_style_split'][s].get(style, 0)}" for s in SPLITS)
         print(f"  {style:22s} {n:6d}  ({per})")
     print("per department (top 12): " + ", ".join(f"{d} {n}" for d, n in list(stats["per_department"].items())[:12]))
-    print(f"masked patterns: {stats['instruction_patterns']} instruction, {stats['answer_patterns']} answer "
-          f"(top 10 answer patterns cover {stats['top10_answer_pattern_share']:.0%})")
+    print(
+        f"masked patterns: {stats['instruction_patterns']} instruction, {stats['answer_patterns']} answer "
+        f"(top 10 answer patterns cover {stats['top10_answer_pattern_share']:.0%})"
+    )
     print(f"instruction chars: {stats['instruction_chars']}")
     print(f"output chars:      {stats['output_chars']}")
 

@@ -11,9 +11,9 @@ import html
 import logging
 from pathlib import Path
 
-from utils.records import DataError, question_of, read_results
-from utils.runinfo import run_config, write_json
 from utils.cli import UserError
+from utils.data.records import DataError, question_of, read_results
+from utils.model.runinfo import run_config, write_json
 
 logger = logging.getLogger("compare")
 
@@ -48,14 +48,24 @@ def load_table(pairs: list[tuple[str, str]], with_reference: bool) -> tuple[list
         elif these != questions:
             bad = next((i for i, (a, b) in enumerate(zip(these, questions)) if a != b), min(len(these), len(questions)))
             where = f"{path}:{loaded.lines[bad]}" if bad < len(these) else f"{path}"
-            raise DataError(f"{where}: field 'instruction': question {bad + 1} differs from {first} ({len(these)} vs {len(questions)} questions)")
+            raise DataError(
+                f"{where}: field 'instruction': question {bad + 1} differs from {first} ({len(these)} vs {len(questions)} questions)"
+            )
         columns.append([r["model_output"] for r in loaded.records])
     if len({b for b in bases.values() if b is not None}) > 1:  # the seed's table compares adapters of one base
-        logger.warning("the results come from different base models: %s", ", ".join(f"{n}: {b}" for n, b in bases.items()))
-    header = ["test input"] + (["reference"] if with_reference and any(references) else []) + [f"{n} output" for n, _ in pairs]
+        logger.warning(
+            "the results come from different base models: %s", ", ".join(f"{n}: {b}" for n, b in bases.items())
+        )
+    header = (
+        ["test input"]
+        + (["reference"] if with_reference and any(references) else [])
+        + [f"{n} output" for n, _ in pairs]
+    )
     rows = []
     for i, question in enumerate(questions):
-        rows.append([question] + ([references[i]] if len(header) > len(pairs) + 1 else []) + [col[i] for col in columns])
+        rows.append(
+            [question] + ([references[i]] if len(header) > len(pairs) + 1 else []) + [col[i] for col in columns]
+        )
     return header, rows
 
 

@@ -31,12 +31,12 @@ import logging
 import os
 from pathlib import Path
 
-from utils import adapters, modeling
-from utils.chat import stop_token_ids
-from utils.chat_template import chat_template_for
-from utils.files import staged_folder
-from utils.runinfo import file_sha256, run_config, write_json
 from utils.cli import UserError
+from utils.data.chat import stop_token_ids
+from utils.data.chat_template import chat_template_for
+from utils.files import staged_folder
+from utils.model import adapters, loading
+from utils.model.runinfo import file_sha256, run_config, write_json
 
 logger = logging.getLogger("export_hf_checkpoint")
 
@@ -65,9 +65,14 @@ def resolve_settings(base_model: str, lora_weights: str, prompt_template: str, s
     script follows), with the seed's environment variables: a flag wins over $BASE_MODEL /
     $LORA_WEIGHTS, which win over the adapter's run_config.json."""
     lora_weights = lora_weights or os.environ.get("LORA_WEIGHTS", "") or DEFAULT_LORA
-    chosen = adapters.settings(lora_weights, base_model or os.environ.get("BASE_MODEL", ""), prompt_template, system_prompt)
+    chosen = adapters.settings(
+        lora_weights, base_model or os.environ.get("BASE_MODEL", ""), prompt_template, system_prompt
+    )
     if not (Path(chosen["lora_weights"]) / "run_config.json").is_file():
-        logger.warning("%s has no run_config.json: cannot check that the base and prompt are the ones it was trained with", lora_weights)
+        logger.warning(
+            "%s has no run_config.json: cannot check that the base and prompt are the ones it was trained with",
+            lora_weights,
+        )
     return {**chosen, "trained_with": trained_with(chosen["lora_weights"]).get("flags", {})}
 
 
@@ -97,8 +102,10 @@ def main(
 ):
     flags = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if precision != "auto" and precision not in modeling.DTYPES:
-        raise UserError(f"precision must be auto or one of {', '.join(modeling.DTYPES)} (the merged weights' dtype), got {precision!r}")
+    if precision != "auto" and precision not in loading.DTYPES:
+        raise UserError(
+            f"precision must be auto or one of {', '.join(loading.DTYPES)} (the merged weights' dtype), got {precision!r}"
+        )
     out = Path(output_dir)
     if (out / "config.json").exists() and not overwrite:
         raise UserError(f"{out} already holds a model (config.json); pass --overwrite to replace it")
@@ -109,8 +116,8 @@ def main(
     # base in 16/32 bit, never quantized: the merge adds B@A into these weights
     from transformers import AutoConfig
 
-    base_model = modeling.resolve_base_model(settings["base_model"])
-    tokenizer = modeling.load_tokenizer(base_model, trust_remote_code)
+    base_model = loading.resolve_base_model(settings["base_model"])
+    tokenizer = loading.load_tokenizer(base_model, trust_remote_code)
     config = AutoConfig.from_pretrained(base_model, trust_remote_code=trust_remote_code)
     if precision == "auto":
         precision = base_precision(config)
@@ -123,30 +130,38 @@ def main(
         logger.warning(
             "the adapter was trained on a %s base: merging it into a %s copy of the base instead "
             "(quantized weights cannot hold the merged sum); outputs can differ slightly from the quantized model's",
-            "8-bit" if trained_on.get("load_8bit") else "4-bit", precision,
-        )  # fmt: skip
-    model = modeling.load_model(
+            "8-bit" if trained_on.get("load_8bit") else "4-bit",
+            precision,
+        )
+    model = loading.load_model(
         base_model, precision=precision, device_map={"": "cpu"}, trust_remote_code=trust_remote_code
     )
     if pre_quantized:
         logger.warning("%s is saved quantized: dequantizing it to %s before merging", base_model, precision)
         model = model.dequantize()
-        model.to(modeling.DTYPES[precision])
+        model.to(loading.DTYPES[precision])
     if any(type(m).__module__.startswith("bitsandbytes") for m in model.modules()):
-        raise UserError(f"{base_model}: quantized layers remain after loading in {precision}; refusing to merge into them")
+        raise UserError(
+            f"{base_model}: quantized layers remain after loading in {precision}; refusing to merge into them"
+        )
 
     # ------------------------------------------------------------------------------------------
     # merge
     model = adapters.load_adapter(model, lora_weights)
-    logger.info("merging %s (r=%s, alpha=%s, targets=%s)", lora_weights, adapter_config.get("r"),
-                adapter_config.get("lora_alpha"), adapter_config.get("target_modules"))  # fmt: skip
+    logger.info(
+        "merging %s (r=%s, alpha=%s, targets=%s)",
+        lora_weights,
+        adapter_config.get("r"),
+        adapter_config.get("lora_alpha"),
+        adapter_config.get("target_modules"),
+    )
     merged = model.merge_and_unload(safe_merge=True)  # safe_merge: refuse NaN/inf instead of writing them
     merged.config.use_cache = True
     precision_name = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
     for param in merged.parameters():
         param.requires_grad_(False)
     # stop where training put the end of an answer: eos, and a chat template's end-of-turn token
-    modeling.sync_special_tokens(merged, tokenizer)
+    loading.sync_special_tokens(merged, tokenizer)
     merged.generation_config.eos_token_id = stop_token_ids(tokenizer, merged.generation_config.eos_token_id)
 
     # ------------------------------------------------------------------------------------------
@@ -160,15 +175,30 @@ def main(
             tmp / "run_config.json",
             run_config(
                 flags,
-                resolved={"base_model": base_model, "dtype": precision_name, "base_pre_quantized": pre_quantized,
-                          "prompt_template": settings["prompt_template"], "system_prompt": settings["system_prompt"],
-                          "stop_token_ids": merged.generation_config.eos_token_id},
-                adapter={"path": str(Path(lora_weights).resolve()), "config": adapter_config, "trained_with": trained_on,
-                         "weights_sha256": file_sha256(adapters.weights_file(lora_weights))},
+                resolved={
+                    "base_model": base_model,
+                    "dtype": precision_name,
+                    "base_pre_quantized": pre_quantized,
+                    "prompt_template": settings["prompt_template"],
+                    "system_prompt": settings["system_prompt"],
+                    "stop_token_ids": merged.generation_config.eos_token_id,
+                },
+                adapter={
+                    "path": str(Path(lora_weights).resolve()),
+                    "config": adapter_config,
+                    "trained_with": trained_on,
+                    "weights_sha256": file_sha256(adapters.weights_file(lora_weights)),
+                },
             ),
-        )  # fmt: skip
+        )
     shards = sorted(p.name for p in out.glob("*.safetensors"))
-    logger.info("merged checkpoint written to %s (%d shard(s), %s, prompt %s)", out, len(shards), precision_name, settings["prompt_template"])
+    logger.info(
+        "merged checkpoint written to %s (%d shard(s), %s, prompt %s)",
+        out,
+        len(shards),
+        precision_name,
+        settings["prompt_template"],
+    )
     return str(out)
 
 

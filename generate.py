@@ -2,7 +2,7 @@
 
 Safe by default: it listens on 127.0.0.1 only, opens no public share link and sends no analytics.
 Multi-turn questions fold the chat history into the instruction the way the seed's literature data
-does (`` <user>: ... <bot>: ... <user>: ...``; ``utils/literature.py``, as infer.py's chat modes do).
+does (`` <user>: ... <bot>: ... <user>: ...``; ``utils/data/literature.py``, as infer.py's chat modes do).
 The adapter's run_config.json supplies the base model, template and system prompt unless given.
 Answers are not medical advice and the page says so.
 
@@ -17,9 +17,10 @@ import logging
 import os
 from pathlib import Path
 
-from utils import adapters, generation, literature, modeling
-from utils.prompter import make_prompter
 from utils.cli import UserError
+from utils.data import literature
+from utils.data.prompter import make_prompter
+from utils.model import adapters, generation, loading
 
 logger = logging.getLogger("generate")
 
@@ -104,7 +105,10 @@ def resolve_adapter(lora_weights: str, use_lora: bool) -> tuple[str, str]:
     if not use_lora or not lora_weights:
         return "", "**Adapter:** none (`--use_lora False`): answers come from the plain base model."
     if lora_weights == DEFAULT_LORA and not Path(lora_weights).exists():
-        logger.warning("adapter folder %s not found: answering with the plain base model (train one with finetune.py)", lora_weights)
+        logger.warning(
+            "adapter folder %s not found: answering with the plain base model (train one with finetune.py)",
+            lora_weights,
+        )
         return "", (
             f"**Adapter:** ⚠️ `{lora_weights}` not found — answers come from the **plain base model**, "
             "not a fine-tuned one (train an adapter with `finetune.py`, or pass `--lora_weights DIR`)."
@@ -114,7 +118,7 @@ def resolve_adapter(lora_weights: str, use_lora: bool) -> tuple[str, str]:
 
 def load_examples(path: Path = EXAMPLES_FILE, limit: int = 8) -> list[str]:
     """Example questions for the page, from data/infer.json (none when the file is absent)."""
-    from utils.records import load_records
+    from utils.data.records import load_records
 
     if not path.is_file():
         return []
@@ -135,14 +139,25 @@ def build_demo(tokenizer, model, prompter, defaults: dict, model_line: str, exam
             yield history, "请输入问题。 Please type a question first.", gr.skip()
             return
         settings, notes = clamp_settings(
-            dict(temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
-                 max_new_tokens=max_new_tokens, do_sample=do_sample), defaults,
-        )  # fmt: skip
+            dict(
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+            ),
+            defaults,
+        )
         if settings["num_beams"] > 1:
-            notes.append(f"beam search ({settings['num_beams']} beams) cannot stream: the answer appears when it is complete")
+            notes.append(
+                f"beam search ({settings['num_beams']} beams) cannot stream: the answer appears when it is complete"
+            )
 
         try:
-            prompt, dropped = fit_prompt(tokenizer, prompter, history, question, extra_input, settings["max_new_tokens"], context)
+            prompt, dropped = fit_prompt(
+                tokenizer, prompter, history, question, extra_input, settings["max_new_tokens"], context
+            )
         except ValueError as err:
             yield history, str(err), gr.skip()
             return
@@ -169,18 +184,26 @@ def build_demo(tokenizer, model, prompter, defaults: dict, model_line: str, exam
         chatbot = gr.Chatbot(label="对话 Chat", height=380, elem_id="chat")
         notice = gr.Markdown("", elem_id="notice")
         with gr.Row():
-            instruction = gr.Textbox(label="问题 Instruction", placeholder="输入你的医学问题…", lines=2, scale=4, elem_id="instruction")
+            instruction = gr.Textbox(
+                label="问题 Instruction", placeholder="输入你的医学问题…", lines=2, scale=4, elem_id="instruction"
+            )
             extra_input = gr.Textbox(label="补充信息 Input (optional)", lines=2, scale=2, elem_id="extra-input")
         with gr.Row():
             submit = gr.Button("提交 Submit", variant="primary", elem_id="submit")
             stop = gr.Button("停止 Stop", elem_id="stop")
             clear = gr.Button("清空对话 Clear chat", elem_id="clear")
         with gr.Accordion("生成设置 Generation settings", open=False):
-            temperature = gr.Slider(*limits["temperature"], value=defaults["temperature"], step=0.05, label="Temperature (sampling only)")
+            temperature = gr.Slider(
+                *limits["temperature"], value=defaults["temperature"], step=0.05, label="Temperature (sampling only)"
+            )
             top_p = gr.Slider(*limits["top_p"], value=defaults["top_p"], step=0.05, label="Top p (sampling only)")
             top_k = gr.Slider(*limits["top_k"], value=defaults["top_k"], step=1, label="Top k (sampling only)")
-            num_beams = gr.Slider(*limits["num_beams"], value=defaults["num_beams"], step=1, label="Beams (>1: no streaming)")
-            max_new_tokens = gr.Slider(*limits["max_new_tokens"], value=defaults["max_new_tokens"], step=1, label="Max new tokens")
+            num_beams = gr.Slider(
+                *limits["num_beams"], value=defaults["num_beams"], step=1, label="Beams (>1: no streaming)"
+            )
+            max_new_tokens = gr.Slider(
+                *limits["max_new_tokens"], value=defaults["max_new_tokens"], step=1, label="Max new tokens"
+            )
             do_sample = gr.Checkbox(value=defaults["do_sample"], label="Sample (else greedy / beam search)")
         if examples:
             gr.Examples(examples=[[q] for q in examples], inputs=[instruction], label="示例 Examples (data/infer.json)")
@@ -236,20 +259,31 @@ def main(
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no version check or usage reports to gradio.app
     logger.info("config: %s", json.dumps({k: v for k, v in locals().items() if k != "auth"}, ensure_ascii=False))
     credentials = parse_auth(auth)
-    defaults = dict(temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=do_sample)
+    defaults = dict(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+    )
     generation.check_settings(**{k: v for k, v in defaults.items() if k != "do_sample"})
     if concurrency_limit < 1 or max_queue < 1:
         raise UserError(f"concurrency_limit and max_queue must be at least 1, got {concurrency_limit} and {max_queue}")
     if (server_name not in LOOPBACK or share_gradio) and credentials is None:
-        logger.warning("the demo is reachable beyond this machine without --auth: anyone who reaches it can use the model")
+        logger.warning(
+            "the demo is reachable beyond this machine without --auth: anyone who reaches it can use the model"
+        )
 
     adapter, adapter_line = resolve_adapter(lora_weights, use_lora)
     chosen = adapters.settings(adapter, base_model, prompt_template, system_prompt)
     prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
-    tokenizer, model, base_model = modeling.load_for_inference(
+    tokenizer, model, base_model = loading.load_for_inference(
         chosen["base_model"], chosen["lora_weights"], bool(adapter), load_8bit, load_4bit, precision, trust_remote_code
     )
-    weights = "8-bit" if load_8bit else "4-bit" if load_4bit else str(next(model.parameters()).dtype).removeprefix("torch.")
+    weights = (
+        "8-bit" if load_8bit else "4-bit" if load_4bit else str(next(model.parameters()).dtype).removeprefix("torch.")
+    )
     model_line = (
         f"**Base model:** `{base_model}` ({weights}, {generation.model_device(model)}) · {adapter_line} · "
         f"**Template:** `{prompter.template_name}`"
@@ -258,9 +292,13 @@ def main(
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     try:
         demo.launch(
-            server_name=server_name, server_port=server_port, share=share_gradio, auth=credentials,
-            ssr_mode=False, mcp_server=False,
-        )  # fmt: skip
+            server_name=server_name,
+            server_port=server_port,
+            share=share_gradio,
+            auth=credentials,
+            ssr_mode=False,
+            mcp_server=False,
+        )
     except OSError as err:  # port taken, address not available
         raise UserError(f"cannot serve on {server_name}:{server_port}: {err}") from None
 

@@ -22,10 +22,11 @@ import logging
 import sys
 from pathlib import Path
 
-from utils import adapters, generation, literature, modeling
-from utils.prompter import DEFAULT_TEMPLATE, make_prompter
-from utils.records import load_records, question_of
 from utils.cli import UserError
+from utils.data import literature
+from utils.data.prompter import DEFAULT_TEMPLATE, make_prompter
+from utils.data.records import load_records, question_of
+from utils.model import adapters, generation, loading
 
 logger = logging.getLogger("infer")
 
@@ -37,7 +38,14 @@ BUILTIN_QUESTIONS = [
 ]
 
 
-GENERATION_FLAGS = ("temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "do_sample")  # make_generation_config's
+GENERATION_FLAGS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "num_beams",
+    "max_new_tokens",
+    "do_sample",
+)  # make_generation_config's
 
 
 def flags(**given) -> dict:
@@ -50,12 +58,24 @@ def flags(**given) -> dict:
     return {name: given.get(name, param.default) for name, param in params.items()}
 
 
-def load(base_model, lora_weights, use_lora, prompt_template, system_prompt, load_8bit, load_4bit, precision, trust_remote_code,
-         default_template: str = DEFAULT_TEMPLATE):  # fmt: skip
+def load(
+    base_model,
+    lora_weights,
+    use_lora,
+    prompt_template,
+    system_prompt,
+    load_8bit,
+    load_4bit,
+    precision,
+    trust_remote_code,
+    default_template: str = DEFAULT_TEMPLATE,
+):
     """(prompter, tokenizer, model, settings used): empty flags defaulted from the adapter's run_config.json."""
-    chosen = adapters.settings(lora_weights if use_lora else "", base_model, prompt_template, system_prompt, default_template)
+    chosen = adapters.settings(
+        lora_weights if use_lora else "", base_model, prompt_template, system_prompt, default_template
+    )
     prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
-    tokenizer, model, base_model = modeling.load_for_inference(
+    tokenizer, model, base_model = loading.load_for_inference(
         chosen["base_model"], chosen["lora_weights"], use_lora, load_8bit, load_4bit, precision, trust_remote_code
     )
     used = {
@@ -69,7 +89,9 @@ def load(base_model, lora_weights, use_lora, prompt_template, system_prompt, loa
     return prompter, tokenizer, model, used
 
 
-def chat(prompter, tokenizer, model, gen_config, turns, keep_history: bool, max_history_turns: int, interactive: bool) -> list[dict]:
+def chat(
+    prompter, tokenizer, model, gen_config, turns, keep_history: bool, max_history_turns: int, interactive: bool
+) -> list[dict]:
     """The seed's literature chat: each turn asked through the prompter, history folded as the template's data
     does; each answer printed on its line as it comes."""
 
@@ -97,7 +119,7 @@ def print_answers(records: list[dict], answers: list[str]) -> None:
 
 
 def write_results(output_file: str, records: list[dict], answers: list[str], used: dict) -> None:
-    """JSON Lines: each record's fields, ``model_output`` and the settings used (read by utils.records.read_results)."""
+    """JSON Lines: each record's fields, ``model_output`` and the settings used (read by utils.data.records.read_results)."""
     path = Path(output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
@@ -141,20 +163,42 @@ def main(
         records = [{"instruction": q} for q in BUILTIN_QUESTIONS]
 
     prompter, tokenizer, model, used = load(
-        base_model, lora_weights, use_lora, prompt_template, system_prompt,
-        load_8bit, load_4bit, precision, trust_remote_code,
-    )  # fmt: skip
+        base_model,
+        lora_weights,
+        use_lora,
+        prompt_template,
+        system_prompt,
+        load_8bit,
+        load_4bit,
+        precision,
+        trust_remote_code,
+    )
     settings = dict(
-        temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=do_sample
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
     )
     gen_config = generation.make_generation_config(model, tokenizer, **settings)
     if mode != "file":  # the answers are printed as they come
         interactive = sys.stdin.isatty()
-        records = chat(prompter, tokenizer, model, gen_config, literature.read_turns(sys.stdin, interactive),
-                       mode == "multi", max_history_turns, interactive)  # fmt: skip
+        records = chat(
+            prompter,
+            tokenizer,
+            model,
+            gen_config,
+            literature.read_turns(sys.stdin, interactive),
+            mode == "multi",
+            max_history_turns,
+            interactive,
+        )
         answers = [r.pop("model_output") for r in records]
     else:
-        answers = generation.generate_answers(model, tokenizer, prompter.prompts(tokenizer, records), gen_config, batch_size)
+        answers = generation.generate_answers(
+            model, tokenizer, prompter.prompts(tokenizer, records), gen_config, batch_size
+        )
         if not quiet:
             print_answers(records, answers)
     if output_file:

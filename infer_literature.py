@@ -2,7 +2,7 @@
 
 A thin entry over infer.py (same loading, adapter read-back, prompts and generation), with the
 seed's flags. Questions are asked in the literature format (`` <user>: q``, history folded as
-`` <user>: .. <bot>: .. <user>: ..``; ``utils/literature.py``).
+`` <user>: .. <bot>: .. <user>: ..``; ``utils/data/literature.py``).
 
 * ``--single_or_multi single``: the seed's eight liver-cancer questions (or those of ``--instruct_dir``),
   each asked alone; printed as the seed did (``instruction: ...`` / ``Response: ...``).
@@ -19,9 +19,10 @@ import logging
 import sys
 
 import infer
-from utils import generation, literature
-from utils.records import load_records
 from utils.cli import UserError
+from utils.data import literature
+from utils.data.records import load_records
+from utils.model import generation
 
 logger = logging.getLogger("infer_literature")
 
@@ -58,19 +59,39 @@ def main(
         questions = [r["instruction"] for r in load_records(instruct_dir, require_output=False).records]
 
     prompter, tokenizer, model, used = infer.load(
-        base_model, lora_weights, use_lora, prompt_template, flags["system_prompt"], load_8bit, flags["load_4bit"],
-        flags["precision"], flags["trust_remote_code"], default_template="literature_template",
-    )  # fmt: skip
+        base_model,
+        lora_weights,
+        use_lora,
+        prompt_template,
+        flags["system_prompt"],
+        load_8bit,
+        flags["load_4bit"],
+        flags["precision"],
+        flags["trust_remote_code"],
+        default_template="literature_template",
+    )
     settings = {name: flags[name] for name in infer.GENERATION_FLAGS}
     gen_config = generation.make_generation_config(model, tokenizer, **settings)
     if single_or_multi == "multi":
         interactive = sys.stdin.isatty()
-        records = infer.chat(prompter, tokenizer, model, gen_config, literature.read_turns(sys.stdin, interactive, "请输入:"),
-                             True, flags["max_history_turns"], interactive)  # fmt: skip
+        records = infer.chat(
+            prompter,
+            tokenizer,
+            model,
+            gen_config,
+            literature.read_turns(sys.stdin, interactive, "请输入:"),
+            True,
+            flags["max_history_turns"],
+            interactive,
+        )
         answers = [r.pop("model_output") for r in records]
     else:
-        records = [{"instruction": literature.instruction([], q, prompter.folds_dialogue), "input": ""} for q in questions]
-        answers = generation.generate_answers(model, tokenizer, prompter.prompts(tokenizer, records), gen_config, flags["batch_size"], progress=False)
+        records = [
+            {"instruction": literature.instruction([], q, prompter.folds_dialogue), "input": ""} for q in questions
+        ]
+        answers = generation.generate_answers(
+            model, tokenizer, prompter.prompts(tokenizer, records), gen_config, flags["batch_size"], progress=False
+        )
         for question, answer in zip(questions, answers):
             print("instruction:", question)
             print("Response:", answer, flush=True)

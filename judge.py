@@ -21,10 +21,10 @@ import logging
 import os
 from pathlib import Path
 
-from utils import judge
-from utils.records import DataError, load_records, read_results
-from utils.runinfo import file_sha256, run_config, write_json
 from utils.cli import UserError
+from utils.data.records import DataError, load_records, read_results
+from utils.eval import judge
+from utils.model.runinfo import file_sha256, run_config, write_json
 
 logger = logging.getLogger("judge")
 
@@ -41,7 +41,10 @@ def read_questions(path: str, question_field: str) -> list[dict]:
         return None
 
     records = load_records(path, check=check).records  # same reader as training data: file:line:field errors
-    return [{"instruction": r[question_field], "input": "", **{k: v for k, v in r.items() if k != question_field}} for r in records]
+    return [
+        {"instruction": r[question_field], "input": "", **{k: v for k, v in r.items() if k != question_field}}
+        for r in records
+    ]
 
 
 def write_report(out: Path, summary: dict, judge_model: str) -> None:
@@ -116,9 +119,13 @@ def main(
     records = read_results(predictions_file).records  # the one reader of infer.py results: file:line:field errors
     if questions_file:
         answered = {r["instruction"] for r in records}
-        missing = [r["instruction"] for r in read_questions(questions_file, question_field) if r["instruction"] not in answered]
+        missing = [
+            r["instruction"] for r in read_questions(questions_file, question_field) if r["instruction"] not in answered
+        ]
         if missing:
-            raise DataError(f"{predictions_file}: {len(missing)} question(s) of {questions_file} have no answer, e.g. {missing[0][:60]!r}")
+            raise DataError(
+                f"{predictions_file}: {len(missing)} question(s) of {questions_file} have no answer, e.g. {missing[0][:60]!r}"
+            )
 
     from utils.llm import make_client
 
@@ -128,9 +135,14 @@ def main(
     client = make_client(judge_base_url, api_key=api_key or None, timeout=timeout, max_retries=max_retries)
     logger.info("judging %d answers with %s at %s", len(records), judge_model, judge_base_url)
     judgments = judge.judge_all(
-        client, judge_model, [(r["instruction"], r["model_output"]) for r in records], max_attempts, workers,
-        temperature=judge_temperature, max_tokens=judge_max_tokens,
-    )  # fmt: skip
+        client,
+        judge_model,
+        [(r["instruction"], r["model_output"]) for r in records],
+        max_attempts,
+        workers,
+        temperature=judge_temperature,
+        max_tokens=judge_max_tokens,
+    )
 
     # ------------------------------------------------------------------------------------------
     # save every judgment (scored or not), the summary and the report
@@ -138,14 +150,23 @@ def main(
         for record, j in zip(records, judgments):
             row = {k: v for k, v in record.items() if k != "settings"}
             handle.write(json.dumps({**row, **j}, ensure_ascii=False) + "\n")
-    groups = [str(r.get(group_field, "")) for r in records] if group_field and any(group_field in r for r in records) else None
+    groups = (
+        [str(r.get(group_field, "")) for r in records]
+        if group_field and any(group_field in r for r in records)
+        else None
+    )
     summary = judge.summarize(judgments, groups)
-    config = run_config(flags, inputs={"predictions_file": str(Path(predictions_file).resolve()), "sha256": file_sha256(predictions_file)})
+    config = run_config(
+        flags,
+        inputs={"predictions_file": str(Path(predictions_file).resolve()), "sha256": file_sha256(predictions_file)},
+    )
     write_json(out / "judge_metrics.json", {**summary, "config": config})
     write_report(out, summary, judge_model)
     if "mean" in summary:
         print("  ".join(f"{k} {v:.2f}" for k, v in summary["mean"].items()))
-    print(f"{summary['scored']} scored, {summary['unscored']} unscored of {summary['answers']}; report: {out / 'judge_report.md'}")
+    print(
+        f"{summary['scored']} scored, {summary['unscored']} unscored of {summary['answers']}; report: {out / 'judge_report.md'}"
+    )
     return None
 
 

@@ -16,10 +16,10 @@ Writes ``metrics.json``, ``report.md`` and ``metrics.png`` into ``--output_dir``
 import logging
 from pathlib import Path
 
-from utils import metrics
-from utils.records import load_records, read_results
-from utils.runinfo import file_sha256, run_config, write_json
 from utils.cli import UserError
+from utils.data.records import load_records, read_results
+from utils.eval import metrics
+from utils.model.runinfo import file_sha256, run_config, write_json
 
 logger = logging.getLogger("score")
 
@@ -61,18 +61,30 @@ def write_report(output_dir: Path, name: str, result: dict) -> None:
         lines.append("")
     if "answer_length_chars" in result:
         a = result["answer_length_chars"]
-        lines.append(f"Answer length (characters): mean {a['mean']:.1f}, median {a['median']:.0f}, min {a['min']}, max {a['max']}, empty {a['empty']}.")
+        lines.append(
+            f"Answer length (characters): mean {a['mean']:.1f}, median {a['median']:.0f}, min {a['min']}, max {a['max']}, empty {a['empty']}."
+        )
         if "reference_length_chars" in result:
             lines.append(f"Reference length: mean {result['reference_length_chars']['mean']:.1f}.")
         lines.append("")
     if "fact_coverage" in result:
         fc = result["fact_coverage"]
-        lines += [f"Fact coverage: {fc['mean']:.1%} of the source facts' values appear verbatim in the answers ({fc['records']} records).", ""]
+        lines += [
+            f"Fact coverage: {fc['mean']:.1%} of the source facts' values appear verbatim in the answers ({fc['records']} records).",
+            "",
+        ]
     if "reference_loss" in result:
         rl = result["reference_loss"]
-        lines += [f"Reference-answer loss {rl['loss']:.4f}, perplexity {rl['perplexity']:.2f} ({rl['tokens']} answer tokens, {rl['examples']} records).", ""]
+        lines += [
+            f"Reference-answer loss {rl['loss']:.4f}, perplexity {rl['perplexity']:.2f} ({rl['tokens']} answer tokens, {rl['examples']} records).",
+            "",
+        ]
 
-    panels = [p for p in ("scores", "lengths") if (p == "scores" and "char" in result) or (p == "lengths" and "answer_length_chars" in result)]
+    panels = [
+        p
+        for p in ("scores", "lengths")
+        if (p == "scores" and "char" in result) or (p == "lengths" and "answer_length_chars" in result)
+    ]
     if panels:
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
         for ax, panel in zip(axes[0], panels):
@@ -90,7 +102,9 @@ def write_report(output_dir: Path, name: str, result: dict) -> None:
             else:
                 a = result["answer_length_chars"]
                 labels = ["answer"] + (["reference"] if "reference_length_chars" in result else [])
-                means = [a["mean"]] + ([result["reference_length_chars"]["mean"]] if "reference_length_chars" in result else [])
+                means = [a["mean"]] + (
+                    [result["reference_length_chars"]["mean"]] if "reference_length_chars" in result else []
+                )
                 ax.bar(labels, means, color=["tab:blue", "tab:gray"][: len(labels)])
                 ax.set_ylabel("mean length (characters)")
                 ax.set_title("length")
@@ -120,7 +134,9 @@ def main(
     flags = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not predictions_file and not data_path:
-        raise UserError("nothing to evaluate: pass --predictions_file (infer.py results) and/or --data_path (reference loss)")
+        raise UserError(
+            "nothing to evaluate: pass --predictions_file (infer.py results) and/or --data_path (reference loss)"
+        )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {}
@@ -129,21 +145,38 @@ def main(
     if predictions_file:
         records = read_results(predictions_file).records
         result.update(score_predictions(records))
-        inputs["predictions_file"] = {"path": str(Path(predictions_file).resolve()), "sha256": file_sha256(predictions_file)}
-        logger.info("%s: %d answers scored (%d with a reference)", predictions_file, len(records), result["with_reference"])
+        inputs["predictions_file"] = {
+            "path": str(Path(predictions_file).resolve()),
+            "sha256": file_sha256(predictions_file),
+        }
+        logger.info(
+            "%s: %d answers scored (%d with a reference)", predictions_file, len(records), result["with_reference"]
+        )
 
     if data_path:
-        from utils import adapters, modeling
-        from utils.prompter import make_prompter
+        from utils.data.prompter import make_prompter
+        from utils.model import adapters, loading
 
         refs = load_records(data_path).records
-        chosen = adapters.settings(lora_weights, base_model, prompt_template)  # defaults from the adapter's run_config.json
-        tokenizer, model, resolved = modeling.load_for_inference(
-            chosen["base_model"], chosen["lora_weights"], bool(lora_weights), load_8bit, load_4bit, precision, trust_remote_code
+        chosen = adapters.settings(
+            lora_weights, base_model, prompt_template
+        )  # defaults from the adapter's run_config.json
+        tokenizer, model, resolved = loading.load_for_inference(
+            chosen["base_model"],
+            chosen["lora_weights"],
+            bool(lora_weights),
+            load_8bit,
+            load_4bit,
+            precision,
+            trust_remote_code,
         )
         prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
         result["reference_loss"] = metrics.reference_loss(model, tokenizer, prompter, refs, cutoff_len, batch_size)
-        inputs["data_path"] = {"path": str(Path(data_path).resolve()), "sha256": file_sha256(data_path), "base_model": resolved}
+        inputs["data_path"] = {
+            "path": str(Path(data_path).resolve()),
+            "sha256": file_sha256(data_path),
+            "base_model": resolved,
+        }
 
     label = name or (Path(predictions_file).stem if predictions_file else Path(lora_weights or "base").name)
     write_json(out / "metrics.json", {**result, "config": run_config(flags, inputs=inputs)})
@@ -151,11 +184,15 @@ def main(
     for key in ("char", "word"):
         if key in result:
             m = result[key]
-            print(f"{key:>4}: BLEU-4 {m['bleu4']:6.2f}  ROUGE-1 {m['rouge1']:.4f}  ROUGE-2 {m['rouge2']:.4f}  ROUGE-L {m['rougeL']:.4f}")
+            print(
+                f"{key:>4}: BLEU-4 {m['bleu4']:6.2f}  ROUGE-1 {m['rouge1']:.4f}  ROUGE-2 {m['rouge2']:.4f}  ROUGE-L {m['rougeL']:.4f}"
+            )
     if "fact_coverage" in result:
         print(f"fact coverage: {result['fact_coverage']['mean']:.4f}")
     if "reference_loss" in result:
-        print(f"reference loss {result['reference_loss']['loss']:.4f}  perplexity {result['reference_loss']['perplexity']:.2f}")
+        print(
+            f"reference loss {result['reference_loss']['loss']:.4f}  perplexity {result['reference_loss']['perplexity']:.2f}"
+        )
     print(f"report: {out / 'report.md'}")
     return None
 

@@ -43,9 +43,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import export_hf_checkpoint
-from utils import adapters, generation, modeling
-from utils.runinfo import file_sha256
 from utils.cli import UserError
+from utils.model import adapters, generation, loading
+from utils.model.runinfo import file_sha256
 
 logger = logging.getLogger("serve_api")
 
@@ -58,22 +58,61 @@ FORWARD_TIMEOUT = 600.0  # seconds one answer may take before the front gives up
 # engine command lines
 
 
-def transformers_command(model: str, port: int, device: str = "auto", dtype: str = "auto", extra: str = "") -> list[str]:
+def transformers_command(
+    model: str, port: int, device: str = "auto", dtype: str = "auto", extra: str = ""
+) -> list[str]:
     """``transformers serve`` pinned to the merged folder ``model`` (a name relative to its cwd), on loopback."""
     exe = shutil.which("transformers", path=str(Path(sys.executable).parent))  # the CLI of this Python's transformers
     cli = [exe] if exe else [sys.executable, "-m", "transformers.cli.transformers"]
-    return [*cli, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", device, "--dtype", dtype,
-            "--log-level", "warning", *shlex.split(extra)]  # fmt: skip
+    return [
+        *cli,
+        "serve",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        device,
+        "--dtype",
+        dtype,
+        "--log-level",
+        "warning",
+        *shlex.split(extra),
+    ]
 
 
 def vllm_command(
-    base_model: str, adapter: str, name: str, serving_dir: Path, host: str, port: int, rank: int,
-    api_key: str = "", trust_remote_code: bool = False, extra: str = "",
-) -> list[str]:  # fmt: skip
+    base_model: str,
+    adapter: str,
+    name: str,
+    serving_dir: Path,
+    host: str,
+    port: int,
+    rank: int,
+    api_key: str = "",
+    trust_remote_code: bool = False,
+    extra: str = "",
+) -> list[str]:
     """``vllm serve`` for base + LoRA adapter ``name``, asking with the adapter's chat template and stop ids."""
-    cmd = ["vllm", "serve", base_model, "--enable-lora", "--lora-modules", f"{name}={adapter}",
-           "--max-lora-rank", str(rank), "--chat-template", str(serving_dir / export_hf_checkpoint.CHAT_TEMPLATE_FILE),
-           "--generation-config", str(serving_dir), "--host", host, "--port", str(port)]  # fmt: skip
+    cmd = [
+        "vllm",
+        "serve",
+        base_model,
+        "--enable-lora",
+        "--lora-modules",
+        f"{name}={adapter}",
+        "--max-lora-rank",
+        str(rank),
+        "--chat-template",
+        str(serving_dir / export_hf_checkpoint.CHAT_TEMPLATE_FILE),
+        "--generation-config",
+        str(serving_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if api_key:
         cmd += ["--api-key", api_key]
     if trust_remote_code:
@@ -88,36 +127,51 @@ def vllm_command(
 def ensure_merged(settings: dict, merged_dir: Path, trust_remote_code: bool) -> None:
     """Export the adapter into ``merged_dir`` unless that folder already holds this adapter, base and prompt."""
     lora = settings["lora_weights"]
-    base = modeling.resolve_base_model(settings["base_model"])
-    want = {"adapter": str(Path(lora).resolve()), "weights_sha256": file_sha256(adapters.weights_file(lora)),
-            "prompt_template": settings["prompt_template"], "system_prompt": settings["system_prompt"]}  # fmt: skip
+    base = loading.resolve_base_model(settings["base_model"])
+    want = {
+        "adapter": str(Path(lora).resolve()),
+        "weights_sha256": file_sha256(adapters.weights_file(lora)),
+        "prompt_template": settings["prompt_template"],
+        "system_prompt": settings["system_prompt"],
+    }
     recorded = export_hf_checkpoint.trained_with(str(merged_dir))  # the merged folder's own run_config.json
     if (merged_dir / "config.json").exists() and not recorded:
-        raise UserError(f"{merged_dir} holds a model that export_hf_checkpoint.py did not write; pass another --merged_dir")
+        raise UserError(
+            f"{merged_dir} holds a model that export_hf_checkpoint.py did not write; pass another --merged_dir"
+        )
     if recorded:
         resolved, adapter = recorded.get("resolved", {}), recorded.get("adapter", {})
-        have = {"adapter": adapter.get("path"), "weights_sha256": adapter.get("weights_sha256"),
-                "prompt_template": resolved.get("prompt_template"), "system_prompt": resolved.get("system_prompt")}  # fmt: skip
+        have = {
+            "adapter": adapter.get("path"),
+            "weights_sha256": adapter.get("weights_sha256"),
+            "prompt_template": resolved.get("prompt_template"),
+            "system_prompt": resolved.get("system_prompt"),
+        }
         if have == want and adapters.same_base(resolved.get("base_model", ""), base):
             logger.info("%s is up to date with %s: serving it", merged_dir, lora)
             return
         logger.info("%s was merged from another adapter, base or prompt: exporting again", merged_dir)
     export_hf_checkpoint.main(
-        base_model=base, lora_weights=lora, output_dir=str(merged_dir), prompt_template=settings["prompt_template"],
-        system_prompt=settings["system_prompt"], trust_remote_code=trust_remote_code, overwrite=bool(recorded),
-    )  # fmt: skip
+        base_model=base,
+        lora_weights=lora,
+        output_dir=str(merged_dir),
+        prompt_template=settings["prompt_template"],
+        system_prompt=settings["system_prompt"],
+        trust_remote_code=trust_remote_code,
+        overwrite=bool(recorded),
+    )
 
 
 def write_vllm_files(settings: dict, trust_remote_code: bool) -> tuple[str, Path, int]:
     """(base model, folder holding chat_template.jinja + generation_config.json, LoRA rank) for vLLM."""
     from transformers import GenerationConfig
 
-    from utils.chat import stop_token_ids
-    from utils.chat_template import chat_template_for
+    from utils.data.chat import stop_token_ids
+    from utils.data.chat_template import chat_template_for
 
     lora = settings["lora_weights"]
-    base = modeling.resolve_base_model(settings["base_model"])
-    tokenizer = modeling.load_tokenizer(base, trust_remote_code)
+    base = loading.resolve_base_model(settings["base_model"])
+    tokenizer = loading.load_tokenizer(base, trust_remote_code)
     tokenizer.chat_template = chat_template_for(tokenizer, settings["prompt_template"], settings["system_prompt"])
     try:
         gen = GenerationConfig.from_pretrained(base)
@@ -154,7 +208,9 @@ class Message(BaseModel):
 
 
 class CommonParams(BaseModel):
-    model_config = ConfigDict(extra="allow")  # other OpenAI fields go to the engine, which refuses what it does not know
+    model_config = ConfigDict(
+        extra="allow"
+    )  # other OpenAI fields go to the engine, which refuses what it does not know
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -187,17 +243,24 @@ def build_front(backend_url: str, model_name: str, tokenizer, context: int | Non
         yield
         await client.aclose()
 
-    app = FastAPI(title="HuaTuo OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="HuaTuo OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(_request, err: ApiError):
-        return JSONResponse({"error": {"message": err.message, "type": "invalid_request_error", "param": err.param,
-                                       "code": err.code}}, status_code=err.status)  # fmt: skip
+        return JSONResponse(
+            {"error": {"message": err.message, "type": "invalid_request_error", "param": err.param, "code": err.code}},
+            status_code=err.status,
+        )
 
     @app.middleware("http")
     async def check_key(request: Request, call_next):
         if api_key and request.url.path != "/health" and request.headers.get("authorization") != f"Bearer {api_key}":
-            return await api_error(request, ApiError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key"))
+            return await api_error(
+                request,
+                ApiError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key"),
+            )
         return await call_next(request)
 
     async def parse(request: Request, schema: type[BaseModel]) -> dict:
@@ -214,16 +277,27 @@ def build_front(backend_url: str, model_name: str, tokenizer, context: int | Non
             field = ".".join(str(part) for part in first["loc"])
             raise ApiError(400, f"field '{field}': {first['msg']}", param=field) from None
         if body.get("model") not in (None, model_name):
-            raise ApiError(404, f"the model '{body['model']}' does not exist; this server serves '{model_name}'", "model", "model_not_found")
+            raise ApiError(
+                404,
+                f"the model '{body['model']}' does not exist; this server serves '{model_name}'",
+                "model",
+                "model_not_found",
+            )
         body.pop("model", None)  # the engine is pinned to the one model
         return body
 
     def check_room(body: dict, prompt_tokens: int, limit_field: str) -> None:
         """The answer must fit in the context after the prompt; no max_tokens = all the room there is."""
-        room = context - prompt_tokens if context else generation.LIMITS["max_new_tokens"][1]  # context unknown: our own limit
+        room = (
+            context - prompt_tokens if context else generation.LIMITS["max_new_tokens"][1]
+        )  # context unknown: our own limit
         asked = body.get(limit_field) or body.get("max_tokens")
         if room < 1 or (asked is not None and asked > room):
-            why = f"this model's context is {context} tokens and the prompt takes {prompt_tokens}" if context else "answer length limit"
+            why = (
+                f"this model's context is {context} tokens and the prompt takes {prompt_tokens}"
+                if context
+                else "answer length limit"
+            )
             raise ApiError(400, f"{why}: {limit_field} can be at most {max(room, 0)}, got {asked}", param=limit_field)
         if asked is None:
             body["max_tokens"] = min(room, generation.LIMITS["max_new_tokens"][1])
@@ -235,7 +309,9 @@ def build_front(backend_url: str, model_name: str, tokenizer, context: int | Non
                 return Response(reply.content, reply.status_code, media_type=reply.headers.get("content-type"))
             reply = await client.send(client.build_request("POST", path, json=body), stream=True)
         except httpx.HTTPError as err:
-            raise ApiError(503, f"the engine is not answering ({type(err).__name__}); try again shortly", code="engine_unavailable") from None
+            raise ApiError(
+                503, f"the engine is not answering ({type(err).__name__}); try again shortly", code="engine_unavailable"
+            ) from None
 
         async def chunks():
             try:
@@ -249,10 +325,19 @@ def build_front(backend_url: str, model_name: str, tokenizer, context: int | Non
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await parse(request, ChatRequest)
-        messages = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
-                     " ".join(part["text"] for part in m["content"])} for m in body["messages"]]  # fmt: skip
+        messages = [
+            {
+                "role": m["role"],
+                "content": m["content"]
+                if isinstance(m["content"], str)
+                else " ".join(part["text"] for part in m["content"]),
+            }
+            for m in body["messages"]
+        ]
         try:  # as the engine will render it: the template refuses what the model has no place for
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
         except TemplateError as err:
             raise ApiError(400, f"the conversation does not fit this model's prompt: {err}", param="messages") from None
         check_room(body, len(ids), "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens")
@@ -307,7 +392,9 @@ def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None
             if httpx.get(url, timeout=5).status_code == 200:
                 return
         if time.monotonic() > deadline:
-            raise UserError(f"the engine did not answer {url} within {timeout:.0f} s (raise --startup_timeout for big models)")
+            raise UserError(
+                f"the engine did not answer {url} within {timeout:.0f} s (raise --startup_timeout for big models)"
+            )
         time.sleep(0.5)
     raise UserError(f"the engine exited with status {proc.returncode} while loading (its log is above)")
 
@@ -365,12 +452,26 @@ def main(
     settings = export_hf_checkpoint.resolve_settings(base_model, lora_weights, prompt_template, system_prompt)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
 
-    common = dict(host=host, port=port, url=url, api_key=api_key, engine_args=engine_args, dry_run=dry_run,
-                  trust_remote_code=trust_remote_code)  # fmt: skip
+    common = dict(
+        host=host,
+        port=port,
+        url=url,
+        api_key=api_key,
+        engine_args=engine_args,
+        dry_run=dry_run,
+        trust_remote_code=trust_remote_code,
+    )
     if engine == "vllm":
         serve_vllm(settings, **common)
     else:
-        serve_transformers(settings, merged_dir=merged_dir, device=device, precision=precision, startup_timeout=startup_timeout, **common)
+        serve_transformers(
+            settings,
+            merged_dir=merged_dir,
+            device=device,
+            precision=precision,
+            startup_timeout=startup_timeout,
+            **common,
+        )
 
 
 def serve_vllm(settings: dict, *, host, port, url, api_key, engine_args, dry_run, trust_remote_code) -> None:
@@ -378,28 +479,46 @@ def serve_vllm(settings: dict, *, host, port, url, api_key, engine_args, dry_run
     lora = settings["lora_weights"]
     base, serving_dir, rank = write_vllm_files(settings, trust_remote_code)
     name = Path(lora).resolve().name
-    cmd = vllm_command(base, str(Path(lora).resolve()), name, serving_dir, host, port, rank, api_key, trust_remote_code, engine_args)
+    cmd = vllm_command(
+        base, str(Path(lora).resolve()), name, serving_dir, host, port, rank, api_key, trust_remote_code, engine_args
+    )
     print(f"base URL: {url}\nmodel:    {name}\ncommand:  {shlex.join(cmd)}", flush=True)
     if dry_run:
         return
     if shutil.which("vllm") is None:
-        raise FileNotFoundError("vLLM is not installed (pip install vllm, on a machine with a GPU); or use --engine transformers")
+        raise FileNotFoundError(
+            "vLLM is not installed (pip install vllm, on a machine with a GPU); or use --engine transformers"
+        )
     check_can_listen(host, port)
     os.execvp(cmd[0], cmd)  # vLLM owns the console and the signals from here
 
 
 def serve_transformers(
-    settings: dict, *, merged_dir, device, precision, startup_timeout, host, port, url, api_key, engine_args, dry_run, trust_remote_code
+    settings: dict,
+    *,
+    merged_dir,
+    device,
+    precision,
+    startup_timeout,
+    host,
+    port,
+    url,
+    api_key,
+    engine_args,
+    dry_run,
+    trust_remote_code,
 ) -> None:
     """Export when needed, start ``transformers serve`` on a private loopback port, serve the front until stopped."""
     lora = settings["lora_weights"]
     merged = Path(merged_dir or f"{str(lora).rstrip('/')}-merged").resolve()
     backend_port = free_port()
-    dtype = str(modeling.DTYPES[modeling.resolve_precision(precision)]).removeprefix("torch.")  # as infer.py computes
+    dtype = str(loading.DTYPES[loading.resolve_precision(precision)]).removeprefix("torch.")  # as infer.py computes
     cmd = transformers_command(merged.name, backend_port, device, dtype, engine_args)
     if dry_run:
-        print(f"base URL: {url}\nmodel:    {merged.name}\nexport:   {lora} -> {merged} (when missing or stale)\n"
-              f"command:  (cd {shlex.quote(str(merged.parent))} && {shlex.join(cmd)})  behind the front on {host}:{port}")  # fmt: skip
+        print(
+            f"base URL: {url}\nmodel:    {merged.name}\nexport:   {lora} -> {merged} (when missing or stale)\n"
+            f"command:  (cd {shlex.quote(str(merged.parent))} && {shlex.join(cmd)})  behind the front on {host}:{port}"
+        )
         return
     check_can_listen(host, port)
     ensure_merged(settings, merged, trust_remote_code)
@@ -409,7 +528,9 @@ def serve_transformers(
     tokenizer = AutoTokenizer.from_pretrained(str(merged))
     context = getattr(AutoConfig.from_pretrained(str(merged)), "max_position_embeddings", None)
     context = context or (tokenizer.model_max_length if tokenizer.model_max_length < 10**7 else None)  # else: unknown
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1")  # nothing to fetch
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1"
+    )  # nothing to fetch
     logger.info("starting the engine: %s", shlex.join(cmd))
     # uvicorn re-raises the SIGTERM it stopped on: make it an exit that runs the `finally` below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -18,7 +18,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZES = {  # per device: preset, training steps, examples for the speed runs, questions for inference
-    "cuda": dict(preset="7b", steps=6, examples=512, questions=32, new_tokens=64, peak_tflops=989),  # H100/H200 dense bf16
+    "cuda": dict(
+        preset="7b", steps=6, examples=512, questions=32, new_tokens=64, peak_tflops=989
+    ),  # H100/H200 dense bf16
     "cpu": dict(preset="tiny", steps=2, examples=64, questions=8, new_tokens=8, peak_tflops=float("nan")),
 }
 
@@ -27,7 +29,14 @@ def run(cmd: list[str], log) -> float:
     start = time.perf_counter()
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    subprocess.run(cmd, check=True, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    subprocess.run(
+        cmd,
+        check=True,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     return time.perf_counter() - start
 
 
@@ -36,7 +45,11 @@ def main(device: str = "cuda", out_dir: str = str(REPO_ROOT / "bench" / "gpu_che
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/gpu_check_work"))
     work.mkdir(parents=True, exist_ok=True)
-    py, base, results = sys.executable, work / f"random-llama-{size['preset']}", {"device": device, "memory": [], "errors": []}
+    py, base, results = (
+        sys.executable,
+        work / f"random-llama-{size['preset']}",
+        {"device": device, "memory": [], "errors": []},
+    )
     with open(work / "gpu_check.log", "w") as log:
         if not (base / "config.json").is_file():
             run([py, "bench/make_random_llama.py", "--out_dir", str(base), "--preset", size["preset"]], log)
@@ -44,8 +57,23 @@ def main(device: str = "cuda", out_dir: str = str(REPO_ROOT / "bench" / "gpu_che
         for quant in quants:
             for checkpointing in (True, False):
                 run_dir = work / f"train-{quant}-{'gc' if checkpointing else 'nogc'}"
-                flags = ["--base_model", str(base), "--output_dir", str(run_dir), "--max_steps", str(size["steps"]), "--val_set_size", "0",
-                         "--save_steps", "1000", "--sample_questions", "0", "--wandb_project=", "--gradient_checkpointing", str(checkpointing)]
+                flags = [
+                    "--base_model",
+                    str(base),
+                    "--output_dir",
+                    str(run_dir),
+                    "--max_steps",
+                    str(size["steps"]),
+                    "--val_set_size",
+                    "0",
+                    "--save_steps",
+                    "1000",
+                    "--sample_questions",
+                    "0",
+                    "--wandb_project=",
+                    "--gradient_checkpointing",
+                    str(checkpointing),
+                ]
                 flags += {"16bit": [], "4bit": ["--load_4bit"], "8bit": ["--load_8bit"]}[quant]
                 row = {"quantization": quant, "gradient_checkpointing": checkpointing}
                 try:
@@ -54,31 +82,77 @@ def main(device: str = "cuda", out_dir: str = str(REPO_ROOT / "bench" / "gpu_che
                     plan = json.loads((run_dir / "run_config.json").read_text())["resolved"]["memory_plan"]
                     measured = metrics.get("gpu_memory_gib", {}).get("measured_max_allocated")
                     planned = round(plan["peak_gib"] - plan["parts_gib"]["runtime"], 2)
-                    row.update(micro_batch_size=plan["micro_batch_size"], tokens_per_micro_batch=plan["tokens_per_micro_batch"], planned_gib=planned,
-                               measured_gib=measured, measured_over_planned=round(measured / planned, 3) if measured else None,
-                               int8_kept_bytes_per_token=plan.get("int8_kept_bytes_per_token", 0), train_seconds=round(seconds, 1))  # fmt: skip
-                except (subprocess.CalledProcessError, OSError, KeyError) as err:  # one failing row must not hide the others
+                    row.update(
+                        micro_batch_size=plan["micro_batch_size"],
+                        tokens_per_micro_batch=plan["tokens_per_micro_batch"],
+                        planned_gib=planned,
+                        measured_gib=measured,
+                        measured_over_planned=round(measured / planned, 3) if measured else None,
+                        int8_kept_bytes_per_token=plan.get("int8_kept_bytes_per_token", 0),
+                        train_seconds=round(seconds, 1),
+                    )
+                except (
+                    subprocess.CalledProcessError,
+                    OSError,
+                    KeyError,
+                ) as err:  # one failing row must not hide the others
                     row["error"] = f"{type(err).__name__}: {err}"
                 results["memory"].append(row)
         speed_dir = work / "train_speed"
         for name, extra in (("packed", "{}"), ("padded", '{"packing": false}')):
             try:
-                run([py, "bench/train_speed.py", "--base_model", str(base), "--num_examples", str(size["examples"]), "--num_heldout", "16",
-                     "--max_steps", str(size["steps"]), "--out_dir", str(speed_dir / name), "--finetune_flags", extra], log)  # fmt: skip
-                sides = {side: json.loads((speed_dir / name / f"{side}.json").read_text()) for side in ("recipe", "finetune")}
+                run(
+                    [
+                        py,
+                        "bench/train_speed.py",
+                        "--base_model",
+                        str(base),
+                        "--num_examples",
+                        str(size["examples"]),
+                        "--num_heldout",
+                        "16",
+                        "--max_steps",
+                        str(size["steps"]),
+                        "--out_dir",
+                        str(speed_dir / name),
+                        "--finetune_flags",
+                        extra,
+                    ],
+                    log,
+                )
+                sides = {
+                    side: json.loads((speed_dir / name / f"{side}.json").read_text()) for side in ("recipe", "finetune")
+                }
                 params = 6.74e9 if size["preset"] == "7b" else float("nan")
                 results[f"train_{name}"] = {
-                    side: {"useful_tokens_per_s": round(r["tokens"] / r["train_runtime"], 1),
-                           "mfu": round(6 * params * r["tokens"] / r["train_runtime"] / (size["peak_tflops"] * 1e12), 4)}  # 6N: fwd + bwd (+ recompute ~)
+                    side: {
+                        "useful_tokens_per_s": round(r["tokens"] / r["train_runtime"], 1),
+                        "mfu": round(6 * params * r["tokens"] / r["train_runtime"] / (size["peak_tflops"] * 1e12), 4),
+                    }  # 6N: fwd + bwd (+ recompute ~)
                     for side, r in sides.items()
-                }  # fmt: skip
+                }
             except (subprocess.CalledProcessError, OSError, KeyError) as err:
                 results["errors"].append(f"train_speed {name}: {type(err).__name__}: {err}")
         try:
-            run([py, "bench/infer_speed.py", "--base_model", str(base), "--num_questions", str(size["questions"]),
-                 "--max_new_tokens", str(size["new_tokens"]), "--out_dir", str(work / "infer")], log)  # fmt: skip
+            run(
+                [
+                    py,
+                    "bench/infer_speed.py",
+                    "--base_model",
+                    str(base),
+                    "--num_questions",
+                    str(size["questions"]),
+                    "--max_new_tokens",
+                    str(size["new_tokens"]),
+                    "--out_dir",
+                    str(work / "infer"),
+                ],
+                log,
+            )
             infer = json.loads((work / "infer" / "infer_speed.json").read_text())
-            results["inference"] = {k: infer[k] for k in ("results", "answers_per_s_ratio", "identical_answers", "num_questions")}
+            results["inference"] = {
+                k: infer[k] for k in ("results", "answers_per_s_ratio", "identical_answers", "num_questions")
+            }
         except (subprocess.CalledProcessError, OSError, KeyError) as err:
             results["errors"].append(f"infer_speed: {type(err).__name__}: {err}")
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))
@@ -87,23 +161,35 @@ def main(device: str = "cuda", out_dir: str = str(REPO_ROOT / "bench" / "gpu_che
 
 
 def markdown(results: dict) -> str:
-    lines = [f"device: {results['device']}", "", "| weights | checkpointing | micro-batch (tokens) | planned GiB (no runtime) | measured max allocated GiB | ratio | int8 kept B/token |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"device: {results['device']}",
+        "",
+        "| weights | checkpointing | micro-batch (tokens) | planned GiB (no runtime) | measured max allocated GiB | ratio | int8 kept B/token |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results["memory"]:
         if "error" in r:
-            lines.append(f"| {r['quantization']} | {'on' if r['gradient_checkpointing'] else 'off'} | error: {r['error'][:80]} | | | | |")
+            lines.append(
+                f"| {r['quantization']} | {'on' if r['gradient_checkpointing'] else 'off'} | error: {r['error'][:80]} | | | | |"
+            )
             continue
-        lines.append(f"| {r['quantization']} | {'on' if r['gradient_checkpointing'] else 'off'} | {r['micro_batch_size']} ({r['tokens_per_micro_batch']}) | "
-                     f"{r['planned_gib']} | {r['measured_gib']} | {r['measured_over_planned']} | {r['int8_kept_bytes_per_token']:,} |")  # fmt: skip
+        lines.append(
+            f"| {r['quantization']} | {'on' if r['gradient_checkpointing'] else 'off'} | {r['micro_batch_size']} ({r['tokens_per_micro_batch']}) | "
+            f"{r['planned_gib']} | {r['measured_gib']} | {r['measured_over_planned']} | {r['int8_kept_bytes_per_token']:,} |"
+        )
     for name in ("train_packed", "train_padded"):
         if name in results:
             t = results[name]
-            lines.append(f"\n{name}: useful tokens/s recipe {t['recipe']['useful_tokens_per_s']} -> finetune {t['finetune']['useful_tokens_per_s']} "
-                         f"(MFU {t['finetune']['mfu']})")  # fmt: skip
+            lines.append(
+                f"\n{name}: useful tokens/s recipe {t['recipe']['useful_tokens_per_s']} -> finetune {t['finetune']['useful_tokens_per_s']} "
+                f"(MFU {t['finetune']['mfu']})"
+            )
     if "inference" in results:
         i = results["inference"]
-        lines.append(f"\ninference: answers/s one at a time {i['results']['one_at_a_time']['answers_per_s']:.2f}, batched "
-                     f"{i['results']['batched']['answers_per_s']:.2f} ({i['answers_per_s_ratio']:.2f}x), identical {i['identical_answers']}/{i['num_questions']}")  # fmt: skip
+        lines.append(
+            f"\ninference: answers/s one at a time {i['results']['one_at_a_time']['answers_per_s']:.2f}, batched "
+            f"{i['results']['batched']['answers_per_s']:.2f} ({i['answers_per_s_ratio']:.2f}x), identical {i['identical_answers']}/{i['num_questions']}"
+        )
     lines += [f"\nerror: {e}" for e in results["errors"]]
     return "\n".join(lines) + "\n"
 

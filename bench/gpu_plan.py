@@ -47,17 +47,29 @@ def tokens_per_second(params: float, checkpointing: bool, card_tflops: float, mf
     return mfu * card_tflops * 1e12 / flops
 
 
-def main(models: str = "llama-7b,llama-3-8b,qwen2.5-7b", gpus: str = "24,40,80", mfu: float = 0.35, data_path: str = ""):
+def main(
+    models: str = "llama-7b,llama-3-8b,qwen2.5-7b", gpus: str = "24,40,80", mfu: float = 0.35, data_path: str = ""
+):
     logging.disable(logging.WARNING)
     data = data_path or str(SEED_DATA if SEED_DATA.is_file() else REPO_ROOT / "data" / "llama_data.json")
     gpu_list = [int(g) for g in str(gpus).split(",")]
-    print(f"data: {data}; MFU {mfu:.0%} of the card's dense bf16 peak (8-/4-bit matmuls run slower: an upper bound there)\n")
-    print("| model | weights | GPU | micro-batch (tokens) | checkpointing | est. peak GiB | fits | smallest run GiB | tokens/s at MFU |")
+    print(
+        f"data: {data}; MFU {mfu:.0%} of the card's dense bf16 peak (8-/4-bit matmuls run slower: an upper bound there)\n"
+    )
+    print(
+        "| model | weights | GPU | micro-batch (tokens) | checkpointing | est. peak GiB | fits | smallest run GiB | tokens/s at MFU |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for model in str(models).split(","):
         for quant, flags in QUANT_FLAGS.items():
-            smallest = dry_run(base_model=str(CONFIGS / model), data_path=data, gpu_memory="200GiB", micro_batch_size=1,
-                               gradient_checkpointing=True, **flags)  # fmt: skip
+            smallest = dry_run(
+                base_model=str(CONFIGS / model),
+                data_path=data,
+                gpu_memory="200GiB",
+                micro_batch_size=1,
+                gradient_checkpointing=True,
+                **flags,
+            )
             for gib in gpu_list:
                 plan = dry_run(base_model=str(CONFIGS / model), data_path=data, gpu_memory=f"{gib}GiB", **flags)
                 params = plan["params"]
@@ -66,9 +78,10 @@ def main(models: str = "llama-7b,llama-3-8b,qwen2.5-7b", gpus: str = "24,40,80",
                 print(
                     f"| {model} | {quant} | {gib} GB ({card}) | {plan['micro_batch_size']} ({plan['tokens_per_micro_batch']}) | "
                     f"{'on' if plan['gradient_checkpointing'] else 'off'} | {plan['peak_gib']:.1f} | {'yes' if plan['fits'] else 'NO'} | "
-                    f"{smallest['peak_gib']:.1f}" + (f" (LLaMA-Factory: ~{PUBLISHED_7B[quant]} GB)" if model == "llama-7b" else "")
+                    f"{smallest['peak_gib']:.1f}"
+                    + (f" (LLaMA-Factory: ~{PUBLISHED_7B[quant]} GB)" if model == "llama-7b" else "")
                     + f" | {speed:,.0f} |"
-                )  # fmt: skip
+                )
 
 
 if __name__ == "__main__":

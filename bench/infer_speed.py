@@ -1,6 +1,6 @@
 """Inference speed: infer.py's batched generation vs one question at a time, same model, same settings.
 
-Loads the model once exactly as infer.py does (``modeling.load_for_inference``), then answers the
+Loads the model once exactly as infer.py does (``loading.load_for_inference``), then answers the
 same questions through ``generation.generate_answers`` (infer.py's code path) with
 ``batch_size=1`` and with ``--batch_size``, and reports answers/s for both, the ratio, and whether
 the answers are identical (they must be with greedy decoding).
@@ -37,16 +37,16 @@ def main(
     out_dir: str = str(REPO_ROOT / "bench" / "out"),  # where infer_speed.json goes
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from utils import generation, modeling
-    from utils.records import load_records
-    from utils.prompter import Prompter
+    from utils.data.prompter import Prompter
+    from utils.data.records import load_records
+    from utils.model import generation, loading
 
     data_path = data_path or str(SHARED_DATA if SHARED_DATA.is_file() else REPO_ROOT / "data" / "infer.json")
     records = load_records(data_path, require_output=False).records
     questions = [records[i % len(records)] for i in range(num_questions)]  # a small file is cycled
     prompter = Prompter()
     prompts = [prompter.generate_prompt(r["instruction"], r.get("input")) for r in questions]
-    tokenizer, model, base_model = modeling.load_for_inference(base_model, lora_weights, bool(lora_weights))
+    tokenizer, model, base_model = loading.load_for_inference(base_model, lora_weights, bool(lora_weights))
     config = generation.make_generation_config(model, tokenizer, num_beams=num_beams, max_new_tokens=max_new_tokens)
 
     results, answers = {}, {}
@@ -59,17 +59,30 @@ def main(
     identical = sum(a == b for a, b in zip(answers["one_at_a_time"], answers["batched"]))
     ratio = results["batched"]["answers_per_s"] / results["one_at_a_time"]["answers_per_s"]
 
-    print(f"\n{num_questions} questions from {data_path}, base {base_model}, beams {num_beams}, max_new_tokens {max_new_tokens}")
+    print(
+        f"\n{num_questions} questions from {data_path}, base {base_model}, beams {num_beams}, max_new_tokens {max_new_tokens}"
+    )
     print(f"{'':16s}{'one at a time':>16s}{'batched':>16s}{'ratio':>10s}")
     print(f"{'batch size':16s}{1:16d}{batch_size:16d}")
     print(f"{'seconds':16s}{results['one_at_a_time']['seconds']:16.2f}{results['batched']['seconds']:16.2f}")
-    print(f"{'answers/s':16s}{results['one_at_a_time']['answers_per_s']:16.3f}{results['batched']['answers_per_s']:16.3f}{ratio:10.2f}")
+    print(
+        f"{'answers/s':16s}{results['one_at_a_time']['answers_per_s']:16.3f}{results['batched']['answers_per_s']:16.3f}{ratio:10.2f}"
+    )
     print(f"identical answers: {identical}/{num_questions}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"base_model": base_model, "lora_weights": lora_weights, "data_path": data_path, "num_questions": num_questions,
-               "num_beams": num_beams, "max_new_tokens": max_new_tokens, "results": results, "answers_per_s_ratio": ratio,
-               "identical_answers": identical, "answers": answers}  # fmt: skip
+    summary = {
+        "base_model": base_model,
+        "lora_weights": lora_weights,
+        "data_path": data_path,
+        "num_questions": num_questions,
+        "num_beams": num_beams,
+        "max_new_tokens": max_new_tokens,
+        "results": results,
+        "answers_per_s_ratio": ratio,
+        "identical_answers": identical,
+        "answers": answers,
+    }
     (out / "infer_speed.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1))
     logger.info("wrote %s", out / "infer_speed.json")
 

@@ -23,11 +23,27 @@ logger = logging.getLogger("make_random_llama")
 
 PRESETS = {
     # LLaMA-7B (decapoda-research/llama-7b-hf, the seed's base) / Llama-2-7B
-    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=32, vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-6),
-    "tiny": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=2, num_attention_heads=8,
-                 num_key_value_heads=8, vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-6),
-}  # fmt: skip
+    "7b": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-6,
+    ),
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=704,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-6,
+    ),
+}
 
 
 def main(
@@ -41,7 +57,7 @@ def main(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from utils.tiny_base import ensure_tiny_base
+    from utils.model.tiny_base import ensure_tiny_base
 
     if not out_dir:
         raise UserError("pass --out_dir DIR")
@@ -55,7 +71,9 @@ def main(
     if dtype not in dtypes:
         raise UserError(f"--dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
     tiny = Path(ensure_tiny_base())
-    config = LlamaConfig(**{k: v for k, v in settings.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype")})
+    config = LlamaConfig(
+        **{k: v for k, v in settings.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype")}
+    )
     config.bos_token_id, config.eos_token_id, config.pad_token_id = 1, 2, None
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # initialising 7B on a GPU takes seconds, on a CPU minutes

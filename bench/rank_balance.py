@@ -21,14 +21,17 @@ sys.path.insert(0, str(REPO_ROOT))
 SEED_DATA = REPO_ROOT.parent / "shared" / "huatuo" / "llama_data.json"
 
 
-def main(world_size: int = 4, batch_size: int = 128, micro_batch_size: int = 8, cutoff_len: int = 256, data_path: str = ""):
-    from utils import batching, modeling
-    from utils.prompter import Prompter, tokenize_records
-    from utils.records import load_records
+def main(
+    world_size: int = 4, batch_size: int = 128, micro_batch_size: int = 8, cutoff_len: int = 256, data_path: str = ""
+):
+    from utils.data.prompter import Prompter, tokenize_records
+    from utils.data.records import load_records
+    from utils.model import loading
+    from utils.train import batching
 
     logging.disable(logging.WARNING)
     data = data_path or str(SEED_DATA if SEED_DATA.is_file() else REPO_ROOT / "data" / "llama_data.json")
-    tokenizer = modeling.load_tokenizer(modeling.resolve_base_model(""))
+    tokenizer = loading.load_tokenizer(loading.resolve_base_model(""))
     examples, _ = tokenize_records(tokenizer, Prompter(), load_records(data).records, cutoff_len)
     lengths = [len(e["input_ids"]) for e in examples]
     collator = batching.PackingCollator(tokenizer.pad_token_id, pack_len=cutoff_len)
@@ -42,16 +45,29 @@ def main(world_size: int = 4, batch_size: int = 128, micro_batch_size: int = 8, 
     def old(step: int) -> list[int]:
         ranked = sorted(order[step * batch_size : (step + 1) * batch_size], key=lambda i: -lengths[i])
         mbs = [ranked[k : k + micro_batch_size] for k in range(0, batch_size, micro_batch_size)]
-        return [sum(collator.positions_of([lengths[i] for i in mb]) for mb in mbs[r::world_size]) for r in range(world_size)]
+        return [
+            sum(collator.positions_of([lengths[i] for i in mb]) for mb in mbs[r::world_size]) for r in range(world_size)
+        ]
 
     from transformers.trainer_pt_utils import BatchRebalanceSampler
 
     def loads_by(sampler_class):
-        samplers = [sampler_class(lengths, batch_size, world_size, per_rank, shuffle=True, seed=42, rank=r, drop_last=False) for r in range(world_size)]
+        samplers = [
+            sampler_class(lengths, batch_size, world_size, per_rank, shuffle=True, seed=42, rank=r, drop_last=False)
+            for r in range(world_size)
+        ]
         mbs = [list(s) for s in samplers]
-        return lambda step: [sum(collator.positions_of([lengths[i] for i in mb]) for mb in mbs[r][step * per_rank : (step + 1) * per_rank]) for r in range(world_size)]
+        return lambda step: [
+            sum(
+                collator.positions_of([lengths[i] for i in mb])
+                for mb in mbs[r][step * per_rank : (step + 1) * per_rank]
+            )
+            for r in range(world_size)
+        ]
 
-    print(f"{data}: {len(lengths)} examples, {steps} full steps of {batch_size}; {world_size} ranks x micro-batch {micro_batch_size} x {per_rank} accumulation")
+    print(
+        f"{data}: {len(lengths)} examples, {steps} full steps of {batch_size}; {world_size} ranks x micro-batch {micro_batch_size} x {per_rank} accumulation"
+    )
     rows = (
         ("sorted, dealt round-robin (before)", old),
         ("transformers' BatchRebalanceSampler (padded-cost grouping)", loads_by(BatchRebalanceSampler)),
@@ -60,7 +76,9 @@ def main(world_size: int = 4, batch_size: int = 128, micro_batch_size: int = 8, 
     for name, fn in rows:
         s = spreads(fn)
         first = fn(0)
-        print(f"{name}: max/min rank tokens per step mean {statistics.mean(s):.3f}, worst {max(s):.3f}; step 1 per rank: {first}")
+        print(
+            f"{name}: max/min rank tokens per step mean {statistics.mean(s):.3f}, worst {max(s):.3f}; step 1 per rank: {first}"
+        )
 
 
 if __name__ == "__main__":

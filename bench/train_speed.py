@@ -35,14 +35,22 @@ from utils.cli import UserError  # noqa: E402 (after the path is set)
 logger = logging.getLogger("train_speed")
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "huatuo" / "llama_data.json"
-RECIPE = dict(micro_batch_size=128, batch_size=128, learning_rate=3e-4, cutoff_len=256, lora_r=8, lora_alpha=16,
-              lora_dropout=0.05, lora_target_modules=["q_proj", "v_proj"])  # fmt: skip
+RECIPE = dict(
+    micro_batch_size=128,
+    batch_size=128,
+    learning_rate=3e-4,
+    cutoff_len=256,
+    lora_r=8,
+    lora_alpha=16,
+    lora_dropout=0.05,
+    lora_target_modules=["q_proj", "v_proj"],
+)
 
 
 def in_finetune_order(records: list[dict]) -> list[dict]:
     """The records in the order finetune.py trains from with val_set_size=0 (its seeded split shuffles them),
     so that optimizer step k holds the same examples in both runs."""
-    from utils.records import split_validation
+    from utils.data.records import split_validation
 
     return split_validation(records, 0)[0]
 
@@ -66,11 +74,12 @@ def peak_memory_mb() -> float:
 
 def heldout_loss(base_model: str, adapter_dir: str, heldout_file: str, precision: str) -> float:
     """Mean cross-entropy per answer token of the held-out records (prompt masked), eval mode."""
-    from utils import metrics, modeling
-    from utils.prompter import Prompter
-    from utils.records import load_records
+    from utils.data.prompter import Prompter
+    from utils.data.records import load_records
+    from utils.eval import metrics
+    from utils.model import loading
 
-    tokenizer, model, _ = modeling.load_for_inference(base_model, adapter_dir, True, precision=precision)
+    tokenizer, model, _ = loading.load_for_inference(base_model, adapter_dir, True, precision=precision)
     records = load_records(heldout_file).records
     return metrics.reference_loss(model, tokenizer, Prompter(), records, RECIPE["cutoff_len"], batch_size=16)["loss"]
 
@@ -86,21 +95,32 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
 
-    from utils import modeling
-    from utils.batching import seed_collator, trainer_class
-    from utils.prompter import Prompter, tokenize_records
-    from utils.records import load_records
+    from utils.data.prompter import Prompter, tokenize_records
+    from utils.data.records import load_records
+    from utils.model import loading
+    from utils.train.batching import seed_collator, trainer_class
 
     torch.manual_seed(42)
-    base_model = modeling.resolve_base_model(base_model)
-    tokenizer = modeling.load_tokenizer(base_model)
-    examples, _ = tokenize_records(tokenizer, Prompter(), in_finetune_order(load_records(train_file).records), RECIPE["cutoff_len"])
-    model = modeling.load_model(base_model, precision="auto")
-    modeling.sync_special_tokens(model, tokenizer)
+    base_model = loading.resolve_base_model(base_model)
+    tokenizer = loading.load_tokenizer(base_model)
+    examples, _ = tokenize_records(
+        tokenizer, Prompter(), in_finetune_order(load_records(train_file).records), RECIPE["cutoff_len"]
+    )
+    model = loading.load_model(base_model, precision="auto")
+    loading.sync_special_tokens(model, tokenizer)
     model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=RECIPE["lora_r"], lora_alpha=RECIPE["lora_alpha"], lora_dropout=RECIPE["lora_dropout"],
-                                             target_modules=RECIPE["lora_target_modules"], bias="none", task_type="CAUSAL_LM"))  # fmt: skip
-    precision = modeling.resolve_precision("auto")
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=RECIPE["lora_r"],
+            lora_alpha=RECIPE["lora_alpha"],
+            lora_dropout=RECIPE["lora_dropout"],
+            target_modules=RECIPE["lora_target_modules"],
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    )
+    precision = loading.resolve_precision("auto")
     collate = seed_collator(tokenizer)
     counts = []  # (tokens, positions) per collated batch; the loader collates one batch ahead, so only the first `steps` count
 
@@ -110,39 +130,59 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
         return batch
 
     args = transformers.TrainingArguments(
-        output_dir=str(out_dir), per_device_train_batch_size=RECIPE["micro_batch_size"], gradient_accumulation_steps=1,
-        num_train_epochs=num_epochs, max_steps=max_steps, learning_rate=RECIPE["learning_rate"], warmup_steps=0.1,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(), logging_steps=1,
-        save_strategy="no", report_to=[], remove_unused_columns=False, seed=42, data_seed=42,
-    )  # fmt: skip
+        output_dir=str(out_dir),
+        per_device_train_batch_size=RECIPE["micro_batch_size"],
+        gradient_accumulation_steps=1,
+        num_train_epochs=num_epochs,
+        max_steps=max_steps,
+        learning_rate=RECIPE["learning_rate"],
+        warmup_steps=0.1,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        seed=42,
+        data_seed=42,
+    )
     # shuffled, unsorted, seeded like finetune.py's sampler: step k holds the same examples on both sides
-    trainer = trainer_class(balanced=False)(model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=counting_collator)
+    trainer = trainer_class(balanced=False)(
+        model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=counting_collator
+    )
     result = trainer.train()
     peak = peak_memory_mb()
     trainer.save_model(str(out_dir))
     return {
-        "train_runtime": result.metrics["train_runtime"], "train_loss": result.metrics["train_loss"], "steps": trainer.state.global_step,
+        "train_runtime": result.metrics["train_runtime"],
+        "train_loss": result.metrics["train_loss"],
+        "steps": trainer.state.global_step,
         "tokens": sum(c[0] for c in counts[: trainer.state.global_step]),
-        "positions": sum(c[1] for c in counts[: trainer.state.global_step]), "peak_memory_mb": peak,
-        "base_model": base_model, "precision": precision,
-    }  # fmt: skip
+        "positions": sum(c[1] for c in counts[: trainer.state.global_step]),
+        "peak_memory_mb": peak,
+        "base_model": base_model,
+        "precision": precision,
+    }
 
 
 def replay_finetune_batches(base_model: str, train_file: str, config: dict, steps: int) -> dict:
     """Tokens and positions of the micro-batches finetune.py trained on (its sampler and packing are deterministic)."""
-    from utils import modeling
-    from utils.batching import PackingCollator, micro_batches
-    from utils.prompter import Prompter, tokenize_records
-    from utils.records import load_records
+    from utils.data.prompter import Prompter, tokenize_records
+    from utils.data.records import load_records
+    from utils.model import loading
+    from utils.train.batching import PackingCollator, micro_batches
 
     flags, resolved = config["flags"], config["resolved"]
-    tokenizer = modeling.load_tokenizer(base_model)
+    tokenizer = loading.load_tokenizer(base_model)
     records = in_finetune_order(load_records(train_file).records)
     examples, _ = tokenize_records(tokenizer, Prompter(flags["prompt_template_name"]), records, flags["cutoff_len"])
     lengths = [len(e["input_ids"]) for e in examples]
     micro, accumulation = resolved["micro_batch_size"], resolved["gradient_accumulation_steps"]
     packing = resolved["packing"]  # auto resolved
-    batches = micro_batches(lengths, flags["batch_size"], micro, packing=packing, seed=flags["seed"])[: steps * accumulation]
+    batches = micro_batches(lengths, flags["batch_size"], micro, packing=packing, seed=flags["seed"])[
+        : steps * accumulation
+    ]
     collator = PackingCollator(tokenizer.pad_token_id, resolved["pack_len"] or 0)
     tokens = positions = 0
     for batch in batches:
@@ -155,20 +195,33 @@ def replay_finetune_batches(base_model: str, train_file: str, config: dict, step
 def run_finetune(base_model: str, train_file: str, out_dir: Path, num_epochs: int, max_steps: int, flags: dict) -> dict:
     """(b) finetune.py with its defaults."""
     import finetune
-    from utils import modeling
+    from utils.model import loading
 
-    base_model = modeling.resolve_base_model(base_model)
-    finetune.train(base_model=base_model, data_path=train_file, output_dir=str(out_dir), num_epochs=num_epochs,
-                   max_steps=max_steps, val_set_size=0, wandb_project="", **flags)  # fmt: skip
+    base_model = loading.resolve_base_model(base_model)
+    finetune.train(
+        base_model=base_model,
+        data_path=train_file,
+        output_dir=str(out_dir),
+        num_epochs=num_epochs,
+        max_steps=max_steps,
+        val_set_size=0,
+        wandb_project="",
+        **flags,
+    )
     peak = peak_memory_mb()
     metrics = json.loads((out_dir / "metrics.json").read_text())
     config = json.loads((out_dir / "run_config.json").read_text())
     counts = replay_finetune_batches(base_model, train_file, config, metrics["log_history"][-1]["step"])
     return {
-        "train_runtime": metrics["train_runtime"], "train_loss": metrics["train_loss"], "steps": metrics["log_history"][-1]["step"],
-        "tokens": counts["tokens"], "positions": counts["positions"], "peak_memory_mb": peak,
-        "base_model": base_model, "precision": config["resolved"]["precision"],
-    }  # fmt: skip
+        "train_runtime": metrics["train_runtime"],
+        "train_loss": metrics["train_loss"],
+        "steps": metrics["log_history"][-1]["step"],
+        "tokens": counts["tokens"],
+        "positions": counts["positions"],
+        "peak_memory_mb": peak,
+        "base_model": base_model,
+        "precision": config["resolved"]["precision"],
+    }
 
 
 def child(which: str, base_model: str, out: str, num_epochs: int, max_steps: int):
@@ -199,8 +252,12 @@ def chart(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results)
-    panels = [("useful tokens/s", "useful_tokens_per_s"), ("padding fraction", "padding_fraction"),
-              ("peak memory (MiB)", "peak_memory_mb"), ("held-out loss", "heldout_loss")]  # fmt: skip
+    panels = [
+        ("useful tokens/s", "useful_tokens_per_s"),
+        ("padding fraction", "padding_fraction"),
+        ("peak memory (MiB)", "peak_memory_mb"),
+        ("held-out loss", "heldout_loss"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (title, key) in zip(axes, panels):
         ax.bar(names, [results[n][key] for n in names], color=["#999999", "#2a7ab9"])
@@ -216,7 +273,8 @@ def main(
     num_heldout: int = 200,  # held-out records both adapters are scored on
     num_epochs: int = 1,  # epochs for both
     max_steps: int = -1,  # optimizer steps for both (-1: num_epochs decides)
-    finetune_flags: dict | str = "{}",  # extra finetune.py flags for (b), e.g. '{"packing": false}' (one change at a time)
+    finetune_flags: dict
+    | str = "{}",  # extra finetune.py flags for (b), e.g. '{"packing": false}' (one change at a time)
     out_dir: str = str(REPO_ROOT / "bench" / "out"),  # where the JSON, chart, adapters go
     only: str = "",  # "recipe" | "finetune": run one side (development)
     child_of: str = "",  # internal: run one side in this process
@@ -226,21 +284,28 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import numpy as np
 
-    from utils.records import load_records
-    from utils.tiny_base import ensure_tiny_base
+    from utils.data.records import load_records
+    from utils.model.tiny_base import ensure_tiny_base
 
     if not base_model:
         base_model = ensure_tiny_base()  # built once here, not by both children at the same time
     data_path = data_path or default_data()
     records = load_records(data_path).records
     if num_examples + num_heldout > len(records):
-        raise UserError(f"{data_path}: {len(records)} records, fewer than --num_examples + --num_heldout = {num_examples + num_heldout}")
+        raise UserError(
+            f"{data_path}: {len(records)} records, fewer than --num_examples + --num_heldout = {num_examples + num_heldout}"
+        )
     order = np.random.default_rng(0).permutation(len(records))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"train": out / "train_examples.json", "heldout": out / "heldout_examples.json"}
-    for name, picked in (("train", order[:num_examples]), ("heldout", order[num_examples : num_examples + num_heldout])):
-        files[name].write_text("".join(json.dumps(records[i], ensure_ascii=False) + "\n" for i in picked), encoding="utf-8")
+    for name, picked in (
+        ("train", order[:num_examples]),
+        ("heldout", order[num_examples : num_examples + num_heldout]),
+    ):
+        files[name].write_text(
+            "".join(json.dumps(records[i], ensure_ascii=False) + "\n" for i in picked), encoding="utf-8"
+        )
     if isinstance(finetune_flags, str):  # fire hands over a dict when the text reads as a Python literal
         try:
             finetune_flags = json.loads(finetune_flags)
@@ -253,28 +318,57 @@ def main(
         if only and which != only:
             continue
         logger.info("running (%s) in a child process ...", which)
-        cmd = [sys.executable, __file__, "--child_of", which, "--base_model", base_model, "--out_dir", str(out),
-               "--num_epochs", str(num_epochs), "--max_steps", str(max_steps)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child_of",
+            which,
+            "--base_model",
+            base_model,
+            "--out_dir",
+            str(out),
+            "--num_epochs",
+            str(num_epochs),
+            "--max_steps",
+            str(max_steps),
+        ]
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         result = json.loads((out / f"{which}.json").read_text())
         result["useful_tokens_per_s"] = result["tokens"] / result["train_runtime"]
         result["padding_fraction"] = 1 - result["tokens"] / result["positions"]
         results[which] = result
 
-    print(f"\n{num_examples} examples x {num_epochs} epoch(s), max_steps {max_steps}, base {base_model}, finetune flags {json.dumps(finetune_flags)}")
+    print(
+        f"\n{num_examples} examples x {num_epochs} epoch(s), max_steps {max_steps}, base {base_model}, finetune flags {json.dumps(finetune_flags)}"
+    )
     print(f"{'':24s}" + "".join(f"{n:>14s}" for n in results) + ("         ratio" if len(results) == 2 else ""))
-    for label, key in (("useful tokens/s", "useful_tokens_per_s"), ("train runtime (s)", "train_runtime"), ("optimizer steps", "steps"),
-                       ("padding fraction", "padding_fraction"), ("peak memory (MiB)", "peak_memory_mb"),
-                       ("held-out loss", "heldout_loss"), ("process CPU (s)", "process_cpu_s")):  # fmt: skip
+    for label, key in (
+        ("useful tokens/s", "useful_tokens_per_s"),
+        ("train runtime (s)", "train_runtime"),
+        ("optimizer steps", "steps"),
+        ("padding fraction", "padding_fraction"),
+        ("peak memory (MiB)", "peak_memory_mb"),
+        ("held-out loss", "heldout_loss"),
+        ("process CPU (s)", "process_cpu_s"),
+    ):
         values = [results[n][key] for n in results]
         line = f"{label:24s}" + "".join(f"{v:14.4f}" if isinstance(v, float) else f"{v:14d}" for v in values)
         if len(values) == 2 and values[0]:
             line += f"{values[1] / values[0]:14.3f}"
         print(line)
-    summary = {"num_examples": num_examples, "num_heldout": num_heldout, "num_epochs": num_epochs, "max_steps": max_steps,
-               "data_path": data_path, "finetune_flags": finetune_flags, "results": results}  # fmt: skip
+    summary = {
+        "num_examples": num_examples,
+        "num_heldout": num_heldout,
+        "num_epochs": num_epochs,
+        "max_steps": max_steps,
+        "data_path": data_path,
+        "finetune_flags": finetune_flags,
+        "results": results,
+    }
     if len(results) == 2:
-        summary["useful_tokens_per_s_ratio"] = results["finetune"]["useful_tokens_per_s"] / results["recipe"]["useful_tokens_per_s"]
+        summary["useful_tokens_per_s_ratio"] = (
+            results["finetune"]["useful_tokens_per_s"] / results["recipe"]["useful_tokens_per_s"]
+        )
         summary["heldout_loss_change"] = results["finetune"]["heldout_loss"] / results["recipe"]["heldout_loss"] - 1
         summary["peak_memory_ratio"] = results["finetune"]["peak_memory_mb"] / results["recipe"]["peak_memory_mb"]
         chart(results, out / "train_speed.png")

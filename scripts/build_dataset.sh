@@ -30,5 +30,5 @@ args=(--kb_path "$KB_PATH" --output_path "$OUTPUT_PATH" --backend "$BACKEND"
 [[ -n "${MAX_RETRIES:-}" ]] && args+=(--max_retries "$MAX_RETRIES")
 [[ -n "${TIMEOUT:-}" ]] && args+=(--timeout "$TIMEOUT")
 
-"$PYTHON" -m utils.knowledge validate "$KB_PATH"
+"$PYTHON" -m utils.knowledge.schema validate "$KB_PATH"
 exec "$PYTHON" build_dataset.py "${args[@]}" "$@"

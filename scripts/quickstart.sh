@@ -10,7 +10,7 @@ cd "$ROOT"
 bash scripts/setup.sh
 source scripts/common.sh
 
-"$PYTHON" -m utils.tiny_base
+"$PYTHON" -m utils.model.tiny_base
 
 # Settings for the tiny CPU model (the launchers' defaults are the seed's, for 7B on a GPU).
 export OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/lora-llama-med-quickstart}"

@@ -24,7 +24,7 @@ def seed_file(name: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base() -> str:
     """The embedded tiny LLaMA, built (or reused when current) exactly as the scripts do."""
-    from utils.tiny_base import ensure_tiny_base
+    from utils.model.tiny_base import ensure_tiny_base
 
     logging.getLogger().setLevel(logging.INFO)
     return ensure_tiny_base()
@@ -32,7 +32,7 @@ def tiny_base() -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer(tiny_base):
-    from utils.modeling import load_tokenizer
+    from utils.model.loading import load_tokenizer
 
     return load_tokenizer(tiny_base)
 
@@ -45,7 +45,9 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def train_file(tmp_path_factory) -> Path:
     """160 records in the seed's format built from the repository's own data."""
-    records = [json.loads(line) for line in (REPO_ROOT / "data" / "infer.json").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in (REPO_ROOT / "data" / "infer.json").read_text().splitlines() if line.strip()
+    ]
     data_file = REPO_ROOT / "data" / "llama_data.json"
     if data_file.is_file():
         records += [json.loads(line) for line in data_file.read_text().splitlines()[:148] if line.strip()]
@@ -61,10 +63,20 @@ def trained_adapter(tiny_base, train_file, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("lora")
     finetune.train(
-        base_model=tiny_base, data_path=str(train_file), output_dir=str(out), val_set_size=16,
-        micro_batch_size=16, batch_size=16, max_steps=6, learning_rate=3e-3, eval_steps=3, save_steps=3,
-        logging_steps=1, wandb_project="", sample_questions=0,
-    )  # fmt: skip
+        base_model=tiny_base,
+        data_path=str(train_file),
+        output_dir=str(out),
+        val_set_size=16,
+        micro_batch_size=16,
+        batch_size=16,
+        max_steps=6,
+        learning_rate=3e-3,
+        eval_steps=3,
+        save_steps=3,
+        logging_steps=1,
+        wandb_project="",
+        sample_questions=0,
+    )
     return out
 
 

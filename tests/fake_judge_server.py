@@ -14,13 +14,18 @@ import hashlib
 import json
 
 from fake_openai_server import FakeOpenAI
-from utils.judge import ANSWER_END, ANSWER_START, QUESTION_START
+
+from utils.eval.judge import ANSWER_END, ANSWER_START, QUESTION_START
 
 MALFORMED_KINDS = ("prose", "range", "missing", "truncated")
 
 
 def expected_scores(answer: str) -> dict:
-    return {"完整性": min(3, len(answer) // 10), "深刻性": min(3, len(answer) // 20), "专业性": 3 if "医生" in answer else 1}
+    return {
+        "完整性": min(3, len(answer) // 10),
+        "深刻性": min(3, len(answer) // 20),
+        "专业性": 3 if "医生" in answer else 1,
+    }
 
 
 def is_malformed(seed: int, question: str, attempt: int, rate: float) -> bool:
@@ -55,7 +60,11 @@ class FakeJudge(FakeOpenAI):
         with self._lock:
             attempt = self.attempts[question] = self.attempts.get(question, 0) + 1
             n = len(self.log)
-            kind = malformed_kind(0, question, attempt) if is_malformed(0, question, attempt, self.malformed_rate) else "ok"
+            kind = (
+                malformed_kind(0, question, attempt)
+                if is_malformed(0, question, attempt, self.malformed_rate)
+                else "ok"
+            )
             self.log.append((question, attempt, kind))
         scores = {**expected_scores(answer), "理由": "测试"}
         if kind == "ok":
@@ -70,8 +79,12 @@ class FakeJudge(FakeOpenAI):
             content = json.dumps({k: v for k, v in scores.items() if k != "专业性"}, ensure_ascii=False)
         else:
             content = json.dumps(scores, ensure_ascii=False)[:12]
-        body = {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": request.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}  # fmt: skip
+        body = {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "model": request.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        }
         self._send(h, 200, json.dumps(body, ensure_ascii=False))
 
     @staticmethod

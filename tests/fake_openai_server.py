@@ -55,8 +55,16 @@ def answer_for(messages: list[dict]) -> dict:
 
 
 class FakeOpenAI:
-    def __init__(self, failure_rate: float = 0.0, kinds=ALL_KINDS, script=(), slow_seconds: float = 1.0,
-                 retry_after: str = "0", delay: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        failure_rate: float = 0.0,
+        kinds=ALL_KINDS,
+        script=(),
+        slow_seconds: float = 1.0,
+        retry_after: str = "0",
+        delay: float = 0.0,
+        seed: int = 0,
+    ):
         self.failure_rate = failure_rate
         self.kinds = tuple(kinds)
         self.script = list(script)
@@ -76,7 +84,7 @@ class FakeOpenAI:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -141,15 +149,24 @@ class FakeOpenAI:
             if outcome == "nonjson":
                 content = "抱歉，我不能按要求输出JSON。" + answer["output"]
             elif outcome == "invented":
-                content = json.dumps({**answer, "output": answer["output"] + f"也可以使用{INVENTED_DRUG}。"}, ensure_ascii=False)
+                content = json.dumps(
+                    {**answer, "output": answer["output"] + f"也可以使用{INVENTED_DRUG}。"}, ensure_ascii=False
+                )
             elif outcome == "empty":
                 content = json.dumps({"instruction": answer["instruction"], "output": ""}, ensure_ascii=False)
             else:
                 content = json.dumps(answer, ensure_ascii=False)
-            body = json.dumps({
-                "id": f"chatcmpl-{self.calls}", "object": "chat.completion", "model": request.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            }, ensure_ascii=False).encode("utf-8")
+            body = json.dumps(
+                {
+                    "id": f"chatcmpl-{self.calls}",
+                    "object": "chat.completion",
+                    "model": request.get("model"),
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                    ],
+                },
+                ensure_ascii=False,
+            ).encode("utf-8")
             if outcome == "truncated":
                 body = body[: len(body) // 2]
             h.send_response(200)

@@ -3,7 +3,7 @@
     python tests/killable_train.py SIGNAL STEP --flag value ...   # SIGNAL: KILL | TERM | INT | none
 
 The signal is sent from a TrainerCallback at the end of step STEP (added through
-``utils.checkpointing.install``, wrapped here in the helper only), so the interruption lands at a
+``utils.train.checkpointing.install``, wrapped here in the helper only), so the interruption lands at a
 known place on any machine speed.
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
             if signame != "none" and state.global_step == step:
                 os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
 
-    from utils import checkpointing
+    from utils.train import checkpointing
 
     install = checkpointing.install
 

@@ -17,10 +17,12 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from utils.adapters import PARTIAL_DIR, publish
+    from utils.model.adapters import PARTIAL_DIR, publish
 
     base, folder = sys.argv[1], Path(sys.argv[2])
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
+    )
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     for i in range(1, 1_000_000):
         with torch.no_grad():

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from utils import adapters, modeling
+from utils.model import adapters, loading
 
 OLD_CONFIG = {  # as peft 0.2/0.3 wrote it for the published HuaTuo adapter
     "base_model_name_or_path": "decapoda-research/llama-7b-hf",
@@ -35,7 +35,11 @@ def old_adapter(tiny_base, folder):
     state = {}
     for layer in range(config.num_hidden_layers):
         for proj in ("q_proj", "v_proj"):
-            out_features = config.num_attention_heads * config.head_dim if proj == "q_proj" else config.num_key_value_heads * config.head_dim
+            out_features = (
+                config.num_attention_heads * config.head_dim
+                if proj == "q_proj"
+                else config.num_key_value_heads * config.head_dim
+            )
             prefix = f"base_model.model.model.layers.{layer}.self_attn.{proj}"
             state[f"{prefix}.lora_A.weight"] = torch.randn(8, config.hidden_size, generator=generator) * 0.05
             state[f"{prefix}.lora_B.weight"] = torch.randn(out_features, 8, generator=generator) * 0.05
@@ -49,7 +53,7 @@ def test_old_format_adapter_loads_and_changes_outputs(tiny_base, tmp_path):
     from transformers import AutoModelForCausalLM
 
     state = old_adapter(tiny_base, tmp_path / "huatuo-lora")
-    tokenizer = modeling.load_tokenizer(tiny_base)
+    tokenizer = loading.load_tokenizer(tiny_base)
     batch = tokenizer(["急性阑尾炎有哪些症状？"], return_tensors="pt")
     with torch.no_grad():
         plain = AutoModelForCausalLM.from_pretrained(tiny_base).eval()(**batch).logits
@@ -72,7 +76,10 @@ def test_empty_or_mismatched_adapter_is_an_error(tiny_base, tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps(OLD_CONFIG))
     with pytest.raises(ValueError, match="holds no tensors"):
         adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(folder))
-    torch.save({"base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight": torch.zeros(8, 4)}, folder / "adapter_model.bin")
+    torch.save(
+        {"base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight": torch.zeros(8, 4)},
+        folder / "adapter_model.bin",
+    )
     with pytest.raises(ValueError, match="does not match the base model"):
         adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(folder))
 

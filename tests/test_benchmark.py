@@ -8,12 +8,12 @@ import sys
 from collections import Counter
 
 import pytest
+from conftest import REPO_ROOT, write_jsonl
 
 import benchmark
-from conftest import REPO_ROOT, write_jsonl
-from utils.cmekg import load_all
-from utils.exam import MAX_QUESTIONS, QUESTIONS, build_exam, read_exam_file
-from utils.knowledge import Entry, load_knowledge, split_entities
+from utils.knowledge.cmekg import load_all
+from utils.knowledge.exam import MAX_QUESTIONS, QUESTIONS, build_exam, read_exam_file
+from utils.knowledge.schema import load_knowledge, split_entities
 
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -66,7 +66,7 @@ def test_exam_size_follows_the_knowledge_base_and_letters_are_balanced(kb):
     for split, questions in exam.items():
         asked = sum(len(e.get(f)) for e in entries if split_of[e.name] == split for f in QUESTIONS.get(e.kind, {}))
         facts = sum(q["style"] == "fact" for q in questions)
-        # one question per asked fact that is a fit option (utils.exam.option_problem) at most
+        # one question per asked fact that is a fit option (utils.knowledge.exam.option_problem) at most
         assert 0 < facts <= asked, split
         letters = Counter(q["answer"] for q in questions)
         assert max(letters.values()) - min(letters.values()) <= 1, letters
@@ -80,7 +80,9 @@ def test_committed_exam_files_are_the_builders_output():
     """What build_dataset.py wrote: cMeKG + ours (as the build loads them), the training split's records
     given (frequency matching), the default caps."""
     entries, _ = load_all(None)
-    train = [json.loads(line) for line in (REPO_ROOT / "data" / "llama_data.json").read_text(encoding="utf-8").splitlines()]
+    train = [
+        json.loads(line) for line in (REPO_ROOT / "data" / "llama_data.json").read_text(encoding="utf-8").splitlines()
+    ]
     exam = build_exam(entries, split_entities(entries, 42, 0.1, 0.1), 42, train_records=train)
     assert 800 <= len(exam["test"]) <= MAX_QUESTIONS["test"]
     for split in ("valid", "test"):
@@ -95,20 +97,47 @@ def test_committed_exam_files_are_the_builders_output():
 def test_exam_files_in_published_layouts_read_alike(tmp_path):
     expected = {"question": "高血压首选哪种检查？", "options": ["心电图", "血压测量", "胃镜", "脑电图"], "answer": "B"}
     cmexam = tmp_path / "cmexam.csv"
-    cmexam.write_text('Question,Options,Answer,Explanation\n"高血压首选哪种检查？","A 心电图\nB 血压测量\nC 胃镜\nD 脑电图",B,测血压\n',
-                      encoding="utf-8")  # fmt: skip
+    cmexam.write_text(
+        'Question,Options,Answer,Explanation\n"高血压首选哪种检查？","A 心电图\nB 血压测量\nC 胃镜\nD 脑电图",B,测血压\n',
+        encoding="utf-8",
+    )
     cmb = tmp_path / "cmb.json"
-    cmb.write_text(json.dumps([{"question": expected["question"], "answer": "B", "explanation": "",
-                                "option": {"A": "心电图", "B": "血压测量", "C": "胃镜", "D": "脑电图", "E": ""}}],
-                              ensure_ascii=False), encoding="utf-8")  # fmt: skip
-    medqa = write_jsonl(tmp_path / "medqa.jsonl", [{"question": expected["question"], "answer": "血压测量", "answer_idx": "B",
-                                                    "options": dict(zip("ABCD", expected["options"]))}])  # fmt: skip
+    cmb.write_text(
+        json.dumps(
+            [
+                {
+                    "question": expected["question"],
+                    "answer": "B",
+                    "explanation": "",
+                    "option": {"A": "心电图", "B": "血压测量", "C": "胃镜", "D": "脑电图", "E": ""},
+                }
+            ],
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )
+    medqa = write_jsonl(
+        tmp_path / "medqa.jsonl",
+        [
+            {
+                "question": expected["question"],
+                "answer": "血压测量",
+                "answer_idx": "B",
+                "options": dict(zip("ABCD", expected["options"])),
+            }
+        ],
+    )
     ceval = tmp_path / "ceval.csv"
-    ceval.write_text("id,question,A,B,C,D,answer,explanation\n0,高血压首选哪种检查？,心电图,血压测量,胃镜,脑电图,B,\n", encoding="utf-8")
+    ceval.write_text(
+        "id,question,A,B,C,D,answer,explanation\n0,高血压首选哪种检查？,心电图,血压测量,胃镜,脑电图,B,\n",
+        encoding="utf-8",
+    )
     for path in (cmexam, cmb, medqa, ceval):
         questions, problems = read_exam_file(path)
         assert problems == [] and [{k: q[k] for k in expected} for q in questions] == [expected], path
-    custom = write_jsonl(tmp_path / "custom.jsonl", [{"题干": expected["question"], "选项": expected["options"], "答案": "b"}])
+    custom = write_jsonl(
+        tmp_path / "custom.jsonl", [{"题干": expected["question"], "选项": expected["options"], "答案": "b"}]
+    )
     questions, _ = read_exam_file(custom, "question=题干,options=选项,answer=答案")
     assert [{k: q[k] for k in expected} for q in questions] == [expected]
 
@@ -122,7 +151,7 @@ def test_bad_exam_rows_are_named_by_file_and_line_and_the_rest_kept(tmp_path):
         '"问题三","A 甲\nB 乙\nC 丙\nD 丁",AB\n'  # lines 8-11: several answers
         '"问题四","甲\n乙",A\n',  # line 12: options without letters
         encoding="utf-8",
-    )  # fmt: skip
+    )
     questions, problems = read_exam_file(csv_path)
     assert [q["question"] for q in questions] == ["问题一"]
     assert [p.split(": field")[0] for p in problems] == [f"{csv_path}:6", f"{csv_path}:8", f"{csv_path}:12"]
@@ -130,11 +159,20 @@ def test_bad_exam_rows_are_named_by_file_and_line_and_the_rest_kept(tmp_path):
 
     jsonl = tmp_path / "exam.jsonl"
     good = {"question": "问题", "options": ["甲", "乙", "丙", "丁"], "answer": "C"}
-    jsonl.write_text(json.dumps(good, ensure_ascii=False) + "\n{not json\n" + json.dumps({**good, "answer": "Z"}) + "\n"
-                     + json.dumps(good, ensure_ascii=False) + "\n", encoding="utf-8")  # fmt: skip
+    jsonl.write_text(
+        json.dumps(good, ensure_ascii=False)
+        + "\n{not json\n"
+        + json.dumps({**good, "answer": "Z"})
+        + "\n"
+        + json.dumps(good, ensure_ascii=False)
+        + "\n",
+        encoding="utf-8",
+    )
     questions, problems = read_exam_file(jsonl)
     assert len(questions) == 2 and [q["id"] for q in questions] == ["exam.jsonl:1", "exam.jsonl:4"]
-    assert problems[0].startswith(f"{jsonl}:2: invalid JSON") and problems[1].startswith(f"{jsonl}:3: field 'answer': 'Z'")
+    assert problems[0].startswith(f"{jsonl}:2: invalid JSON") and problems[1].startswith(
+        f"{jsonl}:3: field 'answer': 'Z'"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,17 +181,22 @@ def test_bad_exam_rows_are_named_by_file_and_line_and_the_rest_kept(tmp_path):
 
 def test_no_evaluate_py_shadows_the_evaluate_package():
     assert not (REPO_ROOT / "evaluate.py").exists()
-    proc = subprocess.run([sys.executable, "-c", "import evaluate, lm_eval.api.metrics; print(evaluate.__file__)"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, env=OFFLINE)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", "import evaluate, lm_eval.api.metrics; print(evaluate.__file__)"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=OFFLINE,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "site-packages" in proc.stdout and str(REPO_ROOT / "evaluate") not in proc.stdout
 
 
 @pytest.fixture(scope="module")
 def loaded_base(tiny_base):
-    from utils import modeling
+    from utils.model import loading
 
-    tokenizer, model, _ = modeling.load_for_inference(tiny_base, use_lora=False)
+    tokenizer, model, _ = loading.load_for_inference(tiny_base, use_lora=False)
     return tokenizer, model
 
 
@@ -163,9 +206,14 @@ def test_harness_accuracy_matches_option_log_likelihoods_computed_here(loaded_ba
 
     tokenizer, model = loaded_base
     tm = TaskManager(include_path=str(benchmark.CONFIG_DIR), include_defaults=False)
-    results = benchmark.run_tasks(model, tokenizer, [benchmark.exam_task()], tm, limit=20, batch_size=8, log_samples=True)
+    results = benchmark.run_tasks(
+        model, tokenizer, [benchmark.exam_task()], tm, limit=20, batch_size=8, log_samples=True
+    )
     samples = sorted(results["samples"]["kb-mcq"], key=lambda s: s["doc_id"])
-    docs = [json.loads(line) for line in (REPO_ROOT / "data" / "kb_mcq" / "test.json").read_text(encoding="utf-8").splitlines()[:20]]
+    docs = [
+        json.loads(line)
+        for line in (REPO_ROOT / "data" / "kb_mcq" / "test.json").read_text(encoding="utf-8").splitlines()[:20]
+    ]
     assert len(samples) == 20
 
     correct = 0
@@ -192,14 +240,18 @@ def test_groups_get_a_row_of_their_own(loaded_base, tmp_path, monkeypatch):
     """A group (as medical-zh is) reaches the table with its pooled accuracy and its questions counted."""
     from lm_eval.tasks import TaskManager
 
-    (tmp_path / "group.yaml").write_text("group: kb-group\ntask:\n  - kb-mcq\naggregate_metric_list:\n"
-                                         "  - metric: acc\n    aggregation: mean\n    weight_by_size: true\n")  # fmt: skip
+    (tmp_path / "group.yaml").write_text(
+        "group: kb-group\ntask:\n  - kb-mcq\naggregate_metric_list:\n"
+        "  - metric: acc\n    aggregation: mean\n    weight_by_size: true\n"
+    )
     monkeypatch.chdir(REPO_ROOT)  # the YAML's data_files are relative to the repository root
     tm = TaskManager(include_path=[str(benchmark.CONFIG_DIR), str(tmp_path)], include_defaults=False)
     tokenizer, model = loaded_base
     rows = benchmark.accuracies(benchmark.run_tasks(model, tokenizer, ["kb-group"], tm, limit=8))
     assert rows["kb-group"]["n"] == rows["kb-mcq"]["n"] == 8
-    assert rows["kb-group"]["acc"] == rows["kb-mcq"]["acc"] and rows["kb-group"]["stderr"] == pytest.approx(rows["kb-mcq"]["stderr"])
+    assert rows["kb-group"]["acc"] == rows["kb-mcq"]["acc"] and rows["kb-group"]["stderr"] == pytest.approx(
+        rows["kb-mcq"]["stderr"]
+    )
 
 
 def test_medical_zh_group_names_real_harness_tasks():
@@ -216,12 +268,24 @@ def test_medical_zh_group_names_real_harness_tasks():
 def test_hub_tasks_skip_in_one_line_offline_and_exam_file_bad_rows(tmp_path):
     good = {"question": "高血压首选哪种检查？", "options": ["心电图", "血压测量", "胃镜", "脑电图"], "answer": "B"}
     exam = write_jsonl(tmp_path / "my_exam.jsonl", [good, {**good, "answer": "E"}, good, good])
-    args = [sys.executable, str(REPO_ROOT / "benchmark.py"), "--tasks", "medical-zh", "--exam_file", str(exam),
-            "--output_dir", str(tmp_path / "out"), "--batch_size", "4"]  # fmt: skip
+    args = [
+        sys.executable,
+        str(REPO_ROOT / "benchmark.py"),
+        "--tasks",
+        "medical-zh",
+        "--exam_file",
+        str(exam),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--batch_size",
+        "4",
+    ]
     proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=OFFLINE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     skip_lines = [l for l in proc.stderr.splitlines() if "medical-zh" in l]
-    assert skip_lines == ["medical-zh: skipped: needs the Hugging Face hub (haonan-li/cmmlu, ceval/ceval-exam), which cannot be reached"]
+    assert skip_lines == [
+        "medical-zh: skipped: needs the Hugging Face hub (haonan-li/cmmlu, ceval/ceval-exam), which cannot be reached"
+    ]
     assert f"{exam}:2: field 'answer': 'E'" in proc.stderr
     summary = json.loads((tmp_path / "out" / "benchmark.json").read_text())
     assert summary["accuracy"]["base"]["exam-my_exam"]["n"] == 3  # the rest is scored
@@ -245,8 +309,13 @@ def test_hub_reachable_respects_offline_switches(monkeypatch):
 @pytest.mark.slow
 def test_benchmark_script_scores_base_and_adapter_on_the_whole_exam(tiny_base, trained_adapter, tmp_path):
     env = {**OFFLINE, "LORA_WEIGHTS": f"tuned={trained_adapter}", "OUT_DIR": str(tmp_path / "bench")}
-    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "benchmark.sh"), "--batch_size", "32"],
-                          cwd=tmp_path, capture_output=True, text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "benchmark.sh"), "--batch_size", "32"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "bench"
     summary = json.loads((out / "benchmark.json").read_text())

@@ -5,7 +5,6 @@ injected failures, an invented drug, SIGKILL and resume."""
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -14,8 +13,8 @@ import pytest
 
 import build_dataset
 from tests.fake_openai_server import INVENTED_DRUG, FakeOpenAI
-from utils import cmekg
-from utils.knowledge import NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, Entry, load_knowledge
+from utils.knowledge import cmekg
+from utils.knowledge.schema import NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, Entry, load_knowledge
 from utils.llm import ReplyError, api_errors, ask_json, make_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +120,9 @@ def test_records_keep_provenance_and_every_fact_is_a_fact_of_its_entry(default_b
         assert r["input"] == "" and r["instruction"].strip() and r["output"].strip()
         assert r["facts"], r
         names = entities(r)
-        assert r["source"] == ([entry_of[n].source for n in names] if isinstance(r["entity"], list) else entry_of[names[0]].source)
+        assert r["source"] == (
+            [entry_of[n].source for n in names] if isinstance(r["entity"], list) else entry_of[names[0]].source
+        )
         for fact in r["facts"]:
             assert set(fact) <= {"field", "value", "source", "entity"}
             assert fact["value"] in r["output"], (fact, r["output"])
@@ -132,8 +133,16 @@ def test_records_keep_provenance_and_every_fact_is_a_fact_of_its_entry(default_b
             else:
                 assert fact["value"] in entry.get(fact["field"]), (fact, entry.name)
         styles.add(r["style"])
-    assert styles == {"single_fact", "overview", "vignette", "triage", "comparison", "drug_usage",
-                      "drug_side_effects", "drug_contraindication"}
+    assert styles == {
+        "single_fact",
+        "overview",
+        "vignette",
+        "triage",
+        "comparison",
+        "drug_usage",
+        "drug_side_effects",
+        "drug_contraindication",
+    }
 
 
 def test_unsafe_patterns_occur_in_no_record(default_build, entry_of):
@@ -168,12 +177,14 @@ def test_patients_have_three_typical_findings_two_specific_and_the_differential_
     with_differential = 0
     for r in patients:
         entry = entry_of[r["entity"]]
-        given = [s for s in build_dataset.symptoms_of(entry)[:build_dataset.TYPICAL_VALUES] if s in r["instruction"]]
+        given = [s for s in build_dataset.symptoms_of(entry)[: build_dataset.TYPICAL_VALUES] if s in r["instruction"]]
         assert len(given) >= build_dataset.MIN_FINDINGS, r
         assert len(set(given) & specific) >= build_dataset.MIN_SPECIFIC, r
         assert not any(build_dataset.gives_away(s, entry) for s in given), r
         fitting = set.intersection(*(having[s] for s in given)) - {r["entity"]}
-        named = {f["value"] for f in r["facts"] if f["field"] == NAME_FIELD and f.get("entity") not in (None, r["entity"])}
+        named = {
+            f["value"] for f in r["facts"] if f["field"] == NAME_FIELD and f.get("entity") not in (None, r["entity"])
+        }
         assert named == fitting, (r["instruction"], named, fitting)  # all of them, each in the answer
         with_differential += bool(named)
     assert with_differential, "no answer names a differential"
@@ -181,8 +192,11 @@ def test_patients_have_three_typical_findings_two_specific_and_the_differential_
 
 def test_treatment_is_asked_only_where_the_entry_has_a_checked_one_and_then_answered(default_build, entry_of):
     """Cause 9: a vignette that asks how to treat states a treatment of its entry."""
-    asks = [r for r in all_records(out_of(default_build)) if r["style"] == "vignette"
-            and any(w in r["instruction"] for w in ("治疗", "怎么治", "用什么药"))]
+    asks = [
+        r
+        for r in all_records(out_of(default_build))
+        if r["style"] == "vignette" and any(w in r["instruction"] for w in ("治疗", "怎么治", "用什么药"))
+    ]
     assert asks
     for r in asks:
         assert any(f["field"] in TREATMENT_FIELDS for f in r["facts"]), r
@@ -191,7 +205,7 @@ def test_treatment_is_asked_only_where_the_entry_has_a_checked_one_and_then_answ
 def test_urgency_comes_from_the_red_flag_rules_only(default_build, entry_of):
     """Cause 10: an emergency says so (立即 + 120/急诊) and is never sent to "先挂" a ward; no record of a disease the
     red-flag rules call routine carries an urgency word (urgency is never drawn at random)."""
-    from utils import clinical
+    from utils.knowledge import clinical
 
     urgent = 0
     for r in all_records(out_of(default_build)):
@@ -228,8 +242,12 @@ def test_comparisons_are_between_related_diseases_and_verdicts_read_the_full_lis
     for r in pairs:
         a, b = (entry_of[n] for n in r["entity"])
         assert set(a.get("所属科室")) & set(b.get("所属科室")), r["entity"]
-        assert build_dataset.relatedness(build_dataset.grounds(a, sites, specific),
-                                         build_dataset.grounds(b, sites, specific)) >= build_dataset.MIN_RELATEDNESS, r["entity"]
+        assert (
+            build_dataset.relatedness(
+                build_dataset.grounds(a, sites, specific), build_dataset.grounds(b, sites, specific)
+            )
+            >= build_dataset.MIN_RELATEDNESS
+        ), r["entity"]
         field = next(f["field"] for f in r["facts"] if f["field"] != "所属科室")
         shares = set(a.get(field)) & set(b.get(field))
         if r["output"].startswith(("不一致", "两者不同")) or "但{label}不同" in r["output"]:
@@ -271,8 +289,14 @@ def test_meta_report_and_data_card(default_build):
     assert report["diseases_imported"] >= 1500 and set(report["rules"]) == set(cmekg.RULES)
     assert report["per_field"]["相关症状"]["raw"] > report["per_field"]["相关症状"]["kept"] > 0
     card = (out / "llama_data.card.md").read_text(encoding="utf-8")
-    for needle in ("## Sources", "## Records per style", "## Records per department", "## Known limits",
-                   source.sha256[:16], "llama_data.lengths.png"):
+    for needle in (
+        "## Sources",
+        "## Records per style",
+        "## Records per department",
+        "## Known limits",
+        source.sha256[:16],
+        "llama_data.lengths.png",
+    ):
         assert needle in card
     assert (out / "llama_data.lengths.png").read_bytes().startswith(b"\x89PNG")
 
@@ -296,7 +320,9 @@ def test_committed_data_is_what_the_default_build_gives(default_build):
 
 def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        build_dataset.main(output_path=str(tmp_path / name / "llama_data.json"), max_records=300, seed=seed, cmekg=False)
+        build_dataset.main(
+            output_path=str(tmp_path / name / "llama_data.json"), max_records=300, seed=seed, cmekg=False
+        )
     for f in SPLIT_FILES:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     assert (tmp_path / "a" / SPLIT_FILES[0]).read_bytes() != (tmp_path / "c" / SPLIT_FILES[0]).read_bytes()
@@ -317,8 +343,12 @@ def test_without_pycmekg_one_line_and_our_kb_alone(tmp_path, monkeypatch, caplog
 
 
 def test_dedup_by_normalised_instruction():
-    tasks = [{"instruction": "高血压的并发症有哪些？"}, {"instruction": " 高血压的并发症有哪些? "},
-             {"instruction": "高血压的并发症，有哪些"}, {"instruction": "冠心病的并发症有哪些？"}]
+    tasks = [
+        {"instruction": "高血压的并发症有哪些？"},
+        {"instruction": " 高血压的并发症有哪些? "},
+        {"instruction": "高血压的并发症，有哪些"},
+        {"instruction": "冠心病的并发症有哪些？"},
+    ]
     kept, dups = build_dataset.take_unique(tasks, limit=10)
     assert [t["instruction"] for t in kept] == ["高血压的并发症有哪些？", "冠心病的并发症有哪些？"] and dups == 2
     kept, _ = build_dataset.take_unique(tasks, limit=1)
@@ -328,15 +358,27 @@ def test_dedup_by_normalised_instruction():
 
 
 def test_quotas_share_by_weight_and_pass_on_what_a_family_cannot_use():
-    q = build_dataset.quotas({"single_fact": 10_000, "overview": 10_000, "drug": 50, "vignette": 10_000,
-                              "triage": 10_000, "comparison": 10_000}, 1000)
+    q = build_dataset.quotas(
+        {
+            "single_fact": 10_000,
+            "overview": 10_000,
+            "drug": 50,
+            "vignette": 10_000,
+            "triage": 10_000,
+            "comparison": 10_000,
+        },
+        1000,
+    )
     assert sum(q.values()) == 1000 and q["drug"] == 50
     assert q["single_fact"] > q["overview"] > q["triage"] > q["drug"]
     assert build_dataset.quotas({"single_fact": 3}, 10) == {"single_fact": 3}
 
 
 def test_fill_drops_a_doubled_category_word_but_never_touches_a_value():
-    slots = {"exams": ("血常规检查、X线检查", [{"field": "检查", "value": "X线检查"}]), "drugs": ("服用止痛药物等药物", [])}
+    slots = {
+        "exams": ("血常规检查、X线检查", [{"field": "检查", "value": "X线检查"}]),
+        "drugs": ("服用止痛药物等药物", []),
+    }
     assert build_dataset.fill("可做{exams}等检查明确诊断", slots)[0] == "可做血常规检查、X线检查等明确诊断"
     assert build_dataset.fill("与{drugs}等有关", slots)[0] == "与服用止痛药物等药物等有关"
     assert build_dataset.fill("用{drugs}治疗", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林治疗"
@@ -358,24 +400,37 @@ CLI_FAST = ("--cmekg", "False", "--progress", "False")
 
 
 def offline_ids(tmp_path, max_records, seed=42) -> set[str]:
-    build_dataset.main(output_path=str(tmp_path / "offline" / "llama_data.json"), max_records=max_records, seed=seed,
-                       cmekg=False)
+    build_dataset.main(
+        output_path=str(tmp_path / "offline" / "llama_data.json"), max_records=max_records, seed=seed, cmekg=False
+    )
     return {r["id"] for r in all_records(tmp_path / "offline")}
 
 
-TASK = {"id": "0f", "style": "single_fact", "entity": "甲病", "source": "ours", "instruction": "甲病怎么查？",
-        "output": "甲病常做血常规。", "facts": [{"field": "检查", "value": "血常规", "source": "ours"}]}
+TASK = {
+    "id": "0f",
+    "style": "single_fact",
+    "entity": "甲病",
+    "source": "ours",
+    "instruction": "甲病怎么查？",
+    "output": "甲病常做血常规。",
+    "facts": [{"field": "检查", "value": "血常规", "source": "ours"}],
+}
 VOCAB = {"血常规", "头孢曲松", "心电图", "呼吸内科"}
 
 
 def test_parse_answer_rejects_malformed_and_ungrounded():
     good = build_dataset.parse_answer('```json\n{"instruction": "问", "output": "做血常规"}\n```', TASK, 1.0, VOCAB)
     assert good["output"] == "做血常规" and good["facts"] == TASK["facts"]
-    for bad, why in (("不是JSON", "not a JSON object"), ('{"instruction": "问", "output": "做血', "not a JSON object"),
-                     ('{"instruction": "问"}', "non-empty strings"), ('{"instruction": "", "output": "做血常规"}', "non-empty"),
-                     ('{"instruction": "问", "output": "多喝水"}', "states 0/1 facts"), ("[1, 2]", "not a JSON object"),
-                     ('{"instruction": "问", "output": "做血常规，再用头孢曲松"}', "names 头孢曲松"),
-                     ('{"instruction": "问", "output": "做血常规和心电图，去呼吸内科"}', "names 呼吸内科、心电图")):
+    for bad, why in (
+        ("不是JSON", "not a JSON object"),
+        ('{"instruction": "问", "output": "做血', "not a JSON object"),
+        ('{"instruction": "问"}', "non-empty strings"),
+        ('{"instruction": "", "output": "做血常规"}', "non-empty"),
+        ('{"instruction": "问", "output": "多喝水"}', "states 0/1 facts"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"instruction": "问", "output": "做血常规，再用头孢曲松"}', "names 头孢曲松"),
+        ('{"instruction": "问", "output": "做血常规和心电图，去呼吸内科"}', "names 呼吸内科、心电图"),
+    ):
         with pytest.raises(build_dataset.MalformedAnswer, match=why):
             build_dataset.parse_answer(bad, TASK, 1.0, VOCAB)
 
@@ -383,7 +438,9 @@ def test_parse_answer_rejects_malformed_and_ungrounded():
 def test_a_paraphrase_keeps_the_emergency_advice_and_adds_no_urgency():
     """The openai backend paraphrases a whole build under the same fact check: urgency comes from the red-flag
     rules, so a rewrite may neither drop an emergency's advice nor add urgency to a routine answer."""
-    urgent = dict(TASK, style="vignette", urgent=True, output="这可能是急症，请立即拨打120或到最近的医院急诊就诊。做血常规。")
+    urgent = dict(
+        TASK, style="vignette", urgent=True, output="这可能是急症，请立即拨打120或到最近的医院急诊就诊。做血常规。"
+    )
     kept = '{"instruction": "问", "output": "请立即拨打120或去急诊。需要做血常规。"}'
     assert build_dataset.parse_answer(kept, urgent, 1.0, VOCAB)["output"].startswith("请立即拨打120")
     with pytest.raises(build_dataset.MalformedAnswer, match="drops the emergency advice"):
@@ -424,8 +481,14 @@ def parse_output(text: str) -> dict:
 def test_unusable_replies_are_asked_again_with_the_reason():
     with FakeOpenAI(script=["truncated", "nonjson", "empty", "ok"]) as server:
         client = make_client(server.base_url, api_key="k", timeout=2, max_retries=0)
-        reply = ask_json(client, "m", [{"role": "user", "content": "x"}], parse_output, max_attempts=4,
-                         retry_prompt="不可用：{reason}")
+        reply = ask_json(
+            client,
+            "m",
+            [{"role": "user", "content": "x"}],
+            parse_output,
+            max_attempts=4,
+            retry_prompt="不可用：{reason}",
+        )
         assert reply.attempts == 4 and server.calls == 4
     with FakeOpenAI(script=["nonjson", "nonjson"]) as server:
         client = make_client(server.base_url, api_key="k", timeout=2, max_retries=0)
@@ -447,19 +510,37 @@ def test_client_fails_fast_on_client_errors_and_when_retries_run_out():
 
 def test_grounding_check_rejects_an_invented_drug_and_asks_again(tmp_path):
     with FakeOpenAI(script=["invented", "invented"]) as server:
-        build_dataset.main(backend="openai", base_url=server.base_url, model="fake", max_records=2, num_workers=1,
-                           max_retries=3, output_path=str(tmp_path / "llama_data.json"), **FAST)
+        build_dataset.main(
+            backend="openai",
+            base_url=server.base_url,
+            model="fake",
+            max_records=2,
+            num_workers=1,
+            max_retries=3,
+            output_path=str(tmp_path / "llama_data.json"),
+            **FAST,
+        )
         assert server.outcomes["invented"] == 2 and server.outcomes["ok"] == 2
     records = all_records(tmp_path)
-    assert len(records) == 2 and not [r for r in records if INVENTED_DRUG in r["output"] and r["entity"] != INVENTED_DRUG]
+    assert len(records) == 2 and not [
+        r for r in records if INVENTED_DRUG in r["output"] and r["entity"] != INVENTED_DRUG
+    ]
 
 
 def test_flaky_server_every_record_exactly_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
     n = 60
     with FakeOpenAI(failure_rate=0.2, slow_seconds=0.8, seed=1) as server:
-        build_dataset.main(backend="openai", base_url=server.base_url, model="fake", max_records=n, num_workers=4,
-                           max_retries=8, output_path=str(tmp_path / "llama_data.json"), **FAST)
+        build_dataset.main(
+            backend="openai",
+            base_url=server.base_url,
+            model="fake",
+            max_records=n,
+            num_workers=4,
+            max_retries=8,
+            output_path=str(tmp_path / "llama_data.json"),
+            **FAST,
+        )
     records = all_records(tmp_path)
     ids = [r["id"] for r in records]
     assert len(ids) == n == len(set(ids))
@@ -479,9 +560,27 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
     out = tmp_path / "llama_data.json"
     checkpoint = tmp_path / "llama_data.json.partial.jsonl"
     with FakeOpenAI(failure_rate=0.1, kinds=["500", "429", "nonjson"], delay=0.03, seed=2) as server:
-        cmd = [sys.executable, SCRIPT, "--backend", "openai", "--base_url", server.base_url, "--model", "fake",
-               "--max_records", str(n), "--num_workers", "3", "--max_retries", "8", "--timeout", "2",
-               "--output_path", str(out), *CLI_FAST]
+        cmd = [
+            sys.executable,
+            SCRIPT,
+            "--backend",
+            "openai",
+            "--base_url",
+            server.base_url,
+            "--model",
+            "fake",
+            "--max_records",
+            str(n),
+            "--num_workers",
+            "3",
+            "--max_retries",
+            "8",
+            "--timeout",
+            "2",
+            "--output_path",
+            str(out),
+            *CLI_FAST,
+        ]
         env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60
@@ -511,17 +610,44 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
 def test_exhausted_retries_are_reported_not_dropped(tmp_path):
     out = tmp_path / "llama_data.json"
     with FakeOpenAI(failure_rate=1.0, kinds=["500", "nonjson"]) as server:
-        result = run_script("--backend", "openai", "--base_url", server.base_url, "--model", "fake",
-                            "--max_records", "5", "--num_workers", "2", "--max_retries", "1",
-                            "--output_path", str(out), *CLI_FAST, timeout=120)
+        result = run_script(
+            "--backend",
+            "openai",
+            "--base_url",
+            server.base_url,
+            "--model",
+            "fake",
+            "--max_records",
+            "5",
+            "--num_workers",
+            "2",
+            "--max_retries",
+            "1",
+            "--output_path",
+            str(out),
+            *CLI_FAST,
+            timeout=120,
+        )
     assert result.returncode == 2
     assert "5 of 5 records failed" in result.stderr
     assert result.stderr.count("failed: ") == 5
     assert not out.exists()
     # a partial failure: a later run with a healthy server finishes the job from the checkpoint
     with FakeOpenAI() as server:
-        result = run_script("--backend", "openai", "--base_url", server.base_url, "--model", "fake",
-                            "--max_records", "5", "--output_path", str(out), *CLI_FAST, timeout=120)
+        result = run_script(
+            "--backend",
+            "openai",
+            "--base_url",
+            server.base_url,
+            "--model",
+            "fake",
+            "--max_records",
+            "5",
+            "--output_path",
+            str(out),
+            *CLI_FAST,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         assert server.calls == 5
     assert len(all_records(tmp_path)) == 5
@@ -530,20 +656,39 @@ def test_exhausted_retries_are_reported_not_dropped(tmp_path):
 def test_a_specific_finding_points_somewhere():
     """Cause 10 as the review found it after the first fix: 剧痛, 神疲乏力, 发热畏寒 and 肢体疼痛 are rare spellings of
     generic complaints (listed by few diseases, specific in nothing); 午后低热 and 视力突然下降 point somewhere."""
-    having = {"疼痛": set(range(200)), "乏力": set(range(150)), "发热": set(range(300)), "畏寒": set(range(120)),
-              "剧痛": {1}, "神疲乏力": {2}, "发热畏寒": {3}, "肢体疼痛": {4}, "僵硬": {5}, "午后低热": {6},
-              "视力突然下降": {7}, "果酱样血便": {8}, "低热": set(range(101))}
+    having = {
+        "疼痛": set(range(200)),
+        "乏力": set(range(150)),
+        "发热": set(range(300)),
+        "畏寒": set(range(120)),
+        "剧痛": {1},
+        "神疲乏力": {2},
+        "发热畏寒": {3},
+        "肢体疼痛": {4},
+        "僵硬": {5},
+        "午后低热": {6},
+        "视力突然下降": {7},
+        "果酱样血便": {8},
+        "低热": set(range(101)),
+    }
     assert build_dataset.specific_findings(having) == {"午后低热", "视力突然下降", "果酱样血便"}
 
 
 def test_a_symptom_that_names_a_disease_is_no_finding():
     """慢性阻塞性肺气肿 in a cMeKG symptom list is a disease (it holds 肺气肿): a question stating it names that
     disease, which may be held out, in a training record."""
+
     def disease(name, symptoms):
-        return Entry(kind="disease", name=name, fields={"所属科室": ["呼吸内科"], "相关症状": symptoms}, path="", line=0)
+        return Entry(
+            kind="disease", name=name, fields={"所属科室": ["呼吸内科"], "相关症状": symptoms}, path="", line=0
+        )
 
     diseases = [disease("肺气肿", ["气短"]), disease("慢性肺源性心脏病", ["慢性阻塞性肺气肿", "下肢水肿", "气短"])]
-    having = {"气短": {"肺气肿", "慢性肺源性心脏病"}, "慢性阻塞性肺气肿": {"慢性肺源性心脏病"}, "下肢水肿": {"慢性肺源性心脏病"}}
+    having = {
+        "气短": {"肺气肿", "慢性肺源性心脏病"},
+        "慢性阻塞性肺气肿": {"慢性肺源性心脏病"},
+        "下肢水肿": {"慢性肺源性心脏病"},
+    }
     assert build_dataset.names_a_disease(having, diseases) == {"慢性阻塞性肺气肿"}
 
 
@@ -554,7 +699,9 @@ def test_the_ward_after_the_emergency_department_and_for_an_adult():
     adult, child = SimpleNamespace(age_years=26), SimpleNamespace(age_years=4)
 
     def disease(*depts):
-        return Entry(kind="disease", name="甲病", fields={"所属科室": list(depts), "相关症状": ["咳嗽"]}, path="", line=0)
+        return Entry(
+            kind="disease", name="甲病", fields={"所属科室": list(depts), "相关症状": ["咳嗽"]}, path="", line=0
+        )
 
     assert build_dataset.ward(disease("急诊科"), adult, emergency=True) == ("相关专科", [])
     assert build_dataset.ward(disease("急诊科", "普外科"), adult, emergency=True)[0] == "普外科"
@@ -564,8 +711,13 @@ def test_the_ward_after_the_emergency_department_and_for_an_adult():
 
 def test_comparable_sites_leave_out_common_sites_and_whole_systems():
     def disease(name, *sites):
-        return Entry(kind="disease", name=name, fields={"所属科室": ["内科"], "相关症状": ["咳嗽"], "发病部位": list(sites)},
-                     path="", line=0)
+        return Entry(
+            kind="disease",
+            name=name,
+            fields={"所属科室": ["内科"], "相关症状": ["咳嗽"], "发病部位": list(sites)},
+            path="",
+            line=0,
+        )
 
     diseases = [disease(f"病{i}", "皮肤") for i in range(build_dataset.SPECIFIC_MAX_SITES + 1)]
     diseases += [disease("鄂木斯克出血热", "神经系统"), disease("马钱子中毒", "神经系统"), disease("甲亢", "甲状腺")]
@@ -595,8 +747,12 @@ def test_a_patient_shows_no_finding_of_the_other_sex_and_is_asked_only_what_the_
 def test_a_cmekg_disease_is_a_possibility_not_the_most_likely_diagnosis(default_build, entry_of):
     """A cMeKG disease singled out within the knowledge base is offered as a possibility (the review read
     "最可能是布氏杆菌性关节炎" from 肢体疼痛、出汗、头痛 as unjustified); ours keep "most likely"."""
-    patients = [r for r in all_records(out_of(default_build)) if r["style"] == "vignette"
-                and not any(f["field"] == NAME_FIELD and f.get("entity") not in (None, r["entity"]) for f in r["facts"])]
+    patients = [
+        r
+        for r in all_records(out_of(default_build))
+        if r["style"] == "vignette"
+        and not any(f["field"] == NAME_FIELD and f.get("entity") not in (None, r["entity"]) for f in r["facts"])
+    ]
     cmekg_ones = [r for r in patients if entry_of[r["entity"]].source == "cmekg"]
     assert cmekg_ones and not [r for r in cmekg_ones if "最可能" in r["output"] or "最符合" in r["output"]]
 

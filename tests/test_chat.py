@@ -4,23 +4,29 @@ import re
 
 import pytest
 import torch
-
 from conftest import write_jsonl
 from tiny_archs import CHAT_ARCHS, build, end_of_turn_id
-from utils import generation, modeling
-from utils.chat import record_messages
-from utils.prompter import IGNORE_INDEX, ChatPrompter, make_prompter, tokenize_records
-from utils.records import DataError, load_records
+
+from utils.data.chat import record_messages
+from utils.data.prompter import IGNORE_INDEX, ChatPrompter, make_prompter, tokenize_records
+from utils.data.records import DataError, load_records
+from utils.model import generation, loading
 
 SYS, Q1, A1, Q2, A2 = "你是一名医生。", "头痛怎么办？", "多休息，少熬夜。", "还需要吃药吗？", "疼得厉害可以吃布洛芬。"
 
-# The same two-turn conversation in each of the record formats utils/chat.py accepts.
+# The same two-turn conversation in each of the record formats utils/data/chat.py accepts.
 RECORDS = {
     "folded": {"instruction": f" <user>: {Q1} <bot>: {A1} <user>: {Q2}", "input": "", "output": A2},
     "history": {"history": [[Q1, A1]], "instruction": Q2, "output": A2},
-    "messages": {"messages": [{"role": "user", "content": Q1}, {"role": "assistant", "content": A1},
-                              {"role": "user", "content": Q2}, {"role": "assistant", "content": A2}]},
-}  # fmt: skip
+    "messages": {
+        "messages": [
+            {"role": "user", "content": Q1},
+            {"role": "assistant", "content": A1},
+            {"role": "user", "content": Q2},
+            {"role": "assistant", "content": A2},
+        ]
+    },
+}
 
 # Independent of apply_chat_template: each model's format written out by hand as
 # (text, learnt) segments, the system prompt given.
@@ -32,10 +38,16 @@ EXPECTED_SEGMENTS = {
         (f"{A2}<|im_end|>", True),
     ],
     "llama3": [
-        (f"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{SYS}<|eot_id|><|start_header_id|>user"
-         f"<|end_header_id|>\n\n{Q1}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", False),
+        (
+            f"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{SYS}<|eot_id|><|start_header_id|>user"
+            f"<|end_header_id|>\n\n{Q1}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            False,
+        ),
         (f"{A1}<|eot_id|>", True),
-        (f"<|start_header_id|>user<|end_header_id|>\n\n{Q2}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", False),
+        (
+            f"<|start_header_id|>user<|end_header_id|>\n\n{Q2}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            False,
+        ),
         (f"{A2}<|eot_id|>", True),
     ],
     "gemma": [  # no system role: the system prompt opens the first user turn
@@ -44,7 +56,7 @@ EXPECTED_SEGMENTS = {
         (f"\n<start_of_turn>user\n{Q2}<end_of_turn>\n<start_of_turn>model\n", False),
         (f"{A2}<end_of_turn>", True),
     ],
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +67,7 @@ def arch(tmp_path_factory):
     def get(name):
         if name not in built:
             path = build(name, tmp_path_factory.mktemp(name))
-            built[name] = (path, modeling.load_tokenizer(path))
+            built[name] = (path, loading.load_tokenizer(path))
         return built[name]
 
     return get
@@ -158,7 +170,7 @@ def test_generation_stops_at_end_of_turn(arch, name):
 
     path, tokenizer = arch(name)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    modeling.sync_special_tokens(model, tokenizer)
+    loading.sync_special_tokens(model, tokenizer)
     eot = end_of_turn_id(name, tokenizer)
     assert eot not in [model.generation_config.eos_token_id]  # the base config alone would not stop
     config = generation.make_generation_config(model, tokenizer, num_beams=1, max_new_tokens=12)
@@ -189,8 +201,13 @@ def test_generation_stops_at_end_of_turn(arch, name):
     assert len(ran_on) == 12 and ran_on[3] == eot
 
 
-EXPECTED_TARGETS = {"llama3": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"],
-                    "bloom": ["query_key_value"], "gpt_neox": ["query_key_value"]}  # fmt: skip
+EXPECTED_TARGETS = {
+    "llama3": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+    "bloom": ["query_key_value"],
+    "gpt_neox": ["query_key_value"],
+}
 
 
 @pytest.mark.parametrize("name", EXPECTED_TARGETS)
@@ -199,13 +216,15 @@ def test_lora_targets_by_architecture(arch, name):
 
     path, _ = arch(name)
     model = AutoModelForCausalLM.from_pretrained(path)
-    assert modeling.resolve_lora_targets(model, "auto") == EXPECTED_TARGETS[name]
-    assert modeling.resolve_lora_targets(model, ["all-linear"]) == "all-linear"
-    names = modeling.linear_layer_names(model)
+    assert loading.resolve_lora_targets(model, "auto") == EXPECTED_TARGETS[name]
+    assert loading.resolve_lora_targets(model, ["all-linear"]) == "all-linear"
+    names = loading.linear_layer_names(model)
     assert set(EXPECTED_TARGETS[name]) <= set(names) and "lm_head" not in names and "embed_out" not in names
     wrong = "query_key_value" if name in ("llama3", "qwen2", "gemma") else "q_proj"
-    with pytest.raises(ValueError, match=rf"{wrong}: no such linear layer .* its linear layers are .*{EXPECTED_TARGETS[name][0]}"):
-        modeling.resolve_lora_targets(model, [wrong])
+    with pytest.raises(
+        ValueError, match=rf"{wrong}: no such linear layer .* its linear layers are .*{EXPECTED_TARGETS[name][0]}"
+    ):
+        loading.resolve_lora_targets(model, [wrong])
 
 
 def test_pad_token_never_hard_coded(arch):
@@ -217,7 +236,7 @@ def test_pad_token_never_hard_coded(arch):
     llama3 = AutoTokenizer.from_pretrained(path)
     llama3.add_special_tokens({"additional_special_tokens": ["<|finetune_right_pad_id|>"]})
     assert llama3.pad_token is None and llama3.unk_token is None
-    modeling.resolve_pad_token(llama3)  # Llama-3.1 reserves a pad token: use it rather than eos
+    loading.resolve_pad_token(llama3)  # Llama-3.1 reserves a pad token: use it rather than eos
     assert llama3.pad_token == "<|finetune_right_pad_id|>" and llama3.pad_token_id not in (0, llama3.eos_token_id)
 
 
@@ -227,8 +246,10 @@ def test_demo_and_training_review_render_chat_prompts(arch):
 
     _, tokenizer = arch("qwen2")
     prompter = ChatPrompter(SYS)
-    history = [{"role": "user", "content": RECORDS["messages"]["messages"][0]["content"]},
-               {"role": "assistant", "content": RECORDS["messages"]["messages"][1]["content"]}]  # fmt: skip
+    history = [
+        {"role": "user", "content": RECORDS["messages"]["messages"][0]["content"]},
+        {"role": "assistant", "content": RECORDS["messages"]["messages"][1]["content"]},
+    ]
     question = RECORDS["messages"]["messages"][2]["content"]
     prompt, dropped = generate.fit_prompt(tokenizer, prompter, history, question, "", 8, None)
     assert dropped == 0

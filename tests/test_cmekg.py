@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from utils import cmekg, lexicon
-from utils.knowledge import NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, load_knowledge, validate_record
+from utils.knowledge import cmekg, lexicon
+from utils.knowledge.schema import NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, load_knowledge, validate_record
 
 
 class Payload:
@@ -59,7 +59,12 @@ RULE_CASES = [
     # (rule, field, raw values, kept)
     ("split", "相关症状", ["恶心、呕吐；腹痛"], ["恶心", "呕吐", "腹痛"]),
     ("split", "检查", ["癌胚抗原（CEA、CA199）、腹部CT"], ["癌胚抗原(CEA、CA199)", "腹部CT"]),  # never inside brackets
-    ("split_conjunction", "相关症状", ["畏光和流泪", "流泪及眼痛", "晕厥与休克"], ["畏光", "流泪", "眼痛", "晕厥", "休克"]),
+    (
+        "split_conjunction",
+        "相关症状",
+        ["畏光和流泪", "流泪及眼痛", "晕厥与休克"],
+        ["畏光", "流泪", "眼痛", "晕厥", "休克"],
+    ),
     ("split_conjunction", "检查", ["肛管指诊和直肠镜检"], ["肛管指诊", "直肠镜检"]),
     ("trailing_deng", "相关症状", ["心悸等", "乏力及"], ["心悸", "乏力"]),
     ("sentence_punct", "相关症状", ["体力减退,畏寒", "发热。"], []),
@@ -103,8 +108,17 @@ def test_cleaning_rule(rule, key, raw, kept):
 
 
 def test_every_rule_has_a_case():
-    at_import = {"prevention_moved", "merged_substring", "merged_twin", "typicality_order", "drug_checked", "drug_unchecked",
-                 "department_paediatric", "department_from_organ", "department_emergency_routine"}  # entity-level: test_import_... below
+    at_import = {
+        "prevention_moved",
+        "merged_substring",
+        "merged_twin",
+        "typicality_order",
+        "drug_checked",
+        "drug_unchecked",
+        "department_paediatric",
+        "department_from_organ",
+        "department_emergency_routine",
+    }  # entity-level: test_import_... below
     assert {c[0] for c in RULE_CASES} | at_import == set(cmekg.RULES)
 
 
@@ -124,9 +138,20 @@ def test_prevention_listed_as_treatment_moves_to_prevention():
 # ============================================================================ entity filters on a small graph
 
 GRAPH = {
-    "甲病": {"就诊科室": ["心内科"], "常见症状": ["胸痛、胸闷", "心悸等", "乙病"], "治疗": ["药物治疗", "手术治疗"],
-             "相关药物": ["某某片"], "药物治疗": ["阿司匹林", "流感疫苗"], "别称": ["甲症"]},
-    "乙病": {"就诊科室": ["呼吸科"], "常见症状": ["咳嗽", "咳痰"], "多发群体": ["老年人"], "常见病因": ["病因不明", "吸烟"]},
+    "甲病": {
+        "就诊科室": ["心内科"],
+        "常见症状": ["胸痛、胸闷", "心悸等", "乙病"],
+        "治疗": ["药物治疗", "手术治疗"],
+        "相关药物": ["某某片"],
+        "药物治疗": ["阿司匹林", "流感疫苗"],
+        "别称": ["甲症"],
+    },
+    "乙病": {
+        "就诊科室": ["呼吸科"],
+        "常见症状": ["咳嗽", "咳痰"],
+        "多发群体": ["老年人"],
+        "常见病因": ["病因不明", "吸烟"],
+    },
     "丙病": {"就诊科室": ["门诊"], "常见症状": ["发热", "头痛"]},
     "丁病": {"就诊科室": ["儿科"], "常见症状": ["发热"]},
     "胸痛": {"就诊科室": ["心内科"], "常见症状": ["胸闷", "心悸"]},  # a symptom page, listed as a symptom below
@@ -140,8 +165,14 @@ def test_import_maps_cleans_filters_and_reports():
     curated = cmekg.Curated(names={"原发性高血压"}, drugs={"阿司匹林": {"甲症"}})  # 甲症: an alias of 甲病
     records, report = cmekg.import_diseases(GRAPH, curated=curated)
     by_name = {r["中心词"]: r for r in records}
-    assert by_name["甲病"] == {"中心词": "甲病", "所属科室": ["心血管内科"], "相关症状": ["心悸", "胸闷", "胸痛"],
-                              "药物治疗": ["阿司匹林"], "预防": ["流感疫苗"], "别名": ["甲症"]}  # no 治疗 headers
+    assert by_name["甲病"] == {
+        "中心词": "甲病",
+        "所属科室": ["心血管内科"],
+        "相关症状": ["心悸", "胸闷", "胸痛"],
+        "药物治疗": ["阿司匹林"],
+        "预防": ["流感疫苗"],
+        "别名": ["甲症"],
+    }  # no 治疗 headers
     assert by_name["乙病"]["所属科室"] == ["呼吸内科"] and by_name["乙病"]["多发人群"] == ["老年人"]
     assert by_name["乙病"]["病因"] == ["吸烟"]
     assert {"丙病", "丁病", "胸痛", "某某片", "高血压"}.isdisjoint(by_name)
@@ -153,7 +184,9 @@ def test_import_maps_cleans_filters_and_reports():
     assert report.own_aliases == {"原发性高血压": ["高血压"]}
     assert sum("symptom page" in why for why in skipped) == 1  # 胸痛
     d = report.as_dict()
-    assert d["rules"]["symptom_disease"] >= 1 and d["rules"]["prevention_moved"] == 1 and d["rules"]["cause_unknown"] == 1
+    assert (
+        d["rules"]["symptom_disease"] >= 1 and d["rules"]["prevention_moved"] == 1 and d["rules"]["cause_unknown"] == 1
+    )
     assert d["rules"]["drug_checked"] == 1 and d["rules"]["typicality_order"] >= 1
     assert d["per_department"] == {"内科": 5, "心血管内科": 1, "呼吸内科": 1}
     assert d["per_field"]["相关症状"]["kept"] < d["per_field"]["相关症状"]["raw"]
@@ -172,7 +205,9 @@ def test_an_unchecked_drug_is_dropped_and_counted():
 
 def test_typicality_prefers_a_value_two_predicates_agree_on_then_a_specific_one():
     # 休克 and 出血 are carried by hundreds of diseases; 停经 by a few, and by both predicates of this one
-    assert cmekg.typicality(2, 7, 5000, False) > cmekg.typicality(1, 4, 5000, False) > cmekg.typicality(1, 500, 5000, True)
+    assert (
+        cmekg.typicality(2, 7, 5000, False) > cmekg.typicality(1, 4, 5000, False) > cmekg.typicality(1, 500, 5000, True)
+    )
     assert cmekg.typicality(1, 1, 5000, False) < cmekg.typicality(1, 2, 5000, False)  # a one-off spelling may be noise
     assert cmekg.typicality(1, 500, 5000, False, specific=False) > cmekg.typicality(1, 2, 5000, False, specific=False)
 
@@ -184,23 +219,54 @@ def test_substrings_merge_into_the_specific_value():
 
 
 def test_alias_groups_trust_bie_cheng_and_check_tong_yi_ci_by_icd10():
-    graph = {"惠普尔病": {"ICD10": ["K90.8"]}, "Whipple病": {"别称": ["惠普尔病"], "ICD10": ["K90.8"]},
-             "HELLP综合征": {"同义词": ["妊娠期急性脂肪肝"], "ICD10": ["O14.1"]}, "妊娠期急性脂肪肝": {"ICD10": ["O26.6"]},
-             "库欣病": {}, "库欣综合征": {}, "癫痫": {}, "癫痫病": {}, "心肌梗塞": {}, "心肌梗死": {},
-             "II型糖尿病": {}, "2型糖尿病": {}}
+    graph = {
+        "惠普尔病": {"ICD10": ["K90.8"]},
+        "Whipple病": {"别称": ["惠普尔病"], "ICD10": ["K90.8"]},
+        "HELLP综合征": {"同义词": ["妊娠期急性脂肪肝"], "ICD10": ["O14.1"]},
+        "妊娠期急性脂肪肝": {"ICD10": ["O26.6"]},
+        "库欣病": {},
+        "库欣综合征": {},
+        "癫痫": {},
+        "癫痫病": {},
+        "心肌梗塞": {},
+        "心肌梗死": {},
+        "II型糖尿病": {},
+        "2型糖尿病": {},
+    }
     groups = sorted(sorted(g) for g in cmekg.alias_groups(graph, {n: n for n in graph}, set()).values())
     assert ["Whipple病", "惠普尔病"] in groups and ["癫痫", "癫痫病"] in groups
     assert ["心肌梗塞", "心肌梗死"] in groups and ["2型糖尿病", "II型糖尿病"] in groups  # spellings of one name
     assert ["HELLP综合征"] in groups and ["库欣病"] in groups and ["库欣综合征"] in groups
 
 
-@pytest.mark.parametrize("value", ["发热", "咳嗽", "右下腹痛", "阴道出血", "呼吸困难", "皮疹", "黄疸", "果酱样血便", "乏力"])
+@pytest.mark.parametrize(
+    "value", ["发热", "咳嗽", "右下腹痛", "阴道出血", "呼吸困难", "皮疹", "黄疸", "果酱样血便", "乏力"]
+)
 def test_symptom_lexicon_accepts_symptoms(value):
     assert lexicon.SymptomLexicon().why_not(value) is None
 
 
-@pytest.mark.parametrize("value", ["糖尿", "蛋白尿", "AST水平小幅升高", "气胸", "心肌梗死", "肠梗阻", "腹膜炎", "轻者头痛",
-                                   "反复", "婴儿肠套叠多", "表面光滑", "撞击试验", "肛门指诊", "皮下组织", "神经", "Ⅲ"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "糖尿",
+        "蛋白尿",
+        "AST水平小幅升高",
+        "气胸",
+        "心肌梗死",
+        "肠梗阻",
+        "腹膜炎",
+        "轻者头痛",
+        "反复",
+        "婴儿肠套叠多",
+        "表面光滑",
+        "撞击试验",
+        "肛门指诊",
+        "皮下组织",
+        "神经",
+        "Ⅲ",
+    ],
+)
 def test_symptom_lexicon_rejects_non_symptoms(value):
     assert lexicon.SymptomLexicon(diseases={"感冒"}).why_not(value) is not None
 
@@ -248,7 +314,9 @@ def test_installed_import_is_large_clean_and_valid(installed):
         assert not [s for s in r["相关症状"] if "无症状" in s or s.endswith("等") or s == r["中心词"]]
         assert set(r["所属科室"]) <= set(cmekg.DEPARTMENTS)
     keys = [cmekg.near_key(v) for r in records for v in r["相关症状"]]
-    assert len(records) and len(keys) > 6 * len(records)  # 8.3 a disease once non-symptoms and merged twins went (was 11)
+    assert len(records) and len(keys) > 6 * len(
+        records
+    )  # 8.3 a disease once non-symptoms and merged twins went (was 11)
     assert all(len({cmekg.near_key(v) for v in r["相关症状"]}) == len(r["相关症状"]) for r in records)
 
 
@@ -257,8 +325,13 @@ def test_report_cli_writes_the_same_report_the_build_commits(installed, tmp_path
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     stem = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "utils.cmekg", "report", str(stem)], cwd=repo, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "utils.knowledge.cmekg", "report", str(stem)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     committed = os.path.join(repo, "data", "llama_data.cmekg_import.md")
     assert (tmp_path / "report.md").read_text(encoding="utf-8") == open(committed, encoding="utf-8").read()
@@ -300,7 +373,7 @@ def test_ectopic_pregnancy_lists_its_typical_symptoms_first():
 
 def test_emergency_department_only_for_an_emergency():
     """cMeKG lists 急诊科 for 宿醉 and 尘肺: a routine answer would then say "到急诊科就诊". 急诊科 stays only where the
-    red-flag rules (utils/clinical.py) call the disease an emergency; a disease left with no department is not imported."""
+    red-flag rules (utils/knowledge/clinical.py) call the disease an emergency; a disease left with no department is not imported."""
     notes = []
     note = lambda rule, value: notes.append((rule, value))
     hangover = {"所属科室": ["急诊科", "消化内科"]}
@@ -315,18 +388,35 @@ def test_emergency_department_only_for_an_emergency():
 
 def test_clauses_the_final_review_met_are_dropped_and_qualified_twins_merge():
     notes = []
-    kept = cmekg.clean_values(["初为阵发性疼痛恶心", "愈后多不留瘢痕", "肾脏受累早期有血尿", "提物等均感到困难", "发病缓慢",
-                               "不痛不痒", "轻度瘙痒", "轻微瘙痒", "腹痛"], "相关症状", {"某病"},
-                              lambda rule, value: notes.append(rule))
+    kept = cmekg.clean_values(
+        [
+            "初为阵发性疼痛恶心",
+            "愈后多不留瘢痕",
+            "肾脏受累早期有血尿",
+            "提物等均感到困难",
+            "发病缓慢",
+            "不痛不痒",
+            "轻度瘙痒",
+            "轻微瘙痒",
+            "腹痛",
+        ],
+        "相关症状",
+        {"某病"},
+        lambda rule, value: notes.append(rule),
+    )
     assert kept == ["轻度瘙痒", "腹痛"]
-    assert cmekg.clean_values(["五氯酚钠可由呼吸道进入人体", "金葡菌致病性最强", "误服"], "病因", {"某病"},
-                              lambda rule, value: None) == ["误服"]
+    assert cmekg.clean_values(
+        ["五氯酚钠可由呼吸道进入人体", "金葡菌致病性最强", "误服"], "病因", {"某病"}, lambda rule, value: None
+    ) == ["误服"]
 
 
 def test_twins_one_character_apart_merge_and_short_ones_stay():
     notes = []
-    kept = cmekg.merge_twins(["咳黏液脓痰", "咳黏脓痰", "胸骨后疼痛", "胸骨后痛", "咳痰", "咯痰", "腹痛"],
-                             lambda rule, value: notes.append(value))
+    kept = cmekg.merge_twins(
+        ["咳黏液脓痰", "咳黏脓痰", "胸骨后疼痛", "胸骨后痛", "咳痰", "咯痰", "腹痛"],
+        lambda rule, value: notes.append(value),
+    )
     assert kept == ["咳黏液脓痰", "胸骨后疼痛", "咳痰", "咯痰", "腹痛"] and notes == ["咳黏脓痰", "胸骨后痛"]
-    assert cmekg.clean_values(["特别是近事记忆障碍", "尤以小腿伸侧为甚", "起病缓慢", "幻觉"], "相关症状", {"某病"},
-                              lambda rule, value: None) == ["幻觉"]
+    assert cmekg.clean_values(
+        ["特别是近事记忆障碍", "尤以小腿伸侧为甚", "起病缓慢", "幻觉"], "相关症状", {"某病"}, lambda rule, value: None
+    ) == ["幻觉"]

@@ -3,10 +3,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT, seed_file, write_jsonl
-from utils.prompter import IGNORE_INDEX, Prompter, tokenize_example, tokenize_records
-from utils.records import DataError, load_records
+
+from utils.data.prompter import IGNORE_INDEX, Prompter, tokenize_example, tokenize_records
+from utils.data.records import DataError, load_records
 
 PROMPTER = Prompter("med_template")
 RECORD = {"instruction": "高血压患者需要注意什么？", "input": "", "output": "低盐饮食，规律服药，定期测量血压。"}
@@ -18,7 +18,9 @@ def expected(tokenizer, prompt, response):
     full_ids = tokenizer.encode(prompt + response)
     assert full_ids[: len(prompt_ids)] == prompt_ids, "the template must end at a token boundary"
     response_ids = full_ids[len(prompt_ids) :]
-    return full_ids + [tokenizer.eos_token_id], [IGNORE_INDEX] * len(prompt_ids) + response_ids + [tokenizer.eos_token_id]
+    return full_ids + [tokenizer.eos_token_id], [IGNORE_INDEX] * len(prompt_ids) + response_ids + [
+        tokenizer.eos_token_id
+    ]
 
 
 def test_labels_are_exactly_response_tokens_plus_eos(tokenizer):
@@ -85,10 +87,16 @@ def test_reads_json_lines_and_arrays_with_optional_input(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"instruction": "问", "output": "答"}\n{"instruction": "问", "output": 3}\n', r":2: field 'output': expected a string, got int"),
+        (
+            '{"instruction": "问", "output": "答"}\n{"instruction": "问", "output": 3}\n',
+            r":2: field 'output': expected a string, got int",
+        ),
         ('{"instruction": "问", "output": "答"}\n\n{"output": "答"}\n', r":3: field 'instruction': missing"),
         ('{"instruction": "问", "output": "答"}\n{"instruction": "问", "output": "答"\n', r":2: invalid JSON"),
-        ('[{"instruction": "问", "output": "答"},\n {"instruction": "问", "input": 5, "output": "答"}]', r":2: field 'input': expected a string or null"),
+        (
+            '[{"instruction": "问", "output": "答"},\n {"instruction": "问", "input": 5, "output": "答"}]',
+            r":2: field 'input': expected a string or null",
+        ),
         ('{"instruction": "问", "output": "  "}\n', r":1: field 'output': empty"),
         ("", r":1: the file is empty"),
     ],
@@ -105,8 +113,11 @@ def test_bad_data_on_the_command_line_is_one_clear_line_not_a_traceback(tmp_path
     path.write_text('{"instruction": "问", "output": "答"}\n{"instruction": "问", "outptu": "答"}\n', encoding="utf-8")
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "finetune.py"), "--data_path", str(path), "--wandb_project", ""],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert f"{path}:2: field 'output': missing" in result.stderr
     assert "Traceback" not in result.stderr

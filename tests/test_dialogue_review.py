@@ -7,12 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT, seed_file, write_jsonl
 
 import finetune
-from conftest import REPO_ROOT, seed_file, write_jsonl
-from utils import literature
-from utils.callbacks import sample_questions
-from utils.prompter import IGNORE_INDEX, Prompter, tokenize_records
+from utils.data import literature
+from utils.data.prompter import IGNORE_INDEX, Prompter, tokenize_records
+from utils.train.callbacks import sample_questions
 
 
 def pairs(*turns: str) -> list[dict]:
@@ -22,7 +22,9 @@ def pairs(*turns: str) -> list[dict]:
 
 def test_fold_is_the_seeds_format():
     assert literature.fold([], "肝癌能治好吗？") == " <user>: 肝癌能治好吗？"
-    assert literature.fold(pairs("q1", "a1", "q2", "a2"), "q3") == " <user>: q1 <bot>: a1 <user>: q2 <bot>: a2 <user>: q3"
+    assert (
+        literature.fold(pairs("q1", "a1", "q2", "a2"), "q3") == " <user>: q1 <bot>: a1 <user>: q2 <bot>: a2 <user>: q3"
+    )
     # a single question is folded only where the template's data folds every question
     assert literature.instruction([], "q", fold_single=False) == "q"
     assert literature.instruction([], "q", fold_single=True) == " <user>: q"
@@ -46,7 +48,9 @@ def fake_answer(instruction: str) -> str:
 
 def test_chat_loop_from_a_pipe_keeps_or_forgets_history(capsys):
     stream = io.StringIO("问一\n\n问二\n/reset\n问三\n问四\n")
-    records = literature.chat(fake_answer, literature.read_turns(stream), keep_history=True, max_history_turns=5, show=print)
+    records = literature.chat(
+        fake_answer, literature.read_turns(stream), keep_history=True, max_history_turns=5, show=print
+    )
     assert [r["instruction"] for r in records] == [
         " <user>: 问一",
         " <user>: 问一 <bot>: 答1 轮 <user>: 问二",
@@ -61,12 +65,22 @@ def test_chat_loop_from_a_pipe_keeps_or_forgets_history(capsys):
 
 
 LITERATURE = [
-    {"instruction": " <user>: 肝癌的早期症状有哪些？", "input": "", "output": "早期肝癌常无明显症状，部分患者有乏力、食欲下降和右上腹不适。"},
-    {"instruction": " <user>: 我听说免疫疗法可以治疗晚期肝癌，真的吗？ <bot>: 是的，免疫疗法可以提高免疫系统对癌细胞的反应。 <user>: 所有患者都适合吗？",
-     "input": "", "output": "不是所有患者都适合，医生会根据病情评估后选择方案。"},
-    {"instruction": " <user>: 甲胎蛋白升高意味着什么？ <bot>: 可能提示肝癌，也可见于肝炎活动期。 <user>: 需要做什么检查？",
-     "input": "", "output": "建议做肝脏超声、增强CT或磁共振，并复查甲胎蛋白。"},
-]  # fmt: skip
+    {
+        "instruction": " <user>: 肝癌的早期症状有哪些？",
+        "input": "",
+        "output": "早期肝癌常无明显症状，部分患者有乏力、食欲下降和右上腹不适。",
+    },
+    {
+        "instruction": " <user>: 我听说免疫疗法可以治疗晚期肝癌，真的吗？ <bot>: 是的，免疫疗法可以提高免疫系统对癌细胞的反应。 <user>: 所有患者都适合吗？",
+        "input": "",
+        "output": "不是所有患者都适合，医生会根据病情评估后选择方案。",
+    },
+    {
+        "instruction": " <user>: 甲胎蛋白升高意味着什么？ <bot>: 可能提示肝癌，也可见于肝炎活动期。 <user>: 需要做什么检查？",
+        "input": "",
+        "output": "建议做肝脏超声、增强CT或磁共振，并复查甲胎蛋白。",
+    },
+]
 
 
 def test_literature_labels_cover_only_the_last_answer(tokenizer):
@@ -85,10 +99,22 @@ def literature_run(tiny_base, tmp_path_factory):
     data = write_jsonl(tmp / "literature.json", records)
     out = tmp / "lora-literature"
     finetune.train(
-        base_model=tiny_base, data_path=str(data), output_dir=str(out), prompt_template_name="literature_template",
-        val_set_size=4, micro_batch_size=4, batch_size=4, max_steps=4, eval_steps=2, save_steps=2, logging_steps=1,
-        learning_rate=3e-3, wandb_project="", sample_questions=2, sample_max_new_tokens=6,
-    )  # fmt: skip
+        base_model=tiny_base,
+        data_path=str(data),
+        output_dir=str(out),
+        prompt_template_name="literature_template",
+        val_set_size=4,
+        micro_batch_size=4,
+        batch_size=4,
+        max_steps=4,
+        eval_steps=2,
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=3e-3,
+        wandb_project="",
+        sample_questions=2,
+        sample_max_new_tokens=6,
+    )
     return out
 
 
@@ -109,15 +135,35 @@ def test_training_keeps_sample_answers_per_evaluation_and_a_loss_chart(literatur
 def test_infer_multi_turn_from_a_pipe(literature_run, tiny_base, tmp_path):
     out = tmp_path / "chat.jsonl"
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "infer.py"), "--mode", "multi", "--base_model", tiny_base,
-         "--lora_weights", str(literature_run), "--prompt_template", "literature_template",
-         "--num_beams", "1", "--max_new_tokens", "6", "--output_file", str(out)],
-        input="肝癌能治好吗？\n需要做什么检查？\n\n免疫疗法适合我吗？\n", capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO_ROOT / "infer.py"),
+            "--mode",
+            "multi",
+            "--base_model",
+            tiny_base,
+            "--lora_weights",
+            str(literature_run),
+            "--prompt_template",
+            "literature_template",
+            "--num_beams",
+            "1",
+            "--max_new_tokens",
+            "6",
+            "--output_file",
+            str(out),
+        ],
+        input="肝癌能治好吗？\n需要做什么检查？\n\n免疫疗法适合我吗？\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     answers = proc.stdout.splitlines()
     assert len(rows) == len(answers) == 3
     assert [r["model_output"] for r in rows] == answers
-    assert rows[2]["instruction"] == literature.fold(pairs("肝癌能治好吗？", answers[0], "需要做什么检查？", answers[1]), "免疫疗法适合我吗？")
+    assert rows[2]["instruction"] == literature.fold(
+        pairs("肝癌能治好吗？", answers[0], "需要做什么检查？", answers[1]), "免疫疗法适合我吗？"
+    )
     assert rows[0]["settings"]["prompt_template"] == "literature_template"

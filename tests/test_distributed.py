@@ -6,20 +6,45 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port
-from utils import checkpointing
+
+from utils.train import checkpointing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def flags(tiny_base, train_file, out):
     return [
-        "--base_model", tiny_base, "--data_path", str(train_file), "--output_dir", str(out), "--val_set_size", "16",
-        "--micro_batch_size", "4", "--batch_size", "8", "--cutoff_len", "64", "--max_steps", "4", "--save_steps", "4",
-        "--eval_steps", "100", "--logging_steps", "1", "--wandb_project=", "--learning_rate", "3e-3", "--lora_dropout", "0",
-        "--precision", "fp32",
-    ]  # fmt: skip  (no dropout: the two runs then do the same arithmetic, up to the gradient all-reduce; fp32: on a
+        "--base_model",
+        tiny_base,
+        "--data_path",
+        str(train_file),
+        "--output_dir",
+        str(out),
+        "--val_set_size",
+        "16",
+        "--micro_batch_size",
+        "4",
+        "--batch_size",
+        "8",
+        "--cutoff_len",
+        "64",
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "4",
+        "--eval_steps",
+        "100",
+        "--logging_steps",
+        "1",
+        "--wandb_project=",
+        "--learning_rate",
+        "3e-3",
+        "--lora_dropout",
+        "0",
+        "--precision",
+        "fp32",
+    ]  # (no dropout: the two runs then do the same arithmetic, up to the gradient all-reduce; fp32: on a
     # CPU with AMX auto is bf16, whose rounding differs between one process's accumulated micro-batches and two
     # processes' all-reduce, and Adam turns that noise into lr-sized steps: 2.6e-3 apart in bf16, 4e-7 in fp32)
 
@@ -38,9 +63,21 @@ def test_torchrun_two_processes_matches_one(tiny_base, train_file, tmp_path):
     one = subprocess.run([sys.executable, "finetune.py", *flags(tiny_base, train_file, single)], **run)
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(free_port()), "finetune.py", *flags(tiny_base, train_file, ddp)], **run,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "finetune.py",
+            *flags(tiny_base, train_file, ddp),
+        ],
+        **run,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 process(es) x micro batch 4 x 1 accumulation steps = 8 examples per step" in two.stderr
     assert json.loads((ddp / "run_config.json").read_text())["resolved"]["world_size"] == 2
@@ -71,7 +108,10 @@ def test_accelerate_configs_load(path):
     if path.stem == "deepspeed_zero3":
         assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_save_16bit_model"] is True
     if path.stem == "fsdp":
-        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT" and config.fsdp_config["fsdp_use_orig_params"]
+        assert (
+            config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+            and config.fsdp_config["fsdp_use_orig_params"]
+        )
 
 
 @pytest.mark.slow
@@ -82,12 +122,38 @@ def test_torchrun_with_default_batch_flags_trains_one_adapter(tiny_base, train_f
 
     out = tmp_path / "ddp"
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(free_port()), "finetune.py", "--base_model", tiny_base, "--data_path", str(train_file),
-         "--output_dir", str(out), "--val_set_size", "16", "--cutoff_len", "64", "--max_steps", "2", "--save_steps", "2",
-         "--wandb_project="],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "finetune.py",
+            "--base_model",
+            tiny_base,
+            "--data_path",
+            str(train_file),
+            "--output_dir",
+            str(out),
+            "--val_set_size",
+            "16",
+            "--cutoff_len",
+            "64",
+            "--max_steps",
+            "2",
+            "--save_steps",
+            "2",
+            "--wandb_project=",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=900,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 process(es) x micro batch 64 x 1 accumulation steps = 128 examples per step" in two.stderr
     resolved = json.loads((out / "run_config.json").read_text())["resolved"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import export_hf_checkpoint
-from utils import adapters
+from utils.model import adapters
 
 REPO_ROOT = export_hf_checkpoint.Path(export_hf_checkpoint.__file__).resolve().parent
 
@@ -21,7 +21,9 @@ def random_adapter(tiny_base, tmp_path_factory):
 
     torch.manual_seed(0)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base), LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_base), LoraConfig(r=8, lora_alpha=16, target_modules=targets)
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -35,7 +37,9 @@ def test_merged_logits_equal_base_plus_adapter(tiny_base, random_adapter, tmp_pa
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "merged"
-    export_hf_checkpoint.main(base_model=tiny_base, lora_weights=str(random_adapter), output_dir=str(out), max_shard_size="5MB")
+    export_hf_checkpoint.main(
+        base_model=tiny_base, lora_weights=str(random_adapter), output_dir=str(out), max_shard_size="5MB"
+    )
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()  # sharded as asked
     assert (out / "tokenizer.json").is_file() and (out / "generation_config.json").is_file()
@@ -47,7 +51,9 @@ def test_merged_logits_equal_base_plus_adapter(tiny_base, random_adapter, tmp_pa
     batch = tokenizer(["糖尿病的典型症状是什么？", "高血压患者饮食要注意什么"], return_tensors="pt", padding=True)
     with torch.no_grad():
         merged = AutoModelForCausalLM.from_pretrained(out).eval()(**batch).logits
-        tuned = adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(random_adapter))(**batch).logits
+        tuned = adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(random_adapter))(
+            **batch
+        ).logits
         plain = AutoModelForCausalLM.from_pretrained(tiny_base).eval()(**batch).logits
     assert (merged - tuned).abs().max().item() < 1e-4
     assert (merged - plain).abs().max().item() > 1e-2  # the adapter really is in the weights
@@ -75,9 +81,20 @@ def test_export_refuses_to_overwrite_and_reports_bad_flags_in_one_line(tiny_base
     out.mkdir()
     (out / "config.json").write_text("{}")
     result = subprocess.run(
-        [sys.executable, "export_hf_checkpoint.py", "--base_model", tiny_base, "--lora_weights", str(random_adapter),
-         "--output_dir", str(out)], capture_output=True, text=True, cwd=REPO_ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "export_hf_checkpoint.py",
+            "--base_model",
+            tiny_base,
+            "--lora_weights",
+            str(random_adapter),
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "already holds a model" in result.stderr and "--overwrite" in result.stderr
 
@@ -95,9 +112,15 @@ def test_weights_keep_the_base_dtype_unless_asked(random_adapter, tiny_base, tmp
         (base / name).write_bytes((export_hf_checkpoint.Path(tiny_base) / name).read_bytes())
     assert json.loads((base / "config.json").read_text())["dtype"] == "bfloat16"
 
-    default = export_hf_checkpoint.main(base_model=str(base), lora_weights=str(random_adapter), output_dir=str(tmp_path / "a"))
-    fp32 = export_hf_checkpoint.main(base_model=str(base), lora_weights=str(random_adapter), output_dir=str(tmp_path / "b"), precision="fp32")
-    assert {p.dtype for p in AutoModelForCausalLM.from_pretrained(default, dtype="auto").parameters()} == {torch.bfloat16}
+    default = export_hf_checkpoint.main(
+        base_model=str(base), lora_weights=str(random_adapter), output_dir=str(tmp_path / "a")
+    )
+    fp32 = export_hf_checkpoint.main(
+        base_model=str(base), lora_weights=str(random_adapter), output_dir=str(tmp_path / "b"), precision="fp32"
+    )
+    assert {p.dtype for p in AutoModelForCausalLM.from_pretrained(default, dtype="auto").parameters()} == {
+        torch.bfloat16
+    }
     assert {p.dtype for p in AutoModelForCausalLM.from_pretrained(fp32, dtype="auto").parameters()} == {torch.float32}
     size = lambda folder: sum(p.stat().st_size for p in export_hf_checkpoint.Path(folder).glob("*.safetensors"))  # noqa: E731
     assert size(default) < 0.55 * size(fp32)
@@ -108,16 +131,20 @@ def adapter_trained_with(random_adapter, folder, **flags):
     import shutil
 
     shutil.copytree(random_adapter, folder)
-    (folder / "run_config.json").write_text(json.dumps({"flags": flags, "resolved": {"base_model": flags.get("base_model", "")}}))
+    (folder / "run_config.json").write_text(
+        json.dumps({"flags": flags, "resolved": {"base_model": flags.get("base_model", "")}})
+    )
     return folder
 
 
 def test_environment_and_run_config_defaults_flags_win(tiny_base, random_adapter, tmp_path):
     from transformers import AutoTokenizer
 
-    from utils.prompter import Prompter
+    from utils.data.prompter import Prompter
 
-    adapter = adapter_trained_with(random_adapter, tmp_path / "lora-lit", base_model=tiny_base, prompt_template_name="literature_template")
+    adapter = adapter_trained_with(
+        random_adapter, tmp_path / "lora-lit", base_model=tiny_base, prompt_template_name="literature_template"
+    )
     env = dict(export_hf_checkpoint.os.environ, BASE_MODEL=tiny_base, LORA_WEIGHTS=str(adapter))
     script = [sys.executable, "export_hf_checkpoint.py", "--output_dir"]
     result = subprocess.run(script + [str(tmp_path / "env")], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
@@ -126,7 +153,9 @@ def test_environment_and_run_config_defaults_flags_win(tiny_base, random_adapter
     assert written["resolved"]["base_model"] == tiny_base and written["adapter"]["path"] == str(adapter.resolve())
     assert written["resolved"]["prompt_template"] == "literature_template"  # from the adapter's run_config.json
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "env")
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "肝癌能治好吗？"}], tokenize=False, add_generation_prompt=True)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "肝癌能治好吗？"}], tokenize=False, add_generation_prompt=True
+    )
     assert rendered.endswith(Prompter("literature_template").generate_prompt(" <user>: 肝癌能治好吗？"))
     assert (tmp_path / "env" / "chat_template.jinja").read_text(encoding="utf-8") == tokenizer.chat_template
 
@@ -136,10 +165,18 @@ def test_environment_and_run_config_defaults_flags_win(tiny_base, random_adapter
     result = subprocess.run(flagged, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "differs from the 'literature_template'" in result.stderr and "using 'med_template'" in result.stderr
-    assert json.loads((tmp_path / "flag" / "run_config.json").read_text())["resolved"]["prompt_template"] == "med_template"
+    assert (
+        json.loads((tmp_path / "flag" / "run_config.json").read_text())["resolved"]["prompt_template"] == "med_template"
+    )
 
     env.pop("LORA_WEIGHTS")
-    result = subprocess.run(script + [str(tmp_path / "none"), "--lora_weights", str(tmp_path / "missing")], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    result = subprocess.run(
+        script + [str(tmp_path / "none"), "--lora_weights", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "missing not found" in result.stderr
 
 
@@ -149,13 +186,25 @@ def test_chat_adapter_export_stops_at_end_of_turn_and_keeps_its_system_prompt(tm
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     base = build("qwen2", tmp_path / "qwen2")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     model.save_pretrained(tmp_path / "lora")
     adapter = tmp_path / "lora"
-    (adapter / "run_config.json").write_text(json.dumps({"flags": {"base_model": base, "prompt_template_name": "chat", "system_prompt": "你是一名医生。"},
-                                                         "resolved": {"base_model": base}}))  # fmt: skip
+    (adapter / "run_config.json").write_text(
+        json.dumps(
+            {
+                "flags": {"base_model": base, "prompt_template_name": "chat", "system_prompt": "你是一名医生。"},
+                "resolved": {"base_model": base},
+            }
+        )
+    )
     out = export_hf_checkpoint.main(lora_weights=str(adapter), output_dir=str(tmp_path / "merged"))
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert end_of_turn_id("qwen2", tokenizer) in GenerationConfig.from_pretrained(out).eos_token_id
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "头疼怎么办？"}], tokenize=False, add_generation_prompt=True)
-    assert rendered.startswith("<|im_start|>system\n你是一名医生。<|im_end|>") and rendered.endswith("<|im_start|>assistant\n")
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "头疼怎么办？"}], tokenize=False, add_generation_prompt=True
+    )
+    assert rendered.startswith("<|im_start|>system\n你是一名医生。<|im_end|>") and rendered.endswith(
+        "<|im_start|>assistant\n"
+    )

@@ -7,14 +7,24 @@ import pytest
 import torch
 
 import finetune
-from utils import adapters, checkpointing, modeling
+from utils.model import adapters, loading
+from utils.train import checkpointing
 
 
 def run_finetune(tiny_base, train_file, out, **flags):
     settings = dict(
-        base_model=tiny_base, data_path=str(train_file), output_dir=str(out), val_set_size=16, micro_batch_size=8,
-        batch_size=16, max_steps=3, eval_steps=3, save_steps=3, logging_steps=1, wandb_project="",
-    )  # fmt: skip
+        base_model=tiny_base,
+        data_path=str(train_file),
+        output_dir=str(out),
+        val_set_size=16,
+        micro_batch_size=8,
+        batch_size=16,
+        max_steps=3,
+        eval_steps=3,
+        save_steps=3,
+        logging_steps=1,
+        wandb_project="",
+    )
     settings.update(flags)
     finetune.train(**settings)
     return json.loads((out / "metrics.json").read_text())
@@ -51,9 +61,12 @@ def test_reloaded_adapter_reproduces_in_memory_logits(tiny_base, train_file, tmp
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    tokenizer = modeling.load_tokenizer(tiny_base)
+    tokenizer = loading.load_tokenizer(tiny_base)
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_base),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+    )
     with torch.no_grad():  # a trained-looking adapter: non-zero B matrices
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -76,10 +89,14 @@ def test_trained_adapter_on_disk_matches_trainer_model(tiny_base, trained_adapte
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    tokenizer = modeling.load_tokenizer(tiny_base)
+    tokenizer = loading.load_tokenizer(tiny_base)
     batch = tokenizer(["肺炎怎么治疗？"], return_tensors="pt")
     with torch.no_grad():
-        a = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), str(trained_adapter)).eval()(**batch).logits
+        a = (
+            PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), str(trained_adapter))
+            .eval()(**batch)
+            .logits
+        )
         b = adapters.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_base), str(trained_adapter))(**batch).logits
     assert torch.equal(a, b)
 
@@ -90,8 +107,12 @@ def test_val_data_path_is_the_validation_set(tiny_base, train_file, tmp_path):
     lines = train_file.read_text(encoding="utf-8").splitlines()
     val_file = tmp_path / "valid.json"
     val_file.write_text("\n".join(lines[:12]) + "\n", encoding="utf-8")
-    metrics = run_finetune(tiny_base, train_file, tmp_path / "lora", val_data_path=str(val_file), max_steps=1, eval_steps=1, save_steps=1)
+    metrics = run_finetune(
+        tiny_base, train_file, tmp_path / "lora", val_data_path=str(val_file), max_steps=1, eval_steps=1, save_steps=1
+    )
     config = json.loads((tmp_path / "lora" / "run_config.json").read_text())
     assert config["resolved"]["val_examples"] == 12 and config["data"]["validation"]["records"] == 12
-    assert config["resolved"]["train_examples"] + config["resolved"]["dropped_examples"] >= len(lines) - 1  # none held out
+    assert (
+        config["resolved"]["train_examples"] + config["resolved"]["dropped_examples"] >= len(lines) - 1
+    )  # none held out
     assert math.isfinite(metrics["eval_loss"])

@@ -6,11 +6,11 @@ import importlib
 import inspect
 
 import pytest
-
 from conftest import REPO_ROOT
-from utils import generation
+
 from utils.cli import with_aliases
-from utils.prompter import DEFAULT_TEMPLATE
+from utils.data.prompter import DEFAULT_TEMPLATE
+from utils.model import generation
 
 # name -> (type, default) as every script that has the flag must declare it
 SHARED = {
@@ -26,7 +26,7 @@ SHARED = {
     "prompt_template": (str, ""),
     "prompt_template_name": (str, ""),
     "system_prompt": (str, ""),
-    # generation (the seed's values, defined once in utils/generation.py)
+    # generation (the seed's values, defined once in utils/model/generation.py)
     "max_new_tokens": (int, generation.MAX_NEW_TOKENS),
     "num_beams": (int, generation.NUM_BEAMS),
     "temperature": (float, generation.TEMPERATURE),
@@ -37,16 +37,40 @@ SHARED = {
 
 # Deliberate differences, each with its reason. Anything else that differs fails.
 DIFFERENT = {
-    ("generate", "num_beams"): (1, "the demo streams, and beam search cannot (the seed's 4 beams show the answer whole)"),
+    ("generate", "num_beams"): (
+        1,
+        "the demo streams, and beam search cannot (the seed's 4 beams show the answer whole)",
+    ),
     ("finetune", "prompt_template_name"): (DEFAULT_TEMPLATE, "training has no adapter to read the template from"),
 }
 
 # Other spellings of the same ideas: a script using one of these has drifted.
 VARIANTS = {
-    "model_path", "model_name", "base", "base_model_path", "adapter", "adapter_dir", "lora_dir", "lora_path",
-    "template", "template_name", "prompt_template_file", "load_in_8bit", "load_in_4bit", "int8", "dtype", "fp16", "bf16",
-    "torch_dtype", "max_tokens", "max_length", "beams", "n_beams", "temp", "sample",
-}  # fmt: skip
+    "model_path",
+    "model_name",
+    "base",
+    "base_model_path",
+    "adapter",
+    "adapter_dir",
+    "lora_dir",
+    "lora_path",
+    "template",
+    "template_name",
+    "prompt_template_file",
+    "load_in_8bit",
+    "load_in_4bit",
+    "int8",
+    "dtype",
+    "fp16",
+    "bf16",
+    "torch_dtype",
+    "max_tokens",
+    "max_length",
+    "beams",
+    "n_beams",
+    "temp",
+    "sample",
+}
 
 
 def entry_points():
@@ -85,7 +109,9 @@ def test_shared_flags_have_one_name_type_and_default(script, fn):
         kind, default = SHARED[name]
         assert param.annotation is kind, f"{script}.{name}: type {param.annotation}, everywhere else {kind.__name__}"
         expected, why = DIFFERENT.get((script, name), (default, ""))
-        assert param.default == expected, f"{script} --{name} defaults to {param.default!r}, everywhere else {default!r}"
+        assert param.default == expected, (
+            f"{script} --{name} defaults to {param.default!r}, everywhere else {default!r}"
+        )
 
 
 @pytest.mark.parametrize("script, fn", ENTRY_POINTS, ids=[name for name, _ in ENTRY_POINTS])
@@ -97,9 +123,15 @@ def test_either_template_flag_spelling_is_accepted(script, fn):
     for given in ("prompt_template", "prompt_template_name", "prompt-template"):
         for argv in ([f"--{given}", "chat"], [f"--{given}=chat"]):
             out = with_aliases(fn, argv)
-            assert out[0].lstrip("-").split("=")[0].replace("-", "_") in spelled, f"{script}: {argv} -> {out}"  # Fire reads - as _
+            assert out[0].lstrip("-").split("=")[0].replace("-", "_") in spelled, (
+                f"{script}: {argv} -> {out}"
+            )  # Fire reads - as _
             assert out[-1].endswith("chat")
-    assert with_aliases(fn, ["--num_beams", "1", "prompt_template"]) == ["--num_beams", "1", "prompt_template"]  # values untouched
+    assert with_aliases(fn, ["--num_beams", "1", "prompt_template"]) == [
+        "--num_beams",
+        "1",
+        "prompt_template",
+    ]  # values untouched
 
 
 def test_finetune_accepts_the_inference_spelling_on_the_command_line(tmp_path):
@@ -108,8 +140,17 @@ def test_finetune_accepts_the_inference_spelling_on_the_command_line(tmp_path):
     import sys
 
     run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "finetune.py"), "--prompt_template", "no_such_template", "--data_path", str(tmp_path / "none.json")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO_ROOT / "finetune.py"),
+            "--prompt_template",
+            "no_such_template",
+            "--data_path",
+            str(tmp_path / "none.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2
     assert "error: unknown prompt template 'no_such_template'" in run.stderr, run.stderr[-2000:]

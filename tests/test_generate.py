@@ -12,11 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file
 
 import generate
-from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file
-from utils import generation, literature
-from utils.prompter import Prompter
+from utils.data import literature
+from utils.data.prompter import Prompter
+from utils.model import generation
 
 QUESTION = "高血压患者平时生活中需要注意哪些方面？"
 SETTINGS = dict(temperature=0.1, top_p=0.75, top_k=40, num_beams=1, max_new_tokens=24, do_sample=False)
@@ -25,7 +26,17 @@ SETTINGS = dict(temperature=0.1, top_p=0.75, top_k=40, num_beams=1, max_new_toke
 def respond_args(question, history=(), **overrides):
     """Positional arguments of the /respond endpoint, in the order of the page's controls."""
     s = {**SETTINGS, **overrides}
-    return (question, "", list(history), s["temperature"], s["top_p"], s["top_k"], s["num_beams"], s["max_new_tokens"], s["do_sample"])
+    return (
+        question,
+        "",
+        list(history),
+        s["temperature"],
+        s["top_p"],
+        s["top_k"],
+        s["num_beams"],
+        s["max_new_tokens"],
+        s["do_sample"],
+    )
 
 
 def answer_text(history) -> str:
@@ -67,7 +78,9 @@ def test_infer_chat_modes_and_the_demo_send_the_same_prompts(tiny_base, tokenize
     monkeypatch.setattr(generation, "generate_batch", fake_generate)
     for mode in ("single", "multi"):
         monkeypatch.setattr("sys.stdin", io.StringIO("肝癌能治好吗？\n需要做什么检查？\n"))
-        infer.main(base_model=tiny_base, use_lora=False, prompt_template=template, mode=mode, num_beams=1, max_new_tokens=4)
+        infer.main(
+            base_model=tiny_base, use_lora=False, prompt_template=template, mode=mode, num_beams=1, max_new_tokens=4
+        )
     single_first, single_second, multi_first, multi_second = sent
 
     prompter = Prompter(template)
@@ -78,7 +91,10 @@ def test_infer_chat_modes_and_the_demo_send_the_same_prompts(tiny_base, tokenize
     assert multi_second == demo_second
     assert (" <user>: 肝癌能治好吗？" in demo_first) is folded  # the literature data folds single questions too
     assert " <user>: 肝癌能治好吗？ <bot>: 答一 <user>: 需要做什么检查？" in demo_second
-    assert single_second == prompter.prompts(tokenizer, [{"instruction": literature.instruction([], "需要做什么检查？", folded)}])[0]
+    assert (
+        single_second
+        == prompter.prompts(tokenizer, [{"instruction": literature.instruction([], "需要做什么检查？", folded)}])[0]
+    )
 
 
 def test_clamp_settings_clamps_and_says_so():
@@ -91,14 +107,19 @@ def test_clamp_settings_clamps_and_says_so():
     assert fixed["temperature"] == generation.LIMITS["temperature"][1]
     assert fixed["top_k"] == 0 and fixed["num_beams"] == 3 and fixed["max_new_tokens"] == 256
     assert isinstance(fixed["num_beams"], int)
-    assert len(notes) == 3 and any("temperature=9" in n for n in notes) and any("max_new_tokens=None" in n for n in notes)
+    assert (
+        len(notes) == 3 and any("temperature=9" in n for n in notes) and any("max_new_tokens=None" in n for n in notes)
+    )
 
 
 def test_fit_prompt_drops_oldest_turns_then_refuses(tokenizer):
     prompter = Prompter()
     history = []
     for i in range(6):
-        history += [{"role": "user", "content": f"第{i}个问题" * 10}, {"role": "assistant", "content": f"第{i}个回答" * 10}]
+        history += [
+            {"role": "user", "content": f"第{i}个问题" * 10},
+            {"role": "assistant", "content": f"第{i}个回答" * 10},
+        ]
     full, dropped = generate.fit_prompt(tokenizer, prompter, history, "新问题", "", 16, None)
     assert dropped == 0 and "第0个问题" in full and full.count("<user>:") == 7
 
@@ -134,7 +155,7 @@ def test_resolve_adapter_and_auth(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_stream_answer_streams_the_batch_answer(tiny_base, trained_adapter):
-    from utils.modeling import load_for_inference
+    from utils.model.loading import load_for_inference
 
     tokenizer, model, _ = load_for_inference(tiny_base, str(trained_adapter))
     prompt = Prompter().generate_prompt(QUESTION)
@@ -145,7 +166,9 @@ def test_stream_answer_streams_the_batch_answer(tiny_base, trained_adapter):
     assert len(pieces) >= 5 and all(b.startswith(a) and b != a for a, b in zip(pieces, pieces[1:]))  # grows
 
     beams = generation.make_generation_config(model, tokenizer, **dict(SETTINGS, num_beams=2, max_new_tokens=12))
-    assert list(generation.stream_answer(model, tokenizer, prompt, beams)) == generation.generate_batch(model, tokenizer, [prompt], beams)
+    assert list(generation.stream_answer(model, tokenizer, prompt, beams)) == generation.generate_batch(
+        model, tokenizer, [prompt], beams
+    )
 
     # A consumer that goes away stops the generation thread.
     long = generation.make_generation_config(model, tokenizer, **dict(SETTINGS, max_new_tokens=2000))
@@ -165,8 +188,18 @@ def server(trained_adapter, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     port = free_port()
     log_path = workdir / "server.log"
-    cmd = [sys.executable, str(REPO_ROOT / "generate.py"), "--lora_weights", str(trained_adapter),
-           "--server_port", str(port), "--concurrency_limit", "4", "--max_new_tokens", "24"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "generate.py"),
+        "--lora_weights",
+        str(trained_adapter),
+        "--server_port",
+        str(port),
+        "--concurrency_limit",
+        "4",
+        "--max_new_tokens",
+        "24",
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -236,7 +269,9 @@ def test_sixteen_concurrent_clients_all_get_answers(server):
     from gradio_client import Client
 
     def ask(i: int) -> str:
-        history, _, _ = Client(server["url"], verbose=False).predict(*respond_args(f"{QUESTION}（第{i}位）"), api_name="/respond")
+        history, _, _ = Client(server["url"], verbose=False).predict(
+            *respond_args(f"{QUESTION}（第{i}位）"), api_name="/respond"
+        )
         return answer_text(history)
 
     answers = ask_concurrently(ask, clients=16, limit_s=240)
@@ -249,8 +284,12 @@ def test_listens_on_loopback_only_and_makes_no_outside_connections(server):
 
     loopback_listeners([psutil.Process(server["proc"].pid)], server["port"])
 
-    others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-              if a.family == socket.AF_INET and not a.address.startswith("127.")]  # fmt: skip
+    others = [
+        a.address
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family == socket.AF_INET and not a.address.startswith("127.")
+    ]
     for address in others:  # the same port on the machine's other addresses refuses connections
         with pytest.raises(OSError), socket.create_connection((address, server["port"]), timeout=3):
             pass
@@ -261,16 +300,24 @@ def test_listens_on_loopback_only_and_makes_no_outside_connections(server):
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """/usr/bin/chromium, installed by scripts/setup_browser.sh when missing, else skip with its reason."""
     if not CHROMIUM.exists():
-        result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "setup_browser.sh")], capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "setup_browser.sh")], capture_output=True, text=True
+        )
         if not CHROMIUM.exists():
             pytest.skip(f"Chromium cannot be installed here: {(result.stderr or result.stdout).strip()[-400:]}")
     return str(CHROMIUM)
@@ -287,12 +334,22 @@ def test_browser_asks_a_question_and_sees_the_streamed_answer(server, client, ch
     outside_requests = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+            str(tmp_path / "profile"),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 1280, "height": 1100},
-        )  # fmt: skip
+        )
         try:
             page = browser.new_page()
-            page.on("request", lambda r: None if r.url.startswith(server["url"]) or r.url.startswith("data:") else outside_requests.append(r.url))
+            page.on(
+                "request",
+                lambda r: (
+                    None
+                    if r.url.startswith(server["url"]) or r.url.startswith("data:")
+                    else outside_requests.append(r.url)
+                ),
+            )
             page.goto(server["url"], wait_until="domcontentloaded", timeout=60_000)
 
             disclaimer = page.locator("#disclaimer")

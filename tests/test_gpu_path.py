@@ -10,11 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from utils import memory, modeling
-from utils.callbacks import parameters_sharded
-
 from test_memory import CONFIGS, config_of, dry_run
+
+from utils.model import loading, memory
+from utils.train.callbacks import parameters_sharded
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +21,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_config(**overrides):
     from transformers import LlamaConfig
 
-    settings = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, vocab_size=256)
+    settings = dict(
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=256,
+    )
     return LlamaConfig(**{**settings, **overrides})
 
 
@@ -58,9 +64,11 @@ def test_int8_inputs_kept_by_bitsandbytes_are_planned(tmp_path, monkeypatch):
     config = tiny_config()
     LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
     monkeypatch.setattr(bnb_functions, "MatMul8bitFp", bnb_functions.MatMul8bitLt)  # the CUDA path, on CPU
-    model = modeling.load_model(str(tmp_path / "base"), load_8bit=True, precision="bf16", device_map={"": "cpu"})
-    model = modeling.prepare_for_training(model, gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model = loading.load_model(str(tmp_path / "base"), load_8bit=True, precision="bf16", device_map={"": "cpu"})
+    model = loading.prepare_for_training(model, gradient_checkpointing=True)
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
     model.train()
     tokens = 32
     measured = int8_kept_bytes(model, tokens) / tokens
@@ -68,17 +76,33 @@ def test_int8_inputs_kept_by_bitsandbytes_are_planned(tmp_path, monkeypatch):
     shape = memory.model_shape(config, ["q_proj", "v_proj"], lora_r=4)
     per_layer = memory.int8_kept_bytes_per_token(shape, dtype_bytes=2)
     assert measured == shape.layers * per_layer, (measured, per_layer)  # every layer, the first one included
-    planned = memory.activation_bytes_per_token(shape, 2, 0.05, True, "8bit") - memory.activation_bytes_per_token(shape, 2, 0.05, True)
+    planned = memory.activation_bytes_per_token(shape, 2, 0.05, True, "8bit") - memory.activation_bytes_per_token(
+        shape, 2, 0.05, True
+    )
     assert planned == shape.layers * per_layer
 
 
 def test_dry_run_of_llama_7b_8bit_on_24gib_carries_the_int8_inputs():
-    result = dry_run("--base_model", str(CONFIGS / "llama-7b"), "--load_8bit", "--gpu_memory", "24GiB", "--gradient_checkpointing", "True")
+    result = dry_run(
+        "--base_model",
+        str(CONFIGS / "llama-7b"),
+        "--load_8bit",
+        "--gpu_memory",
+        "24GiB",
+        "--gradient_checkpointing",
+        "True",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     plan = json.loads(result.stdout.strip().splitlines()[-1])
     shape = memory.model_shape(config_of("llama-7b"))
-    assert plan["int8_kept_bytes_per_token"] == 32 * 2 * (2 * 4096 + 4096 + 11008) == 32 * memory.int8_kept_bytes_per_token(shape, 2)
-    assert plan["int8_kept_bytes_per_token"] > 0.7 * plan["activation_bytes_per_token"]  # most of it, with checkpointing
+    assert (
+        plan["int8_kept_bytes_per_token"]
+        == 32 * 2 * (2 * 4096 + 4096 + 11008)
+        == 32 * memory.int8_kept_bytes_per_token(shape, 2)
+    )
+    assert (
+        plan["int8_kept_bytes_per_token"] > 0.7 * plan["activation_bytes_per_token"]
+    )  # most of it, with checkpointing
     assert plan["fits"] and plan["peak_gib"] <= 0.9 * 24
 
 
@@ -89,8 +113,8 @@ def test_dry_run_of_llama_7b_8bit_on_24gib_carries_the_int8_inputs():
 def test_8bit_on_cuda_computes_in_fp16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
-    assert modeling.resolve_precision("auto", training=True, load_8bit=True) == "fp16"
-    assert modeling.resolve_precision("auto", training=True) == "bf16"
+    assert loading.resolve_precision("auto", training=True, load_8bit=True) == "fp16"
+    assert loading.resolve_precision("auto", training=True) == "bf16"
 
 
 def test_bitsandbytes_cast_warning_shows_once(tmp_path, caplog):
@@ -99,14 +123,16 @@ def test_bitsandbytes_cast_warning_shows_once(tmp_path, caplog):
     from transformers import LlamaForCausalLM
 
     bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
-    for once in [f for f in bnb_logger.filters if isinstance(f, modeling.FirstTimeOnly)]:
+    for once in [f for f in bnb_logger.filters if isinstance(f, loading.FirstTimeOnly)]:
         bnb_logger.removeFilter(once)  # as in a fresh process
     LlamaForCausalLM(tiny_config()).save_pretrained(tmp_path / "base")
-    model = modeling.load_model(str(tmp_path / "base"), load_8bit=True, precision="bf16", device_map={"": "cpu"})
+    model = loading.load_model(str(tmp_path / "base"), load_8bit=True, precision="bf16", device_map={"": "cpu"})
     layer = model.model.layers[0].self_attn.q_proj
     with caplog.at_level(logging.WARNING, logger="bitsandbytes.autograd._functions"):
         for _ in range(3):
-            bnb_functions.MatMul8bitLt.apply(torch.randn(4, 64, dtype=torch.bfloat16), layer.weight, None, None, layer.state)
+            bnb_functions.MatMul8bitLt.apply(
+                torch.randn(4, 64, dtype=torch.bfloat16), layer.weight, None, None, layer.state
+            )
     assert len([r for r in caplog.records if "cast" in r.getMessage()]) == 1
 
 
@@ -117,12 +143,27 @@ def test_bitsandbytes_cast_warning_shows_once(tmp_path, caplog):
 def test_single_process_training_uses_one_gpu(tmp_path):
     import finetune
 
-    flags = {"output_dir": str(tmp_path), "num_epochs": 1, "max_steps": 1, "learning_rate": 1e-4, "warmup_ratio": 0.1,
-             "logging_steps": 1, "eval_steps": 1, "save_steps": 1, "save_total_limit": 1, "group_by_length": False,
-             "wandb_run_name": "", "seed": 1}  # fmt: skip
-    args = finetune.training_arguments(flags, {"micro_batch_size": 4, "gradient_accumulation_steps": 2}, "fp32", True, False, False, 1)
+    flags = {
+        "output_dir": str(tmp_path),
+        "num_epochs": 1,
+        "max_steps": 1,
+        "learning_rate": 1e-4,
+        "warmup_ratio": 0.1,
+        "logging_steps": 1,
+        "eval_steps": 1,
+        "save_steps": 1,
+        "save_total_limit": 1,
+        "group_by_length": False,
+        "wandb_run_name": "",
+        "seed": 1,
+    }
+    args = finetune.training_arguments(
+        flags, {"micro_batch_size": 4, "gradient_accumulation_steps": 2}, "fp32", True, False, False, 1
+    )
     args.device  # noqa: B018 (what the Trainer does first)
-    args._n_gpu = 4  # what _setup_devices sets on a box with 4 visible GPUs (training_args.py: torch.cuda.device_count())
+    args._n_gpu = (
+        4  # what _setup_devices sets on a box with 4 visible GPUs (training_args.py: torch.cuda.device_count())
+    )
     assert args.n_gpu == 1 and args.train_batch_size == 4  # no nn.DataParallel, no micro-batch x 4
     assert args.logging_nan_inf_filter is False  # 8. no host sync on every micro-step's loss
 
@@ -134,7 +175,11 @@ def mock_cuda(monkeypatch, calls: list):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: state["device"])
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: (calls.append(("set_device", d)), state.update(device=d)))
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (calls.append(("mem_get_info", d)), (70 * memory.GiB, 80 * memory.GiB))[1])
+    monkeypatch.setattr(
+        torch.cuda,
+        "mem_get_info",
+        lambda d=None: (calls.append(("mem_get_info", d)), (70 * memory.GiB, 80 * memory.GiB))[1],
+    )
 
 
 @pytest.mark.parametrize("world_size,local_rank", [(2, 1), (1, 0)])
@@ -161,10 +206,12 @@ def test_each_rank_binds_its_gpu_before_touching_cuda(world_size, local_rank, mo
 
 
 def test_sharded_engines_load_without_device_placement_and_plan_whole_quantized_weights():
-    assert modeling.device_map_for(world_size=4, local_rank=1, sharded=True) is None  # zero.Init / FSDP place the shards
-    assert modeling.device_map_for(world_size=4, local_rank=1) in ({"": 1}, {"": "cpu"})
+    assert loading.device_map_for(world_size=4, local_rank=1, sharded=True) is None  # zero.Init / FSDP place the shards
+    assert loading.device_map_for(world_size=4, local_rank=1) in ({"": 1}, {"": "cpu"})
     shape = memory.model_shape(config_of("llama-7b"))
-    sharded = lambda q: memory.training_peak(shape, memory.TrainingSetup(q, "bf16", world_size=4, sharded=True), 1024, 100, True)  # noqa: E731
+    sharded = lambda q: memory.training_peak(
+        shape, memory.TrainingSetup(q, "bf16", world_size=4, sharded=True), 1024, 100, True
+    )  # noqa: E731
     whole = lambda q: memory.training_peak(shape, memory.TrainingSetup(q, "bf16"), 1024, 100, True)  # noqa: E731
     assert sharded("16bit")["weights"] == -(-whole("16bit")["weights"] // 4)
     assert sharded("4bit")["weights"] == whole("4bit")["weights"]  # bitsandbytes quantizes the whole base on each GPU
@@ -184,8 +231,16 @@ def test_finetune_builds_training_arguments_before_loading_the_model(monkeypatch
 
     monkeypatch.setattr(finetune, "lora_model", load_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        finetune.train(base_model=tiny_base, data_path=str(train_file), output_dir=str(tmp_path), val_set_size=0, wandb_project="",
-                       micro_batch_size=4, batch_size=8, max_steps=1)  # fmt: skip
+        finetune.train(
+            base_model=tiny_base,
+            data_path=str(train_file),
+            output_dir=str(tmp_path),
+            val_set_size=0,
+            wandb_project="",
+            micro_batch_size=4,
+            batch_size=8,
+            max_steps=1,
+        )
     assert order == ["args", "model"]
 
 
@@ -195,9 +250,9 @@ def test_fsdp_refuses_8bit_and_stores_nf4_as_floats(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     sharded = parameters_sharded(None)
     with pytest.raises(UserError, match="--load_8bit cannot be sharded"):
-        modeling.quantization_config(True, False, torch.bfloat16, sharded)
-    assert modeling.quantization_config(False, True, torch.bfloat16, sharded).bnb_4bit_quant_storage == torch.bfloat16
-    assert modeling.quantization_config(False, True, torch.bfloat16).bnb_4bit_quant_storage == torch.uint8
+        loading.quantization_config(True, False, torch.bfloat16, sharded)
+    assert loading.quantization_config(False, True, torch.bfloat16, sharded).bnb_4bit_quant_storage == torch.bfloat16
+    assert loading.quantization_config(False, True, torch.bfloat16).bnb_4bit_quant_storage == torch.uint8
 
 
 def test_zero3_from_a_deepspeed_json_is_detected(monkeypatch, tmp_path):
@@ -219,9 +274,14 @@ def test_fsdp_wraps_the_models_own_decoder_layer():
 
     yaml = load_config_from_file(str(CONFIGS.parent.parent / "configs" / "accelerate" / "fsdp.yaml")).fsdp_config
     with torch.device("meta"):
-        qwen = Qwen2ForCausalLM(Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
+        qwen = Qwen2ForCausalLM(
+            Qwen2Config(
+                hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2
+            )
+        )
     plugin = FullyShardedDataParallelPlugin(
-        auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=yaml.get("fsdp_transformer_layer_cls_to_wrap")
+        auto_wrap_policy="transformer_based_wrap",
+        transformer_cls_names_to_wrap=yaml.get("fsdp_transformer_layer_cls_to_wrap"),
     )
     plugin.set_auto_wrap_policy(qwen)
     assert plugin.transformer_cls_names_to_wrap == ["Qwen2DecoderLayer"]
@@ -232,16 +292,21 @@ def test_fsdp_wraps_the_models_own_decoder_layer():
 
 
 def test_packed_batch_keeps_logits_by_integer_positions():
-    from utils.batching import PackingCollator
+    from utils.train.batching import PackingCollator
 
-    examples = [{"input_ids": list(range(3, 3 + n)), "labels": [-100] * (n // 2) + list(range(n - n // 2))} for n in (9, 14, 5, 20, 7)]
+    examples = [
+        {"input_ids": list(range(3, 3 + n)), "labels": [-100] * (n // 2) + list(range(n - n // 2))}
+        for n in (9, 14, 5, 20, 7)
+    ]
     collator = PackingCollator(0, pack_len=24)
     batch = collator(examples)
     keep = batch["logits_to_keep"]
     assert keep.dtype == torch.long and keep.dim() == 2 and keep.shape[0] == batch["input_ids"].shape[0]
     targets = batch["shift_labels"]
     assert targets.shape == keep.shape and int((targets != -100).sum()) == collator.stats["targets"]
-    assert keep.shape.numel() == collator.logit_tokens_of([len(e["input_ids"]) for e in examples], [n - n // 2 for n in (9, 14, 5, 20, 7)])
+    assert keep.shape.numel() == collator.logit_tokens_of(
+        [len(e["input_ids"]) for e in examples], [n - n // 2 for n in (9, 14, 5, 20, 7)]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,13 +332,15 @@ def test_only_user_errors_are_shortened(monkeypatch, capsys):
         cli.run(real_failure)
 
 
-@pytest.mark.parametrize("avx512_bf16,amx,expected", [(True, False, "fp32"), (True, True, "bf16"), (False, False, "fp32")])
+@pytest.mark.parametrize(
+    "avx512_bf16,amx,expected", [(True, False, "fp32"), (True, True, "bf16"), (False, False, "fp32")]
+)
 def test_cpu_trains_in_bf16_only_where_it_is_faster(monkeypatch, avx512_bf16, amx, expected):
     """This machine (AVX512-BF16, no AMX): 45 s in bf16 vs 38 s in fp32 for the same run."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    assert modeling.resolve_precision("auto", training=True) == expected
+    assert loading.resolve_precision("auto", training=True) == expected
 
 
 @pytest.mark.slow
@@ -281,8 +348,9 @@ def test_gpu_check_smoke_mode_writes_its_json_and_table(tmp_path):
     """`DEVICE=cpu bash bench/gpu_check.sh` (issue #20): the one-call GPU check runs end to end on a CPU and writes
     gpu_check.json and gpu_check.md to $OUT, so the day a GPU is lent the prepared call is known to work."""
     env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path), "PYTHON": sys.executable}
-    result = subprocess.run(["bash", os.path.join(REPO, "bench", "gpu_check.sh")], env=env, capture_output=True,
-                            text=True, timeout=1200)
+    result = subprocess.run(
+        ["bash", os.path.join(REPO, "bench", "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=1200
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text(encoding="utf-8"))
     assert report and "|" in (tmp_path / "gpu_check.md").read_text(encoding="utf-8")

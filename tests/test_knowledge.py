@@ -7,8 +7,15 @@ import sys
 
 import pytest
 
-from utils.knowledge import (DEFAULT_KB_DIR, SCHEMA, KnowledgeError, load_knowledge, load_report, load_styles,
-                             resolve_kb_paths)
+from utils.knowledge.schema import (
+    DEFAULT_KB_DIR,
+    SCHEMA,
+    KnowledgeError,
+    load_knowledge,
+    load_report,
+    load_styles,
+    resolve_kb_paths,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOOD = {"中心词": "甲病", "所属科室": ["内科"], "相关症状": ["发热"]}
@@ -30,33 +37,57 @@ def test_shipped_fields_are_schema_fields():
 
 def test_styles_file_loads_and_covers_every_style():
     styles = load_styles()
-    assert set(styles) == {"single_fact", "overview", "vignette", "triage", "comparison", "drug_usage",
-                           "drug_side_effects", "drug_contraindication"}
+    assert set(styles) == {
+        "single_fact",
+        "overview",
+        "vignette",
+        "triage",
+        "comparison",
+        "drug_usage",
+        "drug_side_effects",
+        "drug_contraindication",
+    }
     assert "预防" in styles["single_fact"]["fields"]  # prevention has its own questions, never treatment ones
 
 
 def _write(tmp_path, lines, name="diseases.jsonl"):
     path = tmp_path / name
-    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
+        encoding="utf-8",
+    )
     return path
 
 
 BAD_SECOND_LINES = [
     ({**GOOD, "中心词": "乙病", "所属科室": 3}, "field '所属科室': expected a list of non-empty strings, got int"),
     ({**GOOD, "中心词": "乙病", "所属科室": "内科"}, "field '所属科室': expected a list of non-empty strings, got str"),
-    ({**GOOD, "中心词": "乙病", "相关症状": ["咳嗽", ""]}, "field '相关症状': expected a list of non-empty strings, got an empty string at index 1"),
-    ({**GOOD, "中心词": "乙病", "相关症状": ["咳嗽", 7]}, "field '相关症状': expected a list of non-empty strings, got int at index 1"),
-    ({**GOOD, "中心词": "乙病", "并发症": []}, "field '并发症': expected a list of non-empty strings, got an empty list"),
+    (
+        {**GOOD, "中心词": "乙病", "相关症状": ["咳嗽", ""]},
+        "field '相关症状': expected a list of non-empty strings, got an empty string at index 1",
+    ),
+    (
+        {**GOOD, "中心词": "乙病", "相关症状": ["咳嗽", 7]},
+        "field '相关症状': expected a list of non-empty strings, got int at index 1",
+    ),
+    (
+        {**GOOD, "中心词": "乙病", "并发症": []},
+        "field '并发症': expected a list of non-empty strings, got an empty list",
+    ),
     ({"所属科室": ["内科"], "相关症状": ["发热"]}, "field '中心词': missing"),
     ({**GOOD, "中心词": 5}, "field '中心词': expected a non-empty string, got int"),
     ({"中心词": "乙病", "所属科室": ["内科"]}, "field '相关症状': missing (required for a disease)"),
     ({**GOOD, "中心词": "乙病", "颜色": ["红"]}, "field '颜色': unknown field for a disease"),
     ({**GOOD, "中心词": "乙病", "并发症": ["肺炎", "肺炎"]}, "field '并发症': duplicate value(s) '肺炎'"),
     ({**GOOD, "中心词": "乙病", "病因": ["很" * 60]}, "field '病因': value"),
-    ({**GOOD, "中心词": "乙病", "辅助治疗": ["休息", "接种流感疫苗"]},
-     "field '辅助治疗': '接种流感疫苗' is prevention (疫苗), not treatment; move it to 预防"),
-    ({**GOOD, "中心词": "乙病", "药物治疗": ["狂犬病暴露后处置"]}, "field '药物治疗': '狂犬病暴露后处置' is prevention"),
+    (
+        {**GOOD, "中心词": "乙病", "辅助治疗": ["休息", "接种流感疫苗"]},
+        "field '辅助治疗': '接种流感疫苗' is prevention (疫苗), not treatment; move it to 预防",
+    ),
+    (
+        {**GOOD, "中心词": "乙病", "药物治疗": ["狂犬病暴露后处置"]},
+        "field '药物治疗': '狂犬病暴露后处置' is prevention",
+    ),
     (GOOD, "field '中心词': duplicate '甲病' (first at"),
     ('{"中心词": "乙病", "所属科室": ["内科"', "not valid JSON"),
     ('["乙病"]', "expected a JSON object, got list"),
@@ -76,8 +107,11 @@ def test_bad_entry_names_file_line_and_field(tmp_path, bad, message):
 
 
 def test_drug_files_use_the_drug_schema(tmp_path):
-    path = _write(tmp_path, [{"中心词": "某药", "药物分类": ["抗生素"], "适应症": ["感染"], "相关症状": ["发热"]}],
-                  name="drugs_extra.jsonl")
+    path = _write(
+        tmp_path,
+        [{"中心词": "某药", "药物分类": ["抗生素"], "适应症": ["感染"], "相关症状": ["发热"]}],
+        name="drugs_extra.jsonl",
+    )
     (error,) = load_report(str(path)).errors
     assert ":1: field '相关症状': unknown field for a drug" in error
 
@@ -93,7 +127,9 @@ def test_duplicates_across_files_and_all_errors_reported(tmp_path):
     _write(tmp_path, [{**GOOD, "所属科室": 1}, GOOD, {"中心词": "丙病"}], name="diseases_b.jsonl")
     errors = load_report(str(tmp_path)).errors
     assert any("diseases_b.jsonl:1: field '所属科室'" in e for e in errors)
-    assert any("diseases_b.jsonl:2: field '中心词': duplicate '甲病'" in e and "diseases_a.jsonl:1" in e for e in errors)
+    assert any(
+        "diseases_b.jsonl:2: field '中心词': duplicate '甲病'" in e and "diseases_a.jsonl:1" in e for e in errors
+    )
     assert any("diseases_b.jsonl:3: field '所属科室': missing" in e for e in errors)
     assert str(a) in resolve_kb_paths(str(tmp_path)) or os.path.relpath(a) in resolve_kb_paths(str(tmp_path))
 
@@ -104,8 +140,13 @@ def test_missing_path_is_reported(tmp_path):
 
 
 def _cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "utils.knowledge", "validate", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "utils.knowledge.schema", "validate", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_accepts_shipped_kb():

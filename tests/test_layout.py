@@ -3,9 +3,9 @@
 import ast
 
 import pytest
-
 from conftest import REPO_ROOT
-from utils.records import split_validation
+
+from utils.data.records import split_validation
 
 SCRIPTS = {p.stem for p in REPO_ROOT.glob("*.py")}
 
@@ -31,7 +31,7 @@ def test_no_import_cycle_in_utils_and_no_script_imported():
 
     def visit(module, path):
         for dep in sorted(graph.get(module, ())):
-            assert dep not in path, "import cycle: " + " -> ".join(path[path.index(dep):] + [dep])
+            assert dep not in path, "import cycle: " + " -> ".join(path[path.index(dep) :] + [dep])
             visit(dep, path + [dep])
 
     for module in graph:
@@ -46,5 +46,7 @@ def test_validation_split_is_fixed_disjoint_and_complete():
     assert (train, val) == split_validation(list(records), 7)  # the same every time: seed 2023, not --seed
     assert [r["i"] for r in train] != list(range(7, 50))  # shuffled, as the seed's train_test_split
     assert split_validation(records, 0) == (split_validation(records, 7)[1] + split_validation(records, 7)[0], [])
-    with pytest.raises(ValueError, match="val_set_size \\(50\\) must be at least 0 and smaller than the 50 records of x.json"):
+    with pytest.raises(
+        ValueError, match="val_set_size \\(50\\) must be at least 0 and smaller than the 50 records of x.json"
+    ):
         split_validation(records, 50, "x.json")

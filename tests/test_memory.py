@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from utils import memory, modeling
-from utils.callbacks import parameters_sharded
+from utils.model import loading, memory
+from utils.train.callbacks import parameters_sharded
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = REPO_ROOT / "bench" / "configs"  # config-only folders made from the published config.json files
@@ -115,7 +115,11 @@ def test_auto_micro_batch_is_the_largest_divisor_that_fits_and_checkpointing_whe
     shape = memory.model_shape(config_of("llama-7b"))
     setup = memory.TrainingSetup("16bit", "bf16")
     plan = memory.plan_micro_batch(shape, setup, 128, synthetic_tokens(), 80 * memory.GiB)
-    assert plan.fits and 128 % plan.micro_batch_size == 0 and plan.micro_batch_size * plan.gradient_accumulation_steps == 128
+    assert (
+        plan.fits
+        and 128 % plan.micro_batch_size == 0
+        and plan.micro_batch_size * plan.gradient_accumulation_steps == 128
+    )
     assert not plan.gradient_checkpointing  # 80 GiB: a micro-batch of >= 4096 tokens fits without it
     bigger = memory.training_peak(shape, setup, *synthetic_tokens()(plan.micro_batch_size * 2), False)["peak"]
     assert not memory.fits(bigger, 80 * memory.GiB)  # the next divisor would not have fitted
@@ -124,7 +128,9 @@ def test_auto_micro_batch_is_the_largest_divisor_that_fits_and_checkpointing_whe
     assert small.fits and small.gradient_checkpointing  # 24 GiB: only checkpointing makes a useful micro-batch fit
     assert "without it only" in small.reason and small.peak_gib <= 0.9 * 24
 
-    fixed = memory.plan_micro_batch(shape, setup, 128, synthetic_tokens(), 24 * memory.GiB, micro_batch_size=2, gradient_checkpointing=False)
+    fixed = memory.plan_micro_batch(
+        shape, setup, 128, synthetic_tokens(), 24 * memory.GiB, micro_batch_size=2, gradient_checkpointing=False
+    )
     assert (fixed.micro_batch_size, fixed.gradient_checkpointing, fixed.gradient_accumulation_steps) == (2, False, 64)
 
     nothing = memory.plan_micro_batch(shape, setup, 128, synthetic_tokens(), 8 * memory.GiB)
@@ -148,11 +154,17 @@ def test_generation_batch_is_capped_by_the_kv_cache():
 
 def dry_run(*flags):
     return subprocess.run(
-        [sys.executable, "finetune.py", "--dry_run", "--wandb_project=", *flags], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600
+        [sys.executable, "finetune.py", "--dry_run", "--wandb_project=", *flags],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=600,
     )
 
 
-@pytest.mark.parametrize("name,gib,quant", [("llama-7b", 24, "--load_4bit"), ("llama-3-8b", 80, ""), ("qwen2.5-7b", 40, "--load_8bit")])
+@pytest.mark.parametrize(
+    "name,gib,quant", [("llama-7b", 24, "--load_4bit"), ("llama-3-8b", 80, ""), ("qwen2.5-7b", 40, "--load_8bit")]
+)
 def test_dry_run_plans_a_config_only_folder(name, gib, quant, tmp_path):
     folder = tmp_path / name
     folder.mkdir()
@@ -161,19 +173,30 @@ def test_dry_run_plans_a_config_only_folder(name, gib, quant, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
     plan = json.loads(lines[-1])
-    for key in ("peak_gib", "micro_batch_size", "tokens_per_micro_batch", "gradient_checkpointing", "activation_bytes_per_token"):
+    for key in (
+        "peak_gib",
+        "micro_batch_size",
+        "tokens_per_micro_batch",
+        "gradient_checkpointing",
+        "activation_bytes_per_token",
+    ):
         assert key in plan
     assert plan["fits"] and plan["peak_gib"] <= 0.9 * gib and plan["budget_gib"] == gib
     assert 128 % plan["micro_batch_size"] == 0 and plan["micro_batch_size"] * plan["gradient_accumulation_steps"] == 128
     assert plan["quantization"] == {"--load_4bit": "4bit", "--load_8bit": "8bit", "": "16bit"}[quant]
     table = "\n".join(lines[:-1])
-    assert "estimated peak per GPU" in table and "estimated from the text" in table and "gradient checkpointing" in table
+    assert (
+        "estimated peak per GPU" in table and "estimated from the text" in table and "gradient checkpointing" in table
+    )
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--gpu_memory", "abc"], "--gpu_memory 'abc': expected a size"),
-    (["--base_model", "{empty}"], "has no config.json"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--gpu_memory", "abc"], "--gpu_memory 'abc': expected a size"),
+        (["--base_model", "{empty}"], "has no config.json"),
+    ],
+)
 def test_dry_run_bad_values_get_one_line(flags, message, tmp_path):
     flags = [f.replace("{empty}", str(tmp_path)) for f in flags]
     result = dry_run(*flags)
@@ -185,18 +208,22 @@ def test_dry_run_bad_values_get_one_line(flags, message, tmp_path):
 # devices, precision, attention, sharding
 
 
-@pytest.mark.parametrize("capability,expected", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+@pytest.mark.parametrize(
+    "capability,expected", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")]
+)
 def test_auto_precision_follows_compute_capability(monkeypatch, capability, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # True under emulation on a V100/T4
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
-    assert modeling.resolve_precision("auto", training=True) == expected
+    assert loading.resolve_precision("auto", training=True) == expected
 
 
 def test_budget_is_free_memory_alone_and_the_same_on_every_rank(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (30 * memory.GiB, 80 * memory.GiB))  # another job holds 50 GiB
+    monkeypatch.setattr(
+        torch.cuda, "mem_get_info", lambda *a: (30 * memory.GiB, 80 * memory.GiB)
+    )  # another job holds 50 GiB
     assert memory.memory_budget("", world_size=1)[0] == 30 * memory.GiB
     assert memory.memory_budget("", world_size=4)[0] == 80 * memory.GiB - memory.GiB // 2  # what every rank reads alike
     assert memory.memory_budget("24GiB", world_size=4)[0] == 24 * memory.GiB
@@ -205,8 +232,8 @@ def test_budget_is_free_memory_alone_and_the_same_on_every_rank(monkeypatch):
 def test_single_process_loads_on_the_current_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
-    assert modeling.device_map_for(world_size=1, local_rank=0) == {"": 3}  # never "auto" (layers spread or offloaded)
-    assert modeling.device_map_for(world_size=4, local_rank=2) == {"": 2}
+    assert loading.device_map_for(world_size=1, local_rank=0) == {"": 3}  # never "auto" (layers spread or offloaded)
+    assert loading.device_map_for(world_size=4, local_rank=2) == {"": 2}
 
 
 def test_sharded_parameters_are_detected(monkeypatch):
@@ -230,24 +257,29 @@ def test_sharded_parameters_are_detected(monkeypatch):
 def test_packing_refuses_what_would_let_examples_see_each_other(tiny_base):
     from transformers import BloomConfig, BloomForCausalLM, LlamaForCausalLM
 
-    assert modeling.packing_problem(LlamaForCausalLM, "sdpa", 256) is None
-    assert modeling.packing_problem(LlamaForCausalLM, "flash_attention_2", 0) is None  # one flattened row + cu_seq_lens
-    assert "plain causal" in modeling.packing_problem(LlamaForCausalLM, "flash_attention_2", 256)
-    assert "no position ids" in modeling.packing_problem(BloomForCausalLM, "auto", 256)  # ALiBi: a causal mask over the row
+    assert loading.packing_problem(LlamaForCausalLM, "sdpa", 256) is None
+    assert loading.packing_problem(LlamaForCausalLM, "flash_attention_2", 0) is None  # one flattened row + cu_seq_lens
+    assert "plain causal" in loading.packing_problem(LlamaForCausalLM, "flash_attention_2", 256)
+    assert "no position ids" in loading.packing_problem(
+        BloomForCausalLM, "auto", 256
+    )  # ALiBi: a causal mask over the row
     remote = type("RemoteCodeModel", (torch.nn.Module,), {"__module__": "transformers_modules.someone.modeling_x"})
-    assert "not one of transformers' own" in modeling.packing_problem(remote, "sdpa", 256)
-    assert "not one of transformers' own" in modeling.packing_problem(None, "sdpa", 256)  # a config outside the mapping
+    assert "not one of transformers' own" in loading.packing_problem(remote, "sdpa", 256)
+    assert "not one of transformers' own" in loading.packing_problem(None, "sdpa", 256)  # a config outside the mapping
     llama, bloom = memory.load_config(tiny_base), BloomConfig()
-    assert modeling.resolve_packing("auto", llama, "auto", 0) is True and modeling.resolve_packing("auto", bloom, "auto", 0) is False
+    assert (
+        loading.resolve_packing("auto", llama, "auto", 0) is True
+        and loading.resolve_packing("auto", bloom, "auto", 0) is False
+    )
     with pytest.raises(ValueError, match="--packing False"):
-        modeling.resolve_packing(True, bloom, "auto", 0)
+        loading.resolve_packing(True, bloom, "auto", 0)
     with pytest.raises(ValueError, match="flash packs one flattened row"):
-        modeling.resolve_packing(True, llama, "flash_attention_2", 256)
-    assert modeling.resolve_packing(False, bloom, "auto", 0) is False
+        loading.resolve_packing(True, llama, "flash_attention_2", 256)
+    assert loading.resolve_packing(False, bloom, "auto", 0) is False
     with pytest.raises(ValueError, match="flash-attn"):
-        modeling.resolve_attention("flash_attention_2")  # not installed on a CPU machine
+        loading.resolve_attention("flash_attention_2")  # not installed on a CPU machine
     with pytest.raises(ValueError, match="one of auto"):
-        modeling.resolve_attention("flex")
+        loading.resolve_attention("flex")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,10 +296,22 @@ def test_training_out_of_memory_is_retried_with_the_same_gradient(tiny_base, tra
 
     def run(out):
         finetune.train(
-            base_model=tiny_base, data_path=str(train_file), output_dir=str(out), val_set_size=0, micro_batch_size=8,
-            batch_size=16, max_steps=3, save_steps=100, logging_steps=1, wandb_project="", sample_questions=0,
-            precision="fp32", lora_dropout=0.0, learning_rate=3e-3, cutoff_len=96,
-        )  # fmt: skip
+            base_model=tiny_base,
+            data_path=str(train_file),
+            output_dir=str(out),
+            val_set_size=0,
+            micro_batch_size=8,
+            batch_size=16,
+            max_steps=3,
+            save_steps=100,
+            logging_steps=1,
+            wandb_project="",
+            sample_questions=0,
+            precision="fp32",
+            lora_dropout=0.0,
+            learning_rate=3e-3,
+            cutoff_len=96,
+        )
         return load_file(str(out / "adapter_model.safetensors"))
 
     clean = run(tmp_path / "clean")
@@ -287,13 +331,18 @@ def test_training_out_of_memory_is_retried_with_the_same_gradient(tiny_base, tra
     assert max((clean[k] - retried[k]).abs().max().item() for k in clean) <= 1e-6
     assert any("out of memory at step 2" in r.getMessage() and "cut in 2" in r.getMessage() for r in caplog.records)
     events = json.loads((tmp_path / "oom" / "metrics.json").read_text())["out_of_memory_retries"]
-    assert len(events) == 1 and events[0]["step"] == 2 and events[0]["splits"] == 2 and 2 <= events[0]["examples_per_piece"] <= 5
+    assert (
+        len(events) == 1
+        and events[0]["step"] == 2
+        and events[0]["splits"] == 2
+        and 2 <= events[0]["examples_per_piece"] <= 5
+    )
 
 
 def test_generation_halves_the_batch_on_out_of_memory(tiny_base, monkeypatch):
-    from utils import generation
+    from utils.model import generation
 
-    tokenizer, model, _ = modeling.load_for_inference(tiny_base, use_lora=False)
+    tokenizer, model, _ = loading.load_for_inference(tiny_base, use_lora=False)
     config = generation.make_generation_config(model, tokenizer, num_beams=1, max_new_tokens=8)
     prompts = [f"问题{i}：头痛怎么办？" * (1 + i % 3) for i in range(10)]
     expected = generation.generate_answers(model, tokenizer, prompts, config, batch_size=1, progress=False)
@@ -318,9 +367,11 @@ def test_quantized_training_keeps_only_lora_in_fp32(tiny_base, quant):
 
     from peft import LoraConfig, get_peft_model
 
-    model = modeling.load_model(tiny_base, load_8bit=quant == "8bit", load_4bit=quant == "4bit", precision="bf16")
-    model = modeling.prepare_for_training(model, gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model = loading.load_model(tiny_base, load_8bit=quant == "8bit", load_4bit=quant == "4bit", precision="bf16")
+    model = loading.prepare_for_training(model, gradient_checkpointing=True)
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
     fp32 = [n for n, p in model.named_parameters() if p.dtype == torch.float32]
     assert fp32 and all("lora_" in name for name in fp32), fp32  # only the trainable LoRA weights
     assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
@@ -333,5 +384,7 @@ def test_quantized_training_keeps_only_lora_in_fp32(tiny_base, quant):
         loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         loss.backward()
     assert torch.isfinite(loss)
-    assert not [w for w in caught if "cast" in str(w.message).lower() and "float32" in str(w.message)], [str(w.message) for w in caught]
+    assert not [w for w in caught if "cast" in str(w.message).lower() and "float32" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils import modeling
+from utils.model import loading
 
 
 @pytest.mark.parametrize(
@@ -18,12 +18,14 @@ from utils import modeling
 )
 def test_auto_precision_follows_the_hardware(monkeypatch, cuda, cuda_bf16, cpu_bf16, training, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0) if cuda_bf16 else (7, 5))  # Ampere+ or Turing
-    monkeypatch.setattr(modeling, "cpu_bf16_is_faster", lambda: cpu_bf16)
-    assert modeling.resolve_precision("auto", training=training) == expected
-    assert modeling.resolve_precision("fp32", training=training) == "fp32"  # an explicit choice is kept
+    monkeypatch.setattr(
+        torch.cuda, "get_device_capability", lambda *a: (8, 0) if cuda_bf16 else (7, 5)
+    )  # Ampere+ or Turing
+    monkeypatch.setattr(loading, "cpu_bf16_is_faster", lambda: cpu_bf16)
+    assert loading.resolve_precision("auto", training=training) == expected
+    assert loading.resolve_precision("fp32", training=training) == "fp32"  # an explicit choice is kept
 
 
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
-        modeling.resolve_precision("fp8")
+        loading.resolve_precision("fp8")

@@ -5,8 +5,16 @@ import json
 import pytest
 import torch
 
-from utils.batching import PackingCollator, SeededShuffle, balanced_sampler, micro_batches, pack_rows, seed_collator, split_batch
-from utils.prompter import IGNORE_INDEX, Prompter, tokenize_records
+from utils.data.prompter import IGNORE_INDEX, Prompter, tokenize_records
+from utils.train.batching import (
+    PackingCollator,
+    SeededShuffle,
+    balanced_sampler,
+    micro_batches,
+    pack_rows,
+    seed_collator,
+    split_batch,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +57,9 @@ def packed_step(model, tokenizer, examples, micro, pack_len, label_logits_only):
     """The same examples regrouped by the balanced sampler into packed micro-batches, token-weighted as HF Trainer does."""
     model.zero_grad()
     lengths = [len(e["input_ids"]) for e in examples]
-    groups = list(balanced_sampler(lengths, len(examples), world_size=1, accumulation=max(1, len(examples) // micro), seed=3))
+    groups = list(
+        balanced_sampler(lengths, len(examples), world_size=1, accumulation=max(1, len(examples) // micro), seed=3)
+    )
     assert sorted(i for g in groups for i in g) == list(range(len(examples)))
     collator = PackingCollator(tokenizer.pad_token_id, pack_len=pack_len, label_logits_only=label_logits_only)
     batches = [collator([examples[i] for i in group]) for group in groups]
@@ -126,7 +136,12 @@ def test_balanced_steps_hold_the_seeded_shuffles_examples():
         accumulation = 16 // world_size // micro
         per_rank = len(mbs) // world_size
         for step in range(4):
-            held = {i for rank in range(world_size) for mb in mbs[rank * per_rank + step * accumulation : rank * per_rank + (step + 1) * accumulation] for i in mb}
+            held = {
+                i
+                for rank in range(world_size)
+                for mb in mbs[rank * per_rank + step * accumulation : rank * per_rank + (step + 1) * accumulation]
+                for i in mb
+            }
             assert held == set(reference[step * 16 : (step + 1) * 16])
     shuffle = SeededShuffle(64, seed=7)
     shuffle.set_epoch(1)
@@ -139,7 +154,10 @@ def test_ranks_get_equal_token_loads():
     mbs = micro_batches(lengths, batch_size=128, micro_batch_size=8, world_size=4, seed=1)
     per_rank = len(mbs) // 4
     for step in range(4):
-        loads = [sum(lengths[i] for mb in mbs[r * per_rank + step * 4 : r * per_rank + step * 4 + 4] for i in mb) for r in range(4)]
+        loads = [
+            sum(lengths[i] for mb in mbs[r * per_rank + step * 4 : r * per_rank + step * 4 + 4] for i in mb)
+            for r in range(4)
+        ]
         assert max(loads) / min(loads) < 1.1, loads
         # what dealing sorted micro-batches round-robin gave: rank 0 always the longest
         step_order = sorted(list(SeededShuffle(512, seed=1))[step * 128 : (step + 1) * 128], key=lambda i: -lengths[i])
@@ -171,8 +189,13 @@ def test_flattened_batch_carries_flash_kwargs_and_sdpa_matches_padded(lora_model
     batch = collator(examples[:10])
     lengths = sorted((len(e["input_ids"]) for e in examples[:10]), reverse=True)
     assert batch["input_ids"].shape == (1, sum(lengths))  # one row, no padding
-    assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
-    assert batch["cu_seq_lens_k"] is batch["cu_seq_lens_q"] and batch["max_length_q"] == batch["max_length_k"] == max(lengths)
+    assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["cu_seq_lens_q"].tolist() == [
+        0,
+        *torch.tensor(lengths).cumsum(0).tolist(),
+    ]
+    assert batch["cu_seq_lens_k"] is batch["cu_seq_lens_q"] and batch["max_length_q"] == batch["max_length_k"] == max(
+        lengths
+    )
     starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
     assert starts == batch["cu_seq_lens_q"][:-1].tolist()  # position ids restart exactly at the boundaries
     expected, _ = padded_step(lora_model, tokenizer, examples[:10])

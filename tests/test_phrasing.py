@@ -1,4 +1,4 @@
-"""utils/phrasing.py and the phrasings it and styles.json hold: variety without medical content.
+"""utils/knowledge/phrasing.py and the phrasings it and styles.json hold: variety without medical content.
 
 The wrappers must add voices, not facts: no urgency (the old templates drew 应尽快 at random, also for
 sneezing), no patient details (the old triage put 家里老人 before every disease), no names of drugs,
@@ -13,14 +13,39 @@ import re
 import pytest
 
 import build_dataset
-from utils.cmekg import load_all
-from utils.knowledge import PLACEHOLDER, load_knowledge, load_styles, resolve_kb_paths, split_entities
-from utils.phrasing import ANSWER_PARTS, QUESTION_PARTS, VOICES, load_phrasings, wrap_answer, wrap_question
+from utils.knowledge.cmekg import load_all
+from utils.knowledge.phrasing import ANSWER_PARTS, QUESTION_PARTS, VOICES, load_phrasings, wrap_answer, wrap_question
+from utils.knowledge.schema import PLACEHOLDER, load_knowledge, load_styles, resolve_kb_paths, split_entities
 
 URGENCY = ("尽快", "立即", "立刻", "马上", "急诊", "及时", "赶紧", "抓紧", "紧急", "120", "着急")
 # who the patient is (age, sex, a relation that implies either), how long, and treatment/prevention claims
-PATIENT_DETAILS = ("岁", "男", "女", "妈", "爸", "母", "父", "孩子", "宝宝", "婴", "老人", "爷", "奶", "儿子", "丈夫",
-                   "妻子", "老公", "老婆", "孕", "最近", "这几天", "天", "周", "月", "年")
+PATIENT_DETAILS = (
+    "岁",
+    "男",
+    "女",
+    "妈",
+    "爸",
+    "母",
+    "父",
+    "孩子",
+    "宝宝",
+    "婴",
+    "老人",
+    "爷",
+    "奶",
+    "儿子",
+    "丈夫",
+    "妻子",
+    "老公",
+    "老婆",
+    "孕",
+    "最近",
+    "这几天",
+    "天",
+    "周",
+    "月",
+    "年",
+)
 CLAIMS = ("治疗", "预防", "药", "疫苗", "手术", "服用", "确诊", "严重")
 NUMBER = re.compile(r"[0-9０-９一二三四五六七八九十百两]+\s*(岁|天|周|月|年|次)")
 
@@ -90,7 +115,9 @@ def core_questions() -> list[str]:
     styles = load_styles()
     out = [f["questions"][0].format(name="惠普尔病") for f in styles["single_fact"]["fields"].values()]
     out += [q.format(name="小儿肠套叠") for q in styles["overview"]["questions"][:6]]
-    out += [q.format(a="脾破裂", b="肝破裂", label="病因", dept="普外科") for q in styles["comparison"]["questions"][:4]]
+    out += [
+        q.format(a="脾破裂", b="肝破裂", label="病因", dept="普外科") for q in styles["comparison"]["questions"][:4]
+    ]
     out += [q.format(name="阿莫西林") for q in styles["drug_usage"]["questions"][:3]]
     out += ["医生您好，一名45岁男性这段时间咳嗽、咯血，是得了什么病？要怎么治？", "我想了解一下惠普尔病这个病。"]
     return out
@@ -122,8 +149,9 @@ def test_wrappers_are_deterministic_given_the_rng():
     again = [wrap_question(c, random.Random(f"42:{i}")) for i, c in enumerate(cores)]
     other = [wrap_question(c, random.Random(f"43:{i}")) for i, c in enumerate(cores)]
     assert first == again and first != other
-    assert [wrap_answer(c, random.Random(i)) for i, c in enumerate(cores)] == \
-        [wrap_answer(c, random.Random(i)) for i, c in enumerate(cores)]
+    assert [wrap_answer(c, random.Random(i)) for i, c in enumerate(cores)] == [
+        wrap_answer(c, random.Random(i)) for i, c in enumerate(cores)
+    ]
 
 
 def test_thousands_of_distinct_questions_and_answers_over_a_build_sized_draw():
@@ -176,8 +204,10 @@ def test_symptom_leads_only_for_described_symptoms():
     assert not any(lead in a for a in plain for lead in leads)  # "根据您的描述" with nothing described
     described = [wrap_answer("建议挂消化内科。", random.Random(j), describes_symptoms=True) for j in range(1000)]
     assert sum(any(lead in a for lead in leads) for a in described) > 200
-    opened = [wrap_answer("根据描述的症状，可能患的是惠普尔病。", random.Random(j), describes_symptoms=True)
-              for j in range(300)]
+    opened = [
+        wrap_answer("根据描述的症状，可能患的是惠普尔病。", random.Random(j), describes_symptoms=True)
+        for j in range(300)
+    ]
     assert not any(lead in a for a in opened for lead in leads)
 
 
@@ -198,18 +228,28 @@ OWNED = ("single_fact", "overview", "comparison", "drug_usage", "drug_side_effec
 # placeholders build_dataset.py fills, per section and list (single_fact_tasks, overview_tasks, _comparison, drug_tasks)
 COMPARISON_SLOTS = {"a", "b", "label", "dept"}
 FILLED = {
-    ("single_fact", "questions"): {"name"}, ("single_fact", "answers"): {"name", "values"},
+    ("single_fact", "questions"): {"name"},
+    ("single_fact", "answers"): {"name", "values"},
     ("overview", "questions"): {"name"},
-    ("overview", "answer_open"): {"name", "dept"}, ("overview", "answer_site"): {"site"},
-    ("overview", "answer_cause"): {"cause"}, ("overview", "answer_group"): {"group"},
-    ("overview", "answer_symptoms"): {"symptoms"}, ("overview", "answer_exams"): {"exams"}, ("overview", "answer_close"): set(),
-    ("comparison", "questions"): COMPARISON_SLOTS, ("comparison", "same"): COMPARISON_SLOTS | {"common"},
+    ("overview", "answer_open"): {"name", "dept"},
+    ("overview", "answer_site"): {"site"},
+    ("overview", "answer_cause"): {"cause"},
+    ("overview", "answer_group"): {"group"},
+    ("overview", "answer_symptoms"): {"symptoms"},
+    ("overview", "answer_exams"): {"exams"},
+    ("overview", "answer_close"): set(),
+    ("comparison", "questions"): COMPARISON_SLOTS,
+    ("comparison", "same"): COMPARISON_SLOTS | {"common"},
     ("comparison", "overlap"): COMPARISON_SLOTS | {"common", "a_values", "b_values"},
     ("comparison", "different"): COMPARISON_SLOTS | {"a_values", "b_values"},
-    ("drug_usage", "questions"): {"name"}, ("drug_usage", "answers"): {"name", "class", "indication", "usage"},
-    ("drug_usage", "indication_questions"): {"name"}, ("drug_usage", "indication_answers"): {"name", "class", "indication"},
-    ("drug_side_effects", "questions"): {"name"}, ("drug_side_effects", "answers"): {"name", "adverse"},
-    ("drug_contraindication", "questions"): {"name"}, ("drug_contraindication", "answers"): {"name", "contra", "exception"},
+    ("drug_usage", "questions"): {"name"},
+    ("drug_usage", "answers"): {"name", "class", "indication", "usage"},
+    ("drug_usage", "indication_questions"): {"name"},
+    ("drug_usage", "indication_answers"): {"name", "class", "indication"},
+    ("drug_side_effects", "questions"): {"name"},
+    ("drug_side_effects", "answers"): {"name", "adverse"},
+    ("drug_contraindication", "questions"): {"name"},
+    ("drug_contraindication", "answers"): {"name", "contra", "exception"},
 }
 
 
@@ -233,30 +273,48 @@ def owned_phrasings():
 
 def test_owned_sections_load_and_use_only_placeholders_the_builder_fills():
     seen = set()
-    for section, key, field, phrasing in owned_phrasings():
+    for section, key, _field, phrasing in owned_phrasings():
         used = set(PLACEHOLDER.findall(phrasing))
         if key == "label":
             assert not used, phrasing
             continue
         seen.add((section, key))
         assert used <= FILLED[(section, key)], (section, key, phrasing)
-        part = {"answer_site": "site", "answer_cause": "cause", "answer_group": "group", "answer_symptoms": "symptoms",
-                "answer_exams": "exams", "answers": "values" if section == "single_fact" else None}.get(key)
+        part = {
+            "answer_site": "site",
+            "answer_cause": "cause",
+            "answer_group": "group",
+            "answer_symptoms": "symptoms",
+            "answer_exams": "exams",
+            "answers": "values" if section == "single_fact" else None,
+        }.get(key)
         if part:  # an answer that states nothing would pass as answering
             assert "{" + part + "}" in phrasing, (section, key, phrasing)
     assert seen == set(FILLED)
 
 
 def test_owned_sections_carry_no_urgency():
-    for section, key, field, phrasing in owned_phrasings():
+    for section, _key, field, phrasing in owned_phrasings():
         assert not [w for w in URGENCY if w in phrasing], (section, field, phrasing)
 
 
 # what a single-fact question about a field must be about (a question about 检查 asks about tests)
-ASKS_ABOUT = {"所属科室": "科", "发病部位": "部位|哪里|哪儿|什么地方|哪个部位", "相关症状": "症状|表现|不舒服|反应|感觉",
-              "并发症": "并发|别的病|其他问题|继发", "高危因素": "因素|什么样的人|哪些人|什么情况下", "检查": "检查|查|确诊",
-              "组织学检查": "组织|病理|活检", "药物治疗": "药", "辅助治疗": "治疗|办法|措施|方法", "预防": "预防",
-              "病因": "原因|病因|为什么|怎么得|引起|导致", "传播途径": "传播|感染|途径", "多发人群": "人", "相关疾病": "疾病|病"}
+ASKS_ABOUT = {
+    "所属科室": "科",
+    "发病部位": "部位|哪里|哪儿|什么地方|哪个部位",
+    "相关症状": "症状|表现|不舒服|反应|感觉",
+    "并发症": "并发|别的病|其他问题|继发",
+    "高危因素": "因素|什么样的人|哪些人|什么情况下",
+    "检查": "检查|查|确诊",
+    "组织学检查": "组织|病理|活检",
+    "药物治疗": "药",
+    "辅助治疗": "治疗|办法|措施|方法",
+    "预防": "预防",
+    "病因": "原因|病因|为什么|怎么得|引起|导致",
+    "传播途径": "传播|感染|途径",
+    "多发人群": "人",
+    "相关疾病": "疾病|病",
+}
 
 
 def test_single_fact_questions_ask_about_their_field():

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from utils.prompter import TEMPLATES_DIR, Prompter, available_templates
+from utils.data.prompter import TEMPLATES_DIR, Prompter, available_templates
 
 MED_PROMPT = "下面是一个问题，运用医学知识来正确回答提问.\n### 问题:\n{q}\n### 回答:\n"
 
@@ -10,7 +10,9 @@ MED_PROMPT = "下面是一个问题，运用医学知识来正确回答提问.\n
 def test_med_template_is_the_seeds_exact_string():
     prompter = Prompter("med_template")
     assert prompter.generate_prompt("感冒了怎么办？") == MED_PROMPT.format(q="感冒了怎么办？")
-    assert prompter.generate_prompt("感冒了怎么办？", "", "多喝水。") == MED_PROMPT.format(q="感冒了怎么办？") + "多喝水。"
+    assert (
+        prompter.generate_prompt("感冒了怎么办？", "", "多喝水。") == MED_PROMPT.format(q="感冒了怎么办？") + "多喝水。"
+    )
     assert prompter.generate_prompt("感冒了怎么办？", None) == MED_PROMPT.format(q="感冒了怎么办？")
     assert prompter.response_split == "### 回答:"
 
@@ -29,7 +31,9 @@ def test_every_template_renders_exactly(name):
 
 
 def test_expected_templates_exist():
-    assert {"med_template", "alpaca", "literature_template", "bloom_deploy", "ori_template"} <= set(available_templates())
+    assert {"med_template", "alpaca", "literature_template", "bloom_deploy", "ori_template"} <= set(
+        available_templates()
+    )
 
 
 def test_prompter_finds_templates_from_any_directory(tmp_path, monkeypatch):
@@ -41,6 +45,8 @@ def test_unknown_or_broken_template_gives_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown prompt template 'nope'.*available"):
         Prompter("nope")
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"prompt_input": "{instruction}", "prompt_no_input": "{instruction}", "response_split": "x"}))
+    bad.write_text(
+        json.dumps({"prompt_input": "{instruction}", "prompt_no_input": "{instruction}", "response_split": "x"})
+    )
     with pytest.raises(ValueError, match="prompt_input' must contain"):
         Prompter(str(bad))

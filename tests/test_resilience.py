@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import checkpointing
+from utils.train import checkpointing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HELPERS = Path(__file__).resolve().parent
@@ -22,10 +22,32 @@ HELPERS = Path(__file__).resolve().parent
 def train_cli(tiny_base, train_file, out, *extra, signame="none", step=0):
     """finetune.py in a subprocess (through tests/killable_train.py); returns the CompletedProcess."""
     flags = [
-        "--base_model", tiny_base, "--data_path", str(train_file), "--output_dir", str(out), "--val_set_size", "16",
-        "--micro_batch_size", "4", "--batch_size", "8", "--cutoff_len", "64", "--max_steps", "6", "--save_steps", "2",
-        "--eval_steps", "100", "--logging_steps", "1", "--wandb_project=", "--learning_rate", "3e-3",
-    ]  # fmt: skip
+        "--base_model",
+        tiny_base,
+        "--data_path",
+        str(train_file),
+        "--output_dir",
+        str(out),
+        "--val_set_size",
+        "16",
+        "--micro_batch_size",
+        "4",
+        "--batch_size",
+        "8",
+        "--cutoff_len",
+        "64",
+        "--max_steps",
+        "6",
+        "--save_steps",
+        "2",
+        "--eval_steps",
+        "100",
+        "--logging_steps",
+        "1",
+        "--wandb_project=",
+        "--learning_rate",
+        "3e-3",
+    ]
     cmd = [sys.executable, str(HELPERS / "killable_train.py"), signame, str(step), *flags, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
 
@@ -94,13 +116,25 @@ def test_resume_from_adapter_only_folder_loads_weights_and_warns(tiny_base, trai
 
     shutil.copytree(trained_adapter, tmp_path / "adapter", ignore=shutil.ignore_patterns("checkpoint-*"))
     data = tmp_path / "train.json"
-    data.write_text("".join(json.dumps({"instruction": f"问题{i}", "output": f"回答{i}"}, ensure_ascii=False) + "\n" for i in range(24)))
+    data.write_text(
+        "".join(
+            json.dumps({"instruction": f"问题{i}", "output": f"回答{i}"}, ensure_ascii=False) + "\n" for i in range(24)
+        )
+    )
     before = adapter_tensors(tmp_path / "adapter")
     finetune.train(
-        base_model=tiny_base, data_path=str(data), output_dir=str(tmp_path / "out"), val_set_size=4, micro_batch_size=4,
-        batch_size=4, max_steps=1, learning_rate=0.0, save_steps=100, wandb_project="",
+        base_model=tiny_base,
+        data_path=str(data),
+        output_dir=str(tmp_path / "out"),
+        val_set_size=4,
+        micro_batch_size=4,
+        batch_size=4,
+        max_steps=1,
+        learning_rate=0.0,
+        save_steps=100,
+        wandb_project="",
         resume_from_checkpoint=str(tmp_path / "adapter"),
-    )  # fmt: skip
+    )
     assert "adapter weights only" in caplog.text and "optimizer and schedule restart" in caplog.text
     after = adapter_tensors(tmp_path / "out")
     assert after.keys() == before.keys()
@@ -127,7 +161,9 @@ def test_saved_adapter_is_checked_against_the_in_memory_lora(tiny_base, tmp_path
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     model.save_pretrained(tmp_path / "ok")
     assert checkpointing.adapter_problem(tmp_path / "ok", model) is None
     tensors = load_file(str(tmp_path / "ok" / "adapter_model.safetensors"))
@@ -137,7 +173,9 @@ def test_saved_adapter_is_checked_against_the_in_memory_lora(tiny_base, tmp_path
     shutil.copytree(tmp_path / "ok", tmp_path / "fewer")
     save_file(dict(list(tensors.items())[:-1]), str(tmp_path / "fewer" / "adapter_model.safetensors"))
     assert "missing" in checkpointing.adapter_problem(tmp_path / "fewer", model)
-    other = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base), LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    other = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_base), LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
+    )
     assert "wrong shape" in checkpointing.adapter_problem(tmp_path / "ok", other)
 
 
@@ -154,8 +192,11 @@ def test_kill_during_saving_never_leaves_a_loadable_partial_adapter(tiny_base, t
         folder = tmp_path / f"adapter-{attempt}"
         proc = subprocess.Popen(
             [sys.executable, str(HELPERS / "save_loop.py"), tiny_base, str(folder)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO_ROOT,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO_ROOT,
+        )
         first = proc.stdout.readline()  # wait until the loop runs (imports take seconds on a busy CPU)
         assert first.startswith("saved"), first
         time.sleep(rng.uniform(0.0, 1.5))

@@ -7,10 +7,10 @@ import sys
 from collections import Counter
 
 import pytest
+from conftest import REPO_ROOT, write_jsonl
 
 import score
-from conftest import REPO_ROOT, write_jsonl
-from utils import metrics
+from utils.eval import metrics
 
 # Fixed Chinese pairs (reference, prediction); the corpus shares n-grams of every order up to 4 at
 # character and at word level, so BLEU needs no smoothing and nltk's unsmoothed value is the reference.
@@ -97,12 +97,20 @@ def test_hand_checked_values():
         assert disjoint[tok]["rouge1"] == disjoint[tok]["rouge2"] == disjoint[tok]["rougeL"] == 0.0
     # 高血压 vs 高血糖, by hand: 2 of 3 characters shared (F1 2/3), 1 of 2 bigrams (F1 1/2), LCS 2 (F1 2/3)
     r = metrics.rouge(["高血压"], ["高血糖"], "char")
-    assert r["rouge1"] == pytest.approx(2 / 3) and r["rouge2"] == pytest.approx(0.5) and r["rougeL"] == pytest.approx(2 / 3)
+    assert (
+        r["rouge1"] == pytest.approx(2 / 3)
+        and r["rouge2"] == pytest.approx(0.5)
+        and r["rougeL"] == pytest.approx(2 / 3)
+    )
 
 
 def test_fact_coverage_and_lengths():
-    facts = [{"field": "症状", "value": "头痛"}, {"field": "症状", "value": "发热"}, {"field": "科室", "value": "神经内科"},
-             {"field": "症状", "value": "头痛"}]  # fmt: skip
+    facts = [
+        {"field": "症状", "value": "头痛"},
+        {"field": "症状", "value": "发热"},
+        {"field": "科室", "value": "神经内科"},
+        {"field": "症状", "value": "头痛"},
+    ]
     assert metrics.fact_coverage(facts, "常见头痛、发热。") == pytest.approx(2 / 3)
     assert metrics.fact_coverage([], "x") is None
     stats = metrics.length_stats(["一二三", "", "一 二"])
@@ -110,7 +118,9 @@ def test_fact_coverage_and_lengths():
 
 
 def test_score_writes_metrics_report_and_chart(tmp_path):
-    records = [{"instruction": f"问题{i}", "input": "", "output": r, "model_output": h} for i, (r, h) in enumerate(PAIRS)]
+    records = [
+        {"instruction": f"问题{i}", "input": "", "output": r, "model_output": h} for i, (r, h) in enumerate(PAIRS)
+    ]
     records[0]["facts"] = [{"field": "治疗", "value": "低盐饮食"}, {"field": "治疗", "value": "手术"}]
     records.append({"instruction": "开放问题", "model_output": "答案"})  # no reference: lengths only
     path = write_jsonl(tmp_path / "answers.jsonl", records)
@@ -127,25 +137,41 @@ def test_score_writes_metrics_report_and_chart(tmp_path):
 
 
 def test_bad_predictions_file_is_one_clear_line(tmp_path):
-    path = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "q", "model_output": "a"}, {"instruction": "q", "output": "x"}])
+    path = write_jsonl(
+        tmp_path / "bad.jsonl", [{"instruction": "q", "model_output": "a"}, {"instruction": "q", "output": "x"}]
+    )
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "score.py"), "--predictions_file", str(path), "--output_dir", str(tmp_path / "e")],
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO_ROOT / "score.py"),
+            "--predictions_file",
+            str(path),
+            "--output_dir",
+            str(tmp_path / "e"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {path}:2: field 'model_output': missing or not a string (expected infer.py --output_file results)"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"error: {path}:2: field 'model_output': missing or not a string (expected infer.py --output_file results)"
+    )
 
 
 def test_reference_loss_is_token_weighted_and_matches_the_model(tiny_base, tokenizer):
     import torch
 
-    from utils import modeling
-    from utils.prompter import Prompter, tokenize_records
+    from utils.data.prompter import Prompter, tokenize_records
+    from utils.model import loading
 
-    _, model, _ = modeling.load_for_inference(tiny_base, use_lora=False)
+    _, model, _ = loading.load_for_inference(tiny_base, use_lora=False)
     prompter = Prompter()
-    records = [{"instruction": "头痛怎么办？", "output": "多休息。"},
-               {"instruction": "高血压要注意什么？", "output": "低盐饮食，规律服药，定期测量血压，戒烟限酒。"}]  # fmt: skip
+    records = [
+        {"instruction": "头痛怎么办？", "output": "多休息。"},
+        {"instruction": "高血压要注意什么？", "output": "低盐饮食，规律服药，定期测量血压，戒烟限酒。"},
+    ]
     examples, _ = tokenize_records(tokenizer, prompter, records, 256)
     sums, counts = [], []
     with torch.inference_mode():

@@ -11,15 +11,17 @@ import sys
 import time
 
 import pytest
+from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file, write_jsonl
 
 import serve_api
-from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file, write_jsonl
-from utils import literature
-from utils.chat_template import chat_template_for
-from utils.prompter import Prompter, available_templates, tokenize_records
-from utils.records import load_records
+from utils.data import literature
+from utils.data.chat_template import chat_template_for
+from utils.data.prompter import Prompter, available_templates, tokenize_records
+from utils.data.records import load_records
 
-QUESTIONS = [r["instruction"] for r in load_records(str(REPO_ROOT / "data" / "infer.json"), require_output=False).records[:5]]
+QUESTIONS = [
+    r["instruction"] for r in load_records(str(REPO_ROOT / "data" / "infer.json"), require_output=False).records[:5]
+]
 MAX_TOKENS = 32
 API_KEY = "test-key"
 
@@ -27,12 +29,17 @@ API_KEY = "test-key"
 def turns_of(folded: str) -> list[dict]:
     """The seed's " <user>: q1 <bot>: a1 <user>: q2" as chat messages (written here, independently of the code under test)."""
     parts = re.split(r"\s*<(user|bot)>:\s*", folded)[1:]
-    return [{"role": "user" if role == "user" else "assistant", "content": text} for role, text in zip(parts[::2], parts[1::2])]
+    return [
+        {"role": "user" if role == "user" else "assistant", "content": text}
+        for role, text in zip(parts[::2], parts[1::2])
+    ]
 
 
 def template_ids(tokenizer, template: str, messages: list[dict], generation_prompt: bool = True) -> list[int]:
     """What an engine feeds the model for ``messages``: the chat template rendered and tokenized as they do."""
-    out = tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=generation_prompt, tokenize=True, return_dict=True)
+    out = tokenizer.apply_chat_template(
+        messages, chat_template=template, add_generation_prompt=generation_prompt, tokenize=True, return_dict=True
+    )
     return list(out["input_ids"])
 
 
@@ -45,7 +52,9 @@ def test_chat_template_asks_and_trains_as_the_prompter_does(tokenizer, name):
     template = chat_template_for(tokenizer, name)
     prompter = Prompter(name)
     for question in QUESTIONS:
-        instruction = f" <user>: {question}" if name == "literature_template" else question  # literature records always fold
+        instruction = (
+            f" <user>: {question}" if name == "literature_template" else question
+        )  # literature records always fold
         asked = template_ids(tokenizer, template, [{"role": "user", "content": question}])
         assert asked == tokenizer(prompter.generate_prompt(instruction))["input_ids"]  # what infer.py feeds the model
         record = {"instruction": instruction, "input": "", "output": "多喝水，低盐饮食。"}
@@ -56,8 +65,11 @@ def test_chat_template_asks_and_trains_as_the_prompter_does(tokenizer, name):
 
 def literature_records() -> list[dict]:
     """Multi-turn literature records: the seed's liver-cancer dialogues when present, and one of ours."""
-    ours = {"instruction": " <user>: 肝癌能治好吗？ <bot>: 早期肝癌可以手术切除。 <user>: 免疫疗法适合我吗？", "input": "",
-            "output": "需要医生评估。"}
+    ours = {
+        "instruction": " <user>: 肝癌能治好吗？ <bot>: 早期肝癌可以手术切除。 <user>: 免疫疗法适合我吗？",
+        "input": "",
+        "output": "需要医生评估。",
+    }
     try:
         seed = json.loads(seed_file("liver_cancer.json").read_text(encoding="utf-8"))
     except pytest.skip.Exception:
@@ -72,11 +84,20 @@ def test_literature_template_folds_history_exactly_as_training_did(tokenizer):
     for record in records:
         messages = turns_of(record["instruction"])
         assert len(messages) >= 3 and messages[-1]["role"] == "user"
-        rendered = tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=True, tokenize=False)
+        rendered = tokenizer.apply_chat_template(
+            messages, chat_template=template, add_generation_prompt=True, tokenize=False
+        )
         assert rendered.endswith(prompter.generate_prompt(record["instruction"]))  # the same text, after bos
-        assert template_ids(tokenizer, template, messages) == tokenizer(prompter.generate_prompt(record["instruction"]))["input_ids"]
-        trained = template_ids(tokenizer, template, messages + [{"role": "assistant", "content": record["output"]}], False)
-        assert [trained] == [e["input_ids"] for e in tokenize_records(tokenizer, prompter, [record], cutoff_len=2048)[0]]
+        assert (
+            template_ids(tokenizer, template, messages)
+            == tokenizer(prompter.generate_prompt(record["instruction"]))["input_ids"]
+        )
+        trained = template_ids(
+            tokenizer, template, messages + [{"role": "assistant", "content": record["output"]}], False
+        )
+        assert [trained] == [
+            e["input_ids"] for e in tokenize_records(tokenizer, prompter, [record], cutoff_len=2048)[0]
+        ]
 
 
 def test_med_template_folds_a_conversation_as_the_web_demo_does(tokenizer):
@@ -85,8 +106,13 @@ def test_med_template_folds_a_conversation_as_the_web_demo_does(tokenizer):
     template = chat_template_for(tokenizer, "med_template")
     history = [{"role": "user", "content": QUESTIONS[0]}, {"role": "assistant", "content": " 注意休息。 "}]
     prompter = Prompter()
-    prompt = prompter.generate_prompt(literature.instruction(generate.history_messages(history), QUESTIONS[1], prompter.folds_dialogue))
-    assert template_ids(tokenizer, template, history + [{"role": "user", "content": QUESTIONS[1]}]) == tokenizer(prompt)["input_ids"]
+    prompt = prompter.generate_prompt(
+        literature.instruction(generate.history_messages(history), QUESTIONS[1], prompter.folds_dialogue)
+    )
+    assert (
+        template_ids(tokenizer, template, history + [{"role": "user", "content": QUESTIONS[1]}])
+        == tokenizer(prompt)["input_ids"]
+    )
 
 
 def test_text_templates_refuse_what_they_have_no_place_for(tokenizer):
@@ -107,8 +133,9 @@ def test_text_templates_refuse_what_they_have_no_place_for(tokenizer):
 
 def test_chat_adapters_keep_the_base_template_and_their_system_prompt(tmp_path):
     from tiny_archs import build
-    from utils.prompter import make_prompter
-    from utils.modeling import load_tokenizer
+
+    from utils.data.prompter import make_prompter
+    from utils.model.loading import load_tokenizer
 
     for name in ("qwen2", "llama3", "gemma"):  # gemma has no system role: the text opens the first turn, as in training
         tokenizer = load_tokenizer(build(name, tmp_path / name))
@@ -118,18 +145,25 @@ def test_chat_adapters_keep_the_base_template_and_their_system_prompt(tmp_path):
         for question in QUESTIONS[:2]:
             expected = tokenizer(prompter.prompts(tokenizer, [{"instruction": question}])[0])["input_ids"]
             assert template_ids(tokenizer, template, [{"role": "user", "content": question}]) == expected
-        own = template_ids(tokenizer, template, [{"role": "system", "content": "别的"}, {"role": "user", "content": "q"}])
-        assert "别的" in tokenizer.decode(own) and "你是一名医生" not in tokenizer.decode(own)  # a client's system message wins
+        own = template_ids(
+            tokenizer, template, [{"role": "system", "content": "别的"}, {"role": "user", "content": "q"}]
+        )
+        assert "别的" in tokenizer.decode(own) and "你是一名医生" not in tokenizer.decode(
+            own
+        )  # a client's system message wins
 
 
 def test_a_tokenizer_that_adds_no_bos_gets_none_in_the_template(tmp_path):
     from tiny_archs import build
-    from utils.modeling import load_tokenizer
+
+    from utils.model.loading import load_tokenizer
 
     tokenizer = load_tokenizer(build("bloom", tmp_path / "bloom"))  # has <s>, never adds it
     template = chat_template_for(tokenizer, "bloom_deploy")
-    assert template_ids(tokenizer, template, [{"role": "user", "content": QUESTIONS[0]}]) == tokenizer(
-        Prompter("bloom_deploy").generate_prompt(QUESTIONS[0]))["input_ids"]  # fmt: skip
+    assert (
+        template_ids(tokenizer, template, [{"role": "user", "content": QUESTIONS[0]}])
+        == tokenizer(Prompter("bloom_deploy").generate_prompt(QUESTIONS[0]))["input_ids"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +175,19 @@ def adapter(tiny_base, train_file, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("serve") / "lora-med"
     finetune.train(
-        base_model="", data_path=str(train_file), output_dir=str(out), val_set_size=0, micro_batch_size=16,
-        batch_size=16, max_steps=3, learning_rate=1e-3, save_steps=3, logging_steps=1, wandb_project="", sample_questions=0,
-    )  # fmt: skip
+        base_model="",
+        data_path=str(train_file),
+        output_dir=str(out),
+        val_set_size=0,
+        micro_batch_size=16,
+        batch_size=16,
+        max_steps=3,
+        learning_rate=1e-3,
+        save_steps=3,
+        logging_steps=1,
+        wandb_project="",
+        sample_questions=0,
+    )
     return out
 
 
@@ -183,11 +227,25 @@ def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_bas
 
 def test_serve_sh_builds_both_engines_commands_from_the_environment(adapter, tmp_path):
     env = dict(os.environ, LORA_WEIGHTS=str(adapter), DRY_RUN="True", PORT="8124", HOST="127.0.0.1")
-    vllm = subprocess.run(["bash", "scripts/serve.sh"], cwd=REPO_ROOT, env=dict(env, ENGINE="vllm"), capture_output=True, text=True, timeout=120)
+    vllm = subprocess.run(
+        ["bash", "scripts/serve.sh"],
+        cwd=REPO_ROOT,
+        env=dict(env, ENGINE="vllm"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert vllm.returncode == 0, vllm.stderr[-2000:]
     assert re.search(r"^command:  vllm serve .* --lora-modules \S+=\S+ .*--port 8124", vllm.stdout, re.M)
     merged = tmp_path / "merged"
-    plain = subprocess.run(["bash", "scripts/serve.sh", "--merged_dir", str(merged)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    plain = subprocess.run(
+        ["bash", "scripts/serve.sh", "--merged_dir", str(merged)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "base URL: http://127.0.0.1:8124/v1" in plain.stdout and "model:    merged" in plain.stdout
     assert re.search(r"transformers\S* serve merged --host 127\.0\.0\.1 --port \d+", plain.stdout)
@@ -195,12 +253,16 @@ def test_serve_sh_builds_both_engines_commands_from_the_environment(adapter, tmp
 
     # no settings at all: the quickstart's adapter (or a line saying how to make it)
     env.pop("LORA_WEIGHTS")
-    default = subprocess.run(["bash", "scripts/serve.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    default = subprocess.run(
+        ["bash", "scripts/serve.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     quickstart = REPO_ROOT / "lora-llama-med-quickstart"
     if quickstart.is_dir():
         assert default.returncode == 0 and "model:    lora-llama-med-quickstart-merged" in default.stdout
     else:
-        assert default.returncode == 2 and "scripts/quickstart.sh" in default.stderr and "Traceback" not in default.stderr
+        assert (
+            default.returncode == 2 and "scripts/quickstart.sh" in default.stderr and "Traceback" not in default.stderr
+        )
 
 
 def test_the_merged_checkpoint_is_exported_again_only_when_the_adapter_changed(adapter, tmp_path, caplog):
@@ -242,19 +304,40 @@ def server(adapter, tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("server")
     port, log_path = free_port(), workdir / "server.log"
-    cmd = [sys.executable, str(REPO_ROOT / "serve_api.py"), "--lora_weights", str(adapter), "--port", str(port),
-           "--api_key", API_KEY, "--merged_dir", str(workdir / "huatuo-med")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "serve_api.py"),
+        "--lora_weights",
+        str(adapter),
+        "--port",
+        str(port),
+        "--api_key",
+        API_KEY,
+        "--merged_dir",
+        str(workdir / "huatuo-med"),
+    ]
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        )
     deadline = time.monotonic() + 300
     while "base URL" not in log_path.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"serve_api.py did not start within 300 s (status {proc.poll()}):\n{log_path.read_text()[-3000:]}")
+            pytest.fail(
+                f"serve_api.py did not start within 300 s (status {proc.poll()}):\n{log_path.read_text()[-3000:]}"
+            )
         time.sleep(0.5)
     engine = psutil.Process(proc.pid).children(recursive=True)
-    yield {"url": f"http://127.0.0.1:{port}/v1", "port": port, "proc": proc, "log": log_path, "model": "huatuo-med",
-           "adapter": adapter, "engine": engine}  # fmt: skip
+    yield {
+        "url": f"http://127.0.0.1:{port}/v1",
+        "port": port,
+        "proc": proc,
+        "log": log_path,
+        "model": "huatuo-med",
+        "adapter": adapter,
+        "engine": engine,
+    }
     proc.terminate()
     try:
         proc.wait(timeout=60)
@@ -269,11 +352,18 @@ def server(adapter, tmp_path_factory):
 def client(server, **kwargs):
     from openai import OpenAI
 
-    return OpenAI(base_url=server["url"], api_key=kwargs.pop("api_key", API_KEY), max_retries=0, timeout=kwargs.pop("timeout", 120))
+    return OpenAI(
+        base_url=server["url"],
+        api_key=kwargs.pop("api_key", API_KEY),
+        max_retries=0,
+        timeout=kwargs.pop("timeout", 120),
+    )
 
 
 def ask(server, messages, max_tokens: int = MAX_TOKENS) -> str:
-    reply = client(server).chat.completions.create(model=server["model"], messages=messages, temperature=0, max_tokens=max_tokens)
+    reply = client(server).chat.completions.create(
+        model=server["model"], messages=messages, temperature=0, max_tokens=max_tokens
+    )
     return reply.choices[0].message.content
 
 
@@ -281,8 +371,8 @@ def ask(server, messages, max_tokens: int = MAX_TOKENS) -> str:
 def demo(adapter):
     """generate.py's page (not launched) on the same adapter: its /respond function is called directly."""
     import generate
-    from utils.prompter import make_prompter
-    from utils.modeling import load_for_inference
+    from utils.data.prompter import make_prompter
+    from utils.model.loading import load_for_inference
 
     tokenizer, model, _ = load_for_inference("", str(adapter))
     settings = dict(temperature=0.1, top_p=0.75, top_k=40, num_beams=1, max_new_tokens=MAX_TOKENS, do_sample=False)
@@ -303,8 +393,14 @@ def test_one_prompt_three_doors_api_infer_and_demo_answer_alike(server, demo, tm
 
     questions = write_jsonl(tmp_path / "questions.json", [{"instruction": q} for q in QUESTIONS])
     out = tmp_path / "answers.jsonl"
-    infer.main(lora_weights=str(server["adapter"]), instruct_dir=str(questions), output_file=str(out), num_beams=1,
-               max_new_tokens=MAX_TOKENS, quiet=True)  # fmt: skip
+    infer.main(
+        lora_weights=str(server["adapter"]),
+        instruct_dir=str(questions),
+        output_file=str(out),
+        num_beams=1,
+        max_new_tokens=MAX_TOKENS,
+        quiet=True,
+    )
     expected = [json.loads(line)["model_output"] for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(set(expected)) >= 3, "the adapter answers every question alike: an equality check could not fail"
 
@@ -313,17 +409,25 @@ def test_one_prompt_three_doors_api_infer_and_demo_answer_alike(server, demo, tm
         messages = [{"role": "user", "content": question}]
         chat = ask(server, messages)
         assert chat.strip() == answer  # infer.py strips the surrounding whitespace of its answers
-        stream = api.chat.completions.create(model=server["model"], messages=messages, temperature=0, max_tokens=MAX_TOKENS, stream=True)
+        stream = api.chat.completions.create(
+            model=server["model"], messages=messages, temperature=0, max_tokens=MAX_TOKENS, stream=True
+        )
         assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == chat
         assert generate_text(demo(question, [])) == answer
         # the prompt matters: the bare question without the template is answered differently
-        bare = api.completions.create(model=server["model"], prompt=question, temperature=0, max_tokens=MAX_TOKENS).choices[0].text
+        bare = (
+            api.completions.create(model=server["model"], prompt=question, temperature=0, max_tokens=MAX_TOKENS)
+            .choices[0]
+            .text
+        )
         assert bare.strip() != answer
 
     # a follow-up question: the API folds the conversation as the demo does
     history = demo(QUESTIONS[0], [])
     follow_up = demo(QUESTIONS[1], history)
-    conversation = [{"role": m["role"], "content": generate_text([m])} for m in history] + [{"role": "user", "content": QUESTIONS[1]}]
+    conversation = [{"role": m["role"], "content": generate_text([m])} for m in history] + [
+        {"role": "user", "content": QUESTIONS[1]}
+    ]
     assert ask(server, conversation).strip() == generate_text(follow_up)
 
 
@@ -336,7 +440,9 @@ def generate_text(history: list) -> str:
 @pytest.mark.slow
 def test_sixteen_concurrent_clients_all_get_answers(server):
     answers = ask_concurrently(
-        lambda i: ask(server, [{"role": "user", "content": f"{QUESTIONS[i % 5]}（第{i}位）"}], max_tokens=16), clients=16, limit_s=240
+        lambda i: ask(server, [{"role": "user", "content": f"{QUESTIONS[i % 5]}（第{i}位）"}], max_tokens=16),
+        clients=16,
+        limit_s=240,
     )
     assert sorted(answers) == list(range(16)) and all(answers.values())
 
@@ -355,7 +461,9 @@ def test_bad_requests_get_4xx_quickly_and_the_server_keeps_serving(server):
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         api.chat.completions.create(model=server["model"], messages=question, max_tokens=-3)
     with pytest.raises(openai.BadRequestError, match="system message"):
-        api.chat.completions.create(model=server["model"], messages=[{"role": "system", "content": "你是医生"}, *question], max_tokens=8)
+        api.chat.completions.create(
+            model=server["model"], messages=[{"role": "system", "content": "你是医生"}, *question], max_tokens=8
+        )
     with pytest.raises(openai.AuthenticationError):
         client(server, api_key="wrong").chat.completions.create(model=server["model"], messages=question, max_tokens=8)
 
@@ -372,7 +480,12 @@ def test_bad_requests_get_4xx_quickly_and_the_server_keeps_serving(server):
         reply = httpx.post(f"{server['url']}/chat/completions", content=body, headers=headers, timeout=30)
         assert 400 <= reply.status_code < 500, (why, reply.status_code, reply.text)
         assert reply.json()["error"]["message"], why
-    assert httpx.post(f"{server['url'].removesuffix('/v1')}/load_model", json={"model": "gpt2"}, headers=headers, timeout=30).status_code == 404
+    assert (
+        httpx.post(
+            f"{server['url'].removesuffix('/v1')}/load_model", json={"model": "gpt2"}, headers=headers, timeout=30
+        ).status_code
+        == 404
+    )
 
     assert ask(server, question) and server["proc"].poll() is None  # still serving
     assert [m.id for m in api.models.list()] == [server["model"]]
@@ -385,8 +498,12 @@ def test_listens_on_loopback_only_and_makes_no_outside_connections(server):
     listening = loopback_listeners([psutil.Process(server["proc"].pid), *server["engine"]], server["port"])
     assert len(listening) >= 2  # the front and the engine
 
-    others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-              if a.family == socket.AF_INET and not a.address.startswith("127.")]  # fmt: skip
+    others = [
+        a.address
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family == socket.AF_INET and not a.address.startswith("127.")
+    ]
     for address in others:
         for port in {addr.port for addr in listening}:
             with pytest.raises(OSError), socket.create_connection((address, port), timeout=3):

@@ -37,7 +37,7 @@ LLAMA3_CHAT_TEMPLATE = (  # Meta-Llama-3-8B-Instruct's template, verbatim
 QWEN2_CHAT_TEMPLATE = (  # Qwen2.5-Instruct's template without the tool-calling branches
     "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
     "{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}"
-    "{%- endif %}{%- for message in messages %}{%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first)"
+    '{%- endif %}{%- for message in messages %}{%- if (message.role == "user") or (message.role == "system" and not loop.first)'
     " or (message.role == \"assistant\") %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}"
     "{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
@@ -60,7 +60,9 @@ SPECS = {
         end_of_turn="<|eot_id|>",
         add_bos=True,
         model="LlamaForCausalLM",
-        config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+        config=dict(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+        ),
     ),
     "qwen2": dict(
         special=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
@@ -69,8 +71,14 @@ SPECS = {
         end_of_turn="<|im_end|>",
         add_bos=False,
         model="Qwen2ForCausalLM",
-        config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                    tie_word_embeddings=True),
+        config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        ),
     ),
     "gemma": dict(
         special=["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
@@ -79,8 +87,14 @@ SPECS = {
         end_of_turn="<end_of_turn>",
         add_bos=True,
         model="GemmaForCausalLM",
-        config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
-                    head_dim=16),
+        config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+        ),
     ),
     "bloom": dict(
         special=["<unk>", "<s>", "</s>", "<pad>"],
@@ -108,7 +122,7 @@ VOCAB_SIZE = 800
 
 def corpus_lines() -> list[str]:
     """The repository's own text (as the embedded tiny LLaMA's tokenizer learns it), plus a few common words."""
-    from utils import tiny_base
+    from utils.model import tiny_base
 
     return ["你好 谢谢 好的 请问 医生 患者 症状 治疗 0123456789", *tiny_base.corpus_lines()]
 
@@ -123,7 +137,10 @@ def build_tokenizer(name: str):
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE, special_tokens=spec["special"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=VOCAB_SIZE,
+        special_tokens=spec["special"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     backend.train_from_iterator(corpus_lines(), trainer)
     if spec["add_bos"]:

@@ -11,7 +11,6 @@ import os
 import sys
 
 
-
 class UserError(ValueError):
     """What a user got wrong (a flag, a path, a data record): ``run`` prints it as one line.
 

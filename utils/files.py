@@ -8,6 +8,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout: templates/, data/, models/ are found from here
+
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> str:
     """Write ``data`` (text is UTF-8) to a temporary sibling, fsync, then rename over ``path``: a reader

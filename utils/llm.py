@@ -67,8 +67,9 @@ def json_objects(text: str):
             yield value
 
 
-def ask_json(client, model: str, messages: list[dict], parse, max_attempts: int = 3, retry_prompt: str = "",
-             **params) -> Reply:
+def ask_json(
+    client, model: str, messages: list[dict], parse, max_attempts: int = 3, retry_prompt: str = "", **params
+) -> Reply:
     """Ask until ``parse(reply_text)`` succeeds (it raises ReplyError with a reason when it does not).
 
     After an unusable reply the conversation gets that reply and ``retry_prompt.format(reason=...)``
@@ -93,7 +94,12 @@ def ask_json(client, model: str, messages: list[dict], parse, max_attempts: int 
             reason = str(e)
             logger.debug("attempt %d unusable (%s): %.80r", attempt, reason, raw)
             if retry_prompt:
-                conversation = list(messages) + [{"role": "assistant", "content": raw or ""},
-                                                 {"role": "user", "content": retry_prompt.format(reason=reason)}]
-    raise ReplyError(f"{max_attempts} unusable repl{'y' if max_attempts == 1 else 'ies'}; last: {reason}",
-                     attempts=max(1, max_attempts), raw=(raw or "")[:2000])
+                conversation = list(messages) + [
+                    {"role": "assistant", "content": raw or ""},
+                    {"role": "user", "content": retry_prompt.format(reason=reason)},
+                ]
+    raise ReplyError(
+        f"{max_attempts} unusable repl{'y' if max_attempts == 1 else 'ies'}; last: {reason}",
+        attempts=max(1, max_attempts),
+        raw=(raw or "")[:2000],
+    )

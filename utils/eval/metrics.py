@@ -95,7 +95,10 @@ def text_metrics(references: list[str], predictions: list[str]) -> dict:
     if len(references) != len(predictions):
         raise UserError(f"{len(references)} references but {len(predictions)} predictions")
     return {
-        tokenization: {"bleu4": bleu4(references, predictions, tokenization), **rouge(references, predictions, tokenization)}
+        tokenization: {
+            "bleu4": bleu4(references, predictions, tokenization),
+            **rouge(references, predictions, tokenization),
+        }
         for tokenization in TOKENIZATIONS
     }
 
@@ -113,8 +116,8 @@ def reference_loss(model, tokenizer, prompter, records: list[dict], cutoff_len: 
     import torch
     from tqdm.auto import tqdm
 
-    from utils.generation import model_device
-    from utils.prompter import IGNORE_INDEX
+    from utils.data.prompter import IGNORE_INDEX
+    from utils.model.generation import model_device
 
     examples, dropped = prompter.tokenize(tokenizer, records, cutoff_len)
     device = model_device(model)
@@ -136,10 +139,18 @@ def reference_loss(model, tokenizer, prompter, records: list[dict], cutoff_len: 
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
             shift_labels = labels[:, 1:].reshape(-1).to(device)
-            loss_sum = torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum")
+            loss_sum = torch.nn.functional.cross_entropy(
+                shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum"
+            )
             total_loss += float(loss_sum)
             total_tokens += int((shift_labels != IGNORE_INDEX).sum())
     if not total_tokens:
         raise UserError("no answer tokens to score: every record's prompt fills cutoff_len")
     loss = total_loss / total_tokens
-    return {"loss": loss, "perplexity": math.exp(loss), "tokens": total_tokens, "examples": len(examples), "dropped": dropped}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "tokens": total_tokens,
+        "examples": len(examples),
+        "dropped": dropped,
+    }

@@ -15,7 +15,7 @@ Records (every format may carry ``"system": "..."``, which overrides ``--system_
 * ``"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]`` (OpenAI style); for
   training it ends with an assistant turn, for inference a final assistant turn is the golden answer.
 
-Labels (set by ``utils.prompter.ChatPrompter`` from :meth:`ChatFormat.assistant_spans`): the loss
+Labels (set by ``utils.data.prompter.ChatPrompter`` from :meth:`ChatFormat.assistant_spans`): the loss
 covers every assistant turn's tokens and the end-of-turn token that closes it; everything else
 (system, user turns, the template's headers, the text after the last turn) is masked. The spans
 come from prefix renders: the tokens of ``render(messages[:i], add_generation_prompt=True)`` are
@@ -26,7 +26,7 @@ token. Templates that rewrite earlier turns when later ones follow are refused (
 import logging
 from dataclasses import dataclass
 
-from utils import literature
+from utils.data import literature
 from utils.cli import UserError
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import logging
 import re
 import sys
 
-from utils.records import DataError
+from utils.data.records import DataError
 
 logger = logging.getLogger(__name__)
 

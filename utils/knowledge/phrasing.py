@@ -25,7 +25,7 @@ import os
 import random
 import re
 
-from utils.knowledge import DEFAULT_KB_DIR, KnowledgeError, display_path, read_json
+from utils.knowledge.schema import DEFAULT_KB_DIR, KnowledgeError, display_path, read_json
 
 DEFAULT_PHRASINGS_PATH = os.path.join(DEFAULT_KB_DIR, "phrasings.json")
 VOICES = ("patient", "family", "student", "online")
@@ -45,7 +45,7 @@ HAS_REMINDER = re.compile(r"遵医嘱|仅供参考|面诊|咨询医生|专业医
 FROM_DESCRIPTION = re.compile(r"^(根据|结合|从)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_phrasings(path: str = DEFAULT_PHRASINGS_PATH) -> dict:
     """The wrappers (data/knowledge/phrasings.json), loaded once and checked for shape."""
     shown = display_path(path)
@@ -62,10 +62,17 @@ def load_phrasings(path: str = DEFAULT_PHRASINGS_PATH) -> dict:
     if not isinstance(questions, dict) or not isinstance(answers, dict):
         raise KnowledgeError([f"{shown}: expected objects 'question' (per voice) and 'answer'"])
     weights = questions.get("default_voice_weights")
-    if not isinstance(weights, dict) or set(weights) != set(VOICES) or weights.get("family") != 0 or \
-            not all(isinstance(w, int) and w >= 0 for w in weights.values()) or not sum(weights.values()):
-        errors.append(f"{shown}: question.default_voice_weights: expected a non-negative int per voice of {VOICES}, "
-                      "family 0 (a family voice is the caller's decision)")
+    if (
+        not isinstance(weights, dict)
+        or set(weights) != set(VOICES)
+        or weights.get("family") != 0
+        or not all(isinstance(w, int) and w >= 0 for w in weights.values())
+        or not sum(weights.values())
+    ):
+        errors.append(
+            f"{shown}: question.default_voice_weights: expected a non-negative int per voice of {VOICES}, "
+            "family 0 (a family voice is the caller's decision)"
+        )
     for voice in VOICES:
         if not isinstance(questions.get(voice), dict):
             errors.append(f"{shown}: question: voice '{voice}' is missing")
@@ -84,8 +91,9 @@ def _is_inline(lead: str) -> bool:
     return bool(lead) and lead[-1] not in "，,：:。！？!?"
 
 
-def wrap_question(question: str, rng: random.Random, voice: str | None = None,
-                  phrasings_path: str = DEFAULT_PHRASINGS_PATH) -> str:
+def wrap_question(
+    question: str, rng: random.Random, voice: str | None = None, phrasings_path: str = DEFAULT_PHRASINGS_PATH
+) -> str:
     """The question with a greeting, a lead and a closer of one voice around it; the question itself verbatim.
 
     voice: one of VOICES, or None to draw one by the file's default_voice_weights (never family) from rng.
@@ -112,8 +120,9 @@ def wrap_question(question: str, rng: random.Random, voice: str | None = None,
     return greeting + lead + core + closer
 
 
-def wrap_answer(answer: str, rng: random.Random, describes_symptoms: bool = False,
-                phrasings_path: str = DEFAULT_PHRASINGS_PATH) -> str:
+def wrap_answer(
+    answer: str, rng: random.Random, describes_symptoms: bool = False, phrasings_path: str = DEFAULT_PHRASINGS_PATH
+) -> str:
     """The answer with a neutral greeting/lead and a reminder/closer around it; the answer itself verbatim.
 
     describes_symptoms: the question described the asker's symptoms (vignette, triage), so the answer

@@ -6,10 +6,10 @@ cannot drift. :func:`make_prompter` gives
 
 * :class:`Prompter` for a text template: a data file ``templates/NAME.json`` (schema in
   ``templates/README.md``, found relative to this file so scripts work from any directory);
-* :class:`ChatPrompter` for ``chat``: the base model's own chat template (``utils/chat.py``).
+* :class:`ChatPrompter` for ``chat``: the base model's own chat template (``utils/data/chat.py``).
 
 Both have ``template_name``, ``system_prompt``, ``folds_dialogue`` (single questions are asked in
-the literature format, ``utils/literature.py``), ``prompts(tokenizer, records)``,
+the literature format, ``utils/data/literature.py``), ``prompts(tokenizer, records)``,
 ``tokenize(tokenizer, records, cutoff_len, train_on_inputs)`` and ``get_response(text)``; callers
 never ask which kind they hold.
 
@@ -22,13 +22,14 @@ import json
 import logging
 from pathlib import Path
 
-from utils.chat import CHAT_TEMPLATE_NAME, ChatFormat, common_prefix_len, record_messages
-from utils.records import DataError
+from utils.data.chat import CHAT_TEMPLATE_NAME, ChatFormat, common_prefix_len, record_messages
+from utils.data.records import DataError
 from utils.cli import UserError
+from utils.files import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = REPO_ROOT / "templates"
 DEFAULT_TEMPLATE = "med_template"
 REQUIRED_KEYS = ("prompt_input", "prompt_no_input", "response_split")
 IGNORE_INDEX = -100  # label value the loss ignores (prompt tokens, padding)

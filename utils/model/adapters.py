@@ -3,7 +3,7 @@
 * **Files.** ``adapter_config.json`` + ``adapter_model.safetensors`` (today's peft) or
   ``adapter_model.bin`` (old peft, e.g. the published HuaTuo LoRA: keys without the adapter name,
   configs with since-removed fields), and ``run_config.json`` written by finetune.py. A folder or a
-  hub id (``thinksoso/lora-llama-med``, through the hub cache; ``utils/hub.py``).
+  hub id (``thinksoso/lora-llama-med``, through the hub cache; ``utils/model/hub.py``).
 * **Read.** ``.bin`` files go through PyTorch's weights-only unpickler: a pickle that would run code
   is refused. A load that leaves LoRA weights unset is an error, not a warning.
 * **Check / publish.** :func:`adapter_problem` says why a folder is not a complete adapter (optionally
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from utils import hub, tiny_base
-from utils.chat import CHAT_TEMPLATE_NAME
-from utils.prompter import DEFAULT_TEMPLATE
-from utils.files import fsync_dir
 from utils.cli import UserError
+from utils.data.chat import CHAT_TEMPLATE_NAME
+from utils.data.prompter import DEFAULT_TEMPLATE
+from utils.files import fsync_dir
+from utils.model import hub, tiny_base
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,16 @@ PARTIAL_DIR = ".adapter-partial"  # sibling temp folder inside output_dir (hidde
 def resolve(lora_weights: str) -> str:
     """The local adapter folder for a folder or a hub id (fetched into, or read offline from, the hub cache)."""
     if not Path(lora_weights).expanduser().exists() and not hub.looks_like_hub_id(lora_weights):
-        raise FileNotFoundError(f"LoRA adapter folder {lora_weights} not found (pass --lora_weights DIR or a hub id, or --use_lora False)")
+        raise FileNotFoundError(
+            f"LoRA adapter folder {lora_weights} not found (pass --lora_weights DIR or a hub id, or --use_lora False)"
+        )
     return hub.resolve_folder(
-        lora_weights, "LoRA adapter", ADAPTER_CONFIG, hub.ADAPTER_FILES,
+        lora_weights,
+        "LoRA adapter",
+        ADAPTER_CONFIG,
+        hub.ADAPTER_FILES,
         hint="an adapter folder holds adapter_config.json and adapter_model.safetensors (or .bin), as finetune.py writes it",
-    )  # fmt: skip
+    )
 
 
 def weights_file(folder: str | Path) -> Path | None:
@@ -106,7 +111,13 @@ def describe(folder: str | Path) -> AdapterInfo:
     flags, resolved = config.get("flags") or {}, config.get("resolved") or {}
     given = flags.get("base_model")
     base = "" if given == "" else resolved.get("base_model", given)  # "" = the embedded tiny base wherever it lives
-    return AdapterInfo(str(folder), base, flags.get("prompt_template_name"), flags.get("system_prompt"), resolved.get("tiny_base_fingerprint"))
+    return AdapterInfo(
+        str(folder),
+        base,
+        flags.get("prompt_template_name"),
+        flags.get("system_prompt"),
+        resolved.get("tiny_base_fingerprint"),
+    )
 
 
 def same_base(a: str, b: str) -> bool:
@@ -117,7 +128,13 @@ def same_base(a: str, b: str) -> bool:
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
-def settings(lora_weights: str, base_model: str = "", prompt_template: str = "", system_prompt: str = "", default_template: str = DEFAULT_TEMPLATE) -> dict:
+def settings(
+    lora_weights: str,
+    base_model: str = "",
+    prompt_template: str = "",
+    system_prompt: str = "",
+    default_template: str = DEFAULT_TEMPLATE,
+) -> dict:
     """Base model, prompt template and system prompt for using ``lora_weights`` ("" = none), each
     defaulted from the adapter's ``run_config.json`` when the flag is empty (the template then falls
     back to ``default_template``); an explicit flag that disagrees with the adapter wins, with a
@@ -136,8 +153,15 @@ def settings(lora_weights: str, base_model: str = "", prompt_template: str = "",
         if not flag:
             logger.info("%s from %s/%s: %s", name, lora_weights, RUN_CONFIG, shown)
         elif not (same_base(flag, recorded) if name == "base_model" else False):
-            logger.warning("--%s %r differs from the %s that %s was trained with (%s): using %r as asked",
-                           name, flag, shown, lora_weights, RUN_CONFIG, flag)  # fmt: skip
+            logger.warning(
+                "--%s %r differs from the %s that %s was trained with (%s): using %r as asked",
+                name,
+                flag,
+                shown,
+                lora_weights,
+                RUN_CONFIG,
+                flag,
+            )
     chosen["prompt_template"] = chosen["prompt_template"] or default_template
     if not system_prompt and chosen["prompt_template"] != CHAT_TEMPLATE_NAME:
         chosen["system_prompt"] = ""  # the adapter's system prompt belongs to its chat template
@@ -152,7 +176,7 @@ def check_base(folder: str | Path, base_path: str) -> None:
         raise UserError(
             f"{folder} was trained on the embedded tiny base with tokenizer fingerprint {trained[:12]}, but {base_path} "
             f"has {current[:12]}: its token ids differ and the adapter would answer nonsense. Rebuild the base it was trained "
-            "on from the checkout that trained it (python -m utils.tiny_base --out_dir DIR, then pass --base_model DIR), "
+            "on from the checkout that trained it (python -m utils.model.tiny_base --out_dir DIR, then pass --base_model DIR), "
             "or retrain the adapter on the current tiny base (python finetune.py ...)"
         )
 
@@ -195,7 +219,9 @@ def load_adapter(model, lora_weights: str, is_trainable: bool = False):
         peft_model.eval()
         for param in peft_model.parameters():
             param.requires_grad_(False)
-    logger.info("loaded adapter %s (%d tensors, r=%s, targets=%s)", folder, len(weights), config.r, config.target_modules)
+    logger.info(
+        "loaded adapter %s (%d tensors, r=%s, targets=%s)", folder, len(weights), config.r, config.target_modules
+    )
     return peft_model
 
 
@@ -266,7 +292,9 @@ def publish(partial: Path, output_dir: Path) -> None:
     fsync_dir(output_dir)
     for name in WEIGHT_FILES:
         if (partial / name).exists():
-            for stale in (n for n in WEIGHT_FILES if n != name):  # a .bin beside a new .safetensors would confuse loaders
+            for stale in (
+                n for n in WEIGHT_FILES if n != name
+            ):  # a .bin beside a new .safetensors would confuse loaders
                 (output_dir / stale).unlink(missing_ok=True)
     for name in sorted(os.listdir(partial), key=lambda n: n == ADAPTER_CONFIG):
         os.replace(partial / name, output_dir / name)

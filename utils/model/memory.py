@@ -71,7 +71,18 @@ LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "internlm", "yi", "baichuan"
 
 def parse_memory(text) -> int:
     """'24GiB', '80GB', '24G', '16000MiB' or a bare number of GiB -> bytes. ValueError otherwise."""
-    units = {"": GiB, "g": GiB, "gib": GiB, "gb": 10**9, "m": 2**20, "mib": 2**20, "mb": 10**6, "t": 2**40, "tib": 2**40, "tb": 10**12}
+    units = {
+        "": GiB,
+        "g": GiB,
+        "gib": GiB,
+        "gb": 10**9,
+        "m": 2**20,
+        "mib": 2**20,
+        "mb": 10**6,
+        "t": 2**40,
+        "tib": 2**40,
+        "tb": 10**12,
+    }
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in units or float(match.group(1)) <= 0:
         raise UserError(f"--gpu_memory {text!r}: expected a size such as 24GiB, 80GB or 40 (GiB)")
@@ -113,7 +124,9 @@ def load_config(model_path: str, trust_remote_code: bool = False):
     folder = Path(model_path).expanduser()
     if folder.exists() and not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} has no config.json: the memory plan needs the model's config.json")
-    return AutoConfig.from_pretrained(str(folder) if folder.exists() else model_path, trust_remote_code=trust_remote_code)
+    return AutoConfig.from_pretrained(
+        str(folder) if folder.exists() else model_path, trust_remote_code=trust_remote_code
+    )
 
 
 def _text_config(config):
@@ -123,15 +136,21 @@ def _text_config(config):
 def _attention_widths(text) -> tuple[int, int, int]:
     """(attention heads, key/value heads, head dim) of a text config (GQA and explicit head_dim included)."""
     heads = text.num_attention_heads
-    return heads, getattr(text, "num_key_value_heads", None) or heads, getattr(text, "head_dim", None) or text.hidden_size // heads
+    return (
+        heads,
+        getattr(text, "num_key_value_heads", None) or heads,
+        getattr(text, "head_dim", None) or text.hidden_size // heads,
+    )
 
 
-def model_shape(config, lora_targets: list[str] | str = "auto", lora_r: int = 8, trust_remote_code: bool = False) -> ModelShape:
+def model_shape(
+    config, lora_targets: list[str] | str = "auto", lora_r: int = 8, trust_remote_code: bool = False
+) -> ModelShape:
     """Count parameters on the meta device (no memory, no weights) and read the widths from the config.
     LoRA targets resolve exactly as in training (``auto`` = the architecture's default)."""
     from transformers import AutoModelForCausalLM
 
-    from utils.modeling import linear_layer_names, resolve_lora_targets
+    from utils.model.loading import linear_layer_names, resolve_lora_targets
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, trust_remote_code=trust_remote_code)
@@ -158,12 +177,23 @@ def model_shape(config, lora_targets: list[str] | str = "auto", lora_r: int = 8,
                 widths.append(module.in_features)
     heads, kv_heads, head_dim = _attention_widths(text)
     return ModelShape(
-        model_type=text.model_type, layers=text.num_hidden_layers, hidden=text.hidden_size,
-        intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size), heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-        vocab=text.vocab_size, params=sum(p.numel() for p in model.parameters()),
-        quantizable_params=quantizable, quantizable_rows=rows, largest_linear=largest,
-        lora_targets=targets, lora_r=lora_r, lora_params=lora, lora_input_widths=tuple(widths),
-    )  # fmt: skip
+        model_type=text.model_type,
+        layers=text.num_hidden_layers,
+        hidden=text.hidden_size,
+        intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab=text.vocab_size,
+        params=sum(p.numel() for p in model.parameters()),
+        quantizable_params=quantizable,
+        quantizable_rows=rows,
+        largest_linear=largest,
+        lora_targets=targets,
+        lora_r=lora_r,
+        lora_params=lora,
+        lora_input_widths=tuple(widths),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,13 +259,17 @@ class TrainingSetup:
         return DTYPE_BYTES[self.precision]
 
 
-def training_peak(shape: ModelShape, setup: TrainingSetup, positions: int, logit_tokens: int, gradient_checkpointing: bool) -> dict:
+def training_peak(
+    shape: ModelShape, setup: TrainingSetup, positions: int, logit_tokens: int, gradient_checkpointing: bool
+) -> dict:
     """Peak bytes on one GPU, by part, for a micro-batch of ``positions`` tokens (``logit_tokens`` projected)."""
     weights = weight_bytes(shape, setup.quantization, setup.dtype_bytes)
     if setup.sharded and setup.quantization == "16bit":  # bitsandbytes quantizes on each process's GPU, whole, at load
         weights = math.ceil(weights / setup.world_size)
     dequantized = shape.largest_linear * setup.dtype_bytes if setup.quantization != "16bit" else 0
-    per_token = activation_bytes_per_token(shape, setup.dtype_bytes, setup.lora_dropout, gradient_checkpointing, setup.quantization)
+    per_token = activation_bytes_per_token(
+        shape, setup.dtype_bytes, setup.lora_dropout, gradient_checkpointing, setup.quantization
+    )
     parts = {
         "weights": weights,
         "lora_and_optimizer": 16 * shape.lora_params,
@@ -262,7 +296,10 @@ def memory_budget(gpu_memory: str = "", world_size: int = 1) -> tuple[int, str]:
         device = torch.cuda.current_device()
         free, total = torch.cuda.mem_get_info(device)
         if world_size > 1:
-            return total - GiB // 2, f"cuda:{device}'s total memory less 0.5 GiB ({total / GiB:.1f} GiB card, same plan on every rank)"
+            return (
+                total - GiB // 2,
+                f"cuda:{device}'s total memory less 0.5 GiB ({total / GiB:.1f} GiB card, same plan on every rank)",
+            )
         return free, f"free memory of cuda:{device} ({total / GiB:.1f} GiB card)"
     import psutil
 
@@ -320,7 +357,11 @@ def plan_micro_batch(
     the largest micro-batch that fits without it holds at least ``MIN_EFFICIENT_TOKENS`` tokens (or
     the whole per-process batch), else on when that gives a larger micro-batch. Explicit values are
     kept and only checked."""
-    sizes = [micro_batch_size] if micro_batch_size != "auto" else [m for m in range(per_rank_batch, 0, -1) if per_rank_batch % m == 0]
+    sizes = (
+        [micro_batch_size]
+        if micro_batch_size != "auto"
+        else [m for m in range(per_rank_batch, 0, -1) if per_rank_batch % m == 0]
+    )
     checkpointing = [gradient_checkpointing] if gradient_checkpointing != "auto" else [False, True]
     tried, best = [], {}
     for gc in checkpointing:
@@ -335,7 +376,12 @@ def plan_micro_batch(
     if gradient_checkpointing != "auto":
         gc = bool(gradient_checkpointing)
     else:  # off when it is not what makes a useful micro-batch fit
-        gc = not (no_gc and (no_gc[1] >= MIN_EFFICIENT_TOKENS or no_gc[0] == per_rank_batch or not with_gc or with_gc[0] <= no_gc[0]))
+        gc = not (
+            no_gc
+            and (
+                no_gc[1] >= MIN_EFFICIENT_TOKENS or no_gc[0] == per_rank_batch or not with_gc or with_gc[0] <= no_gc[0]
+            )
+        )
     if gc in best:
         m, positions, logit_tokens, parts = best[gc]
         ok, reason = True, _reason(micro_batch_size, gradient_checkpointing, gc, best)
@@ -343,14 +389,29 @@ def plan_micro_batch(
         m = sizes[-1]
         positions, logit_tokens = tokens_for(m)
         parts = training_peak(shape, setup, positions, logit_tokens, gc)
-        ok, reason = False, f"does not fit: {parts['peak'] / GiB:.1f} GiB needed, {FIT_FRACTION:.0%} of {budget / GiB:.1f} GiB available"
+        ok, reason = (
+            False,
+            f"does not fit: {parts['peak'] / GiB:.1f} GiB needed, {FIT_FRACTION:.0%} of {budget / GiB:.1f} GiB available",
+        )
     return Plan(
-        micro_batch_size=m, gradient_accumulation_steps=per_rank_batch // m, gradient_checkpointing=gc,
-        tokens_per_micro_batch=positions, logit_tokens_per_micro_batch=logit_tokens,
-        activation_bytes_per_token=activation_bytes_per_token(shape, setup.dtype_bytes, setup.lora_dropout, gc, setup.quantization),
-        int8_kept_bytes_per_token=shape.layers * int8_kept_bytes_per_token(shape, setup.dtype_bytes) if setup.quantization == "8bit" else 0,
-        parts=parts, budget=budget, budget_source=budget_source, fits=ok, reason=reason, candidates=tried,
-    )  # fmt: skip
+        micro_batch_size=m,
+        gradient_accumulation_steps=per_rank_batch // m,
+        gradient_checkpointing=gc,
+        tokens_per_micro_batch=positions,
+        logit_tokens_per_micro_batch=logit_tokens,
+        activation_bytes_per_token=activation_bytes_per_token(
+            shape, setup.dtype_bytes, setup.lora_dropout, gc, setup.quantization
+        ),
+        int8_kept_bytes_per_token=shape.layers * int8_kept_bytes_per_token(shape, setup.dtype_bytes)
+        if setup.quantization == "8bit"
+        else 0,
+        parts=parts,
+        budget=budget,
+        budget_source=budget_source,
+        fits=ok,
+        reason=reason,
+        candidates=tried,
+    )
 
 
 def _reason(micro_batch_size, gradient_checkpointing, gc, best) -> str:
@@ -371,21 +432,44 @@ def format_plan(rows: list[tuple[str, str]]) -> str:
 
 
 JSON_KEYS = (
-    "peak_gib", "fits", "micro_batch_size", "gradient_accumulation_steps", "tokens_per_micro_batch", "logit_tokens_per_micro_batch",
-    "gradient_checkpointing", "activation_bytes_per_token", "int8_kept_bytes_per_token", "budget_gib", "parts_gib", "quantization", "precision", "world_size",
-)  # fmt: skip
+    "peak_gib",
+    "fits",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "tokens_per_micro_batch",
+    "logit_tokens_per_micro_batch",
+    "gradient_checkpointing",
+    "activation_bytes_per_token",
+    "int8_kept_bytes_per_token",
+    "budget_gib",
+    "parts_gib",
+    "quantization",
+    "precision",
+    "world_size",
+)
 
 
 def plan_json_line(plan: dict) -> str:
     """The machine-readable last line of ``finetune.py --dry_run``."""
-    return json.dumps({key: plan[key] for key in JSON_KEYS if key in plan} | {"model_type": plan["model"]["model_type"], "params": plan["model"]["params"]}, ensure_ascii=False)
+    return json.dumps(
+        {key: plan[key] for key in JSON_KEYS if key in plan}
+        | {"model_type": plan["model"]["model_type"], "params": plan["model"]["params"]},
+        ensure_ascii=False,
+    )
 
 
 def estimate_tokens(text: str, vocab_size: int) -> int:
     """Tokens of ``text`` without a tokenizer: per CJK character 1.0 for large vocabularies (Llama-3,
     Qwen, Chinese-Alpaca) and 1.6 for 32k ones (LLaMA-1/2 spell most Chinese characters as 2-3 UTF-8
     byte tokens), plus one per 4 other characters. An estimate, said so in the plan."""
-    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef")
+    cjk = sum(
+        1
+        for ch in text
+        if "\u3400" <= ch <= "\u9fff"
+        or "\uf900" <= ch <= "\ufaff"
+        or "\u3000" <= ch <= "\u303f"
+        or "\uff00" <= ch <= "\uffef"
+    )
     per_cjk = 1.6 if vocab_size <= 40000 else 1.0
     return math.ceil(cjk * per_cjk + (len(text) - cjk) / 4) + 1  # + bos
 
@@ -398,7 +482,9 @@ def generation_batch_size(model, requested: int, num_beams: int, max_tokens: int
     """At most ``requested`` prompts per batch, fewer when their KV cache (``num_beams`` sequences of
     ``max_tokens`` tokens each) would not fit in ``FIT_FRACTION`` of the free device memory."""
     weight = next(model.parameters())
-    per_token = kv_cache_bytes_per_token(model.config, max(weight.element_size() if weight.is_floating_point() else 2, 2))
+    per_token = kv_cache_bytes_per_token(
+        model.config, max(weight.element_size() if weight.is_floating_point() else 2, 2)
+    )
     if budget is None:
         device = next(model.parameters()).device
         if device.type != "cuda":
@@ -410,6 +496,11 @@ def generation_batch_size(model, requested: int, num_beams: int, max_tokens: int
     if size < requested:
         logger.info(
             "batch of %d prompts lowered to %d: KV cache %.1f MiB per prompt (%d beams x %d tokens), %.1f GiB free",
-            requested, size, per_prompt / 2**20, num_beams, max_tokens, budget / GiB,
-        )  # fmt: skip
+            requested,
+            size,
+            per_prompt / 2**20,
+            num_beams,
+            max_tokens,
+            budget / GiB,
+        )
     return size

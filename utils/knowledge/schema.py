@@ -7,8 +7,8 @@ holds diseases, `drugs*.jsonl` drugs.
 
 Every problem is reported as `path:line: field 'X': what is wrong`, never as a traceback:
 
-    python -m utils.knowledge validate                      # the shipped knowledge base
-    python -m utils.knowledge validate data/knowledge/drugs.jsonl my_kb/
+    python -m utils.knowledge.schema validate                      # the shipped knowledge base
+    python -m utils.knowledge.schema validate data/knowledge/drugs.jsonl my_kb/
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import sys
 from dataclasses import dataclass, field
 
 from utils.cli import UserError
+from utils.files import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_KB_DIR = os.path.join(REPO_ROOT, "data", "knowledge")
 DEFAULT_STYLES_PATH = os.path.join(DEFAULT_KB_DIR, "styles.json")
 
@@ -38,8 +38,18 @@ SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
     "disease": {
         "required": ("所属科室", "相关症状"),
         "optional": (
-            "发病部位", "并发症", "高危因素", "检查", "组织学检查", "药物治疗", "辅助治疗", "预防",
-            "病因", "传播途径", "多发人群", "相关疾病",
+            "发病部位",
+            "并发症",
+            "高危因素",
+            "检查",
+            "组织学检查",
+            "药物治疗",
+            "辅助治疗",
+            "预防",
+            "病因",
+            "传播途径",
+            "多发人群",
+            "相关疾病",
         ),
     },
     "drug": {
@@ -162,8 +172,10 @@ def _check_list(where: str, key: str, value) -> list[str]:
         elif not v.strip():
             errors.append(bad + f"an empty string at index {i}")
         elif len(v) > MAX_VALUE_CHARS:
-            errors.append(f"{where}: field '{key}': value {v[:12]!r}... is {len(v)} characters; "
-                          f"keep values to short phrases (<= {MAX_VALUE_CHARS})")
+            errors.append(
+                f"{where}: field '{key}': value {v[:12]!r}... is {len(v)} characters; "
+                f"keep values to short phrases (<= {MAX_VALUE_CHARS})"
+            )
     dups = sorted({v for v in value if isinstance(v, str) and value.count(v) > 1})
     if dups:
         errors.append(f"{where}: field '{key}': duplicate value(s) {', '.join(map(repr, dups))}")
@@ -179,8 +191,11 @@ def validate_record(obj, kind: str, where: str) -> list[str]:
     if name is None:
         errors.append(f"{where}: field '{NAME_FIELD}': missing")
     elif not isinstance(name, str) or not name.strip():
-        errors.append(f"{where}: field '{NAME_FIELD}': expected a non-empty string, got {_type_name(name)}"
-                      if not isinstance(name, str) else f"{where}: field '{NAME_FIELD}': empty string")
+        errors.append(
+            f"{where}: field '{NAME_FIELD}': expected a non-empty string, got {_type_name(name)}"
+            if not isinstance(name, str)
+            else f"{where}: field '{NAME_FIELD}': empty string"
+        )
     schema = SCHEMA[kind]
     allowed = set(schema["required"]) | set(schema["optional"]) | {NAME_FIELD}
     for key in schema["required"]:
@@ -190,16 +205,19 @@ def validate_record(obj, kind: str, where: str) -> list[str]:
         if key == NAME_FIELD:
             continue
         if key not in allowed:
-            errors.append(f"{where}: field '{key}': unknown field for a {kind} "
-                          f"(allowed: {', '.join([NAME_FIELD, *schema['required'], *schema['optional']])})")
+            errors.append(
+                f"{where}: field '{key}': unknown field for a {kind} "
+                f"(allowed: {', '.join([NAME_FIELD, *schema['required'], *schema['optional']])})"
+            )
             continue
         errors.extend(_check_list(where, key, value))
         if kind == "disease" and key in TREATMENT_FIELDS and isinstance(value, list):
             for v in value:
                 hit = [p for p in NOT_TREATMENT_PHRASES if isinstance(v, str) and p in v]
                 if hit:
-                    errors.append(f"{where}: field '{key}': {v!r} is prevention ({hit[0]}), not treatment; "
-                                  f"move it to 预防")
+                    errors.append(
+                        f"{where}: field '{key}': {v!r} is prevention ({hit[0]}), not treatment; move it to 预防"
+                    )
     return errors
 
 
@@ -217,8 +235,10 @@ def load_report(spec=None) -> LoadReport:
         report.files.append(path)
         kind = kind_of(path)
         if kind is None:
-            report.errors.append(f"{shown}: cannot tell the kind of entity from the file name; "
-                                 f"name it {' or '.join(p + 's*.jsonl' for p in KIND_BY_PREFIX)}")
+            report.errors.append(
+                f"{shown}: cannot tell the kind of entity from the file name; "
+                f"name it {' or '.join(p + 's*.jsonl' for p in KIND_BY_PREFIX)}"
+            )
             continue
         try:
             with open(path, encoding="utf-8") as f:
@@ -257,8 +277,9 @@ def load_knowledge(spec=None) -> list[Entry]:
     if report.errors:
         raise KnowledgeError(report.errors)
     counts = {k: sum(e.kind == k for e in report.entries) for k in SCHEMA}
-    logger.info("knowledge base: %s from %d file(s)", ", ".join(f"{n} {k}s" for k, n in counts.items()),
-                len(report.files))
+    logger.info(
+        "knowledge base: %s from %d file(s)", ", ".join(f"{n} {k}s" for k, n in counts.items()), len(report.files)
+    )
     return report.entries
 
 
@@ -269,8 +290,10 @@ def split_entities(entries: list[Entry], seed: int, valid_frac: float, test_frac
     """中心词 -> split. Per kind, sorted by a seeded hash: the first test_frac go to test, then valid."""
     split_of = {}
     for kind in sorted({e.kind for e in entries}):
-        names = sorted((e.name for e in entries if e.kind == kind),
-                       key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+        names = sorted(
+            (e.name for e in entries if e.kind == kind),
+            key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest(),
+        )
         n_test, n_valid = round(len(names) * test_frac), round(len(names) * valid_frac)
         for i, name in enumerate(names):
             split_of[name] = "test" if i < n_test else "valid" if i < n_test + n_valid else "train"
@@ -339,14 +362,18 @@ def validate(*paths: str) -> None:
         print(f"{len(report.errors)} problem(s) in {len(report.files)} file(s)", file=sys.stderr)
         raise SystemExit(1)
     counts = {k: sum(e.kind == k for e in report.entries) for k in SCHEMA}
-    print(f"ok: {len(report.entries)} entries ({', '.join(f'{n} {k}s' for k, n in counts.items())}) "
-          f"in {len(report.files)} file(s)")
+    print(
+        f"ok: {len(report.entries)} entries ({', '.join(f'{n} {k}s' for k, n in counts.items())}) "
+        f"in {len(report.files)} file(s)"
+    )
 
 
 def main(command: str = "validate", *paths: str) -> None:
-    """`python -m utils.knowledge validate [paths...]`."""
+    """`python -m utils.knowledge.schema validate [paths...]`."""
     if command != "validate":
-        print(f"unknown command {command!r}; usage: python -m utils.knowledge validate [paths...]", file=sys.stderr)
+        print(
+            f"unknown command {command!r}; usage: python -m utils.knowledge.schema validate [paths...]", file=sys.stderr
+        )
         raise SystemExit(2)
     validate(*paths)
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from utils.files import REPO_ROOT
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_SAMPLE_FILE = Path(__file__).resolve().parent.parent / "data" / "infer.json"
+DEFAULT_SAMPLE_FILE = REPO_ROOT / "data" / "infer.json"
 
 
 def parameters_sharded(args=None) -> str | None:
@@ -51,7 +53,7 @@ def zero3_enabled() -> bool:
 
 def sample_questions(n: int, path: str | Path = DEFAULT_SAMPLE_FILE) -> list[str]:
     """The first ``n`` instructions of a questions file (data/infer.json by default)."""
-    from utils.records import load_records
+    from utils.data.records import load_records
 
     if n <= 0:
         return []
@@ -59,7 +61,9 @@ def sample_questions(n: int, path: str | Path = DEFAULT_SAMPLE_FILE) -> list[str
 
 
 class SampleAnswersCallback(TrainerCallback):
-    def __init__(self, output_dir, tokenizer, prompter, questions: list[str], max_new_tokens: int = 32, use_wandb: bool = False):
+    def __init__(
+        self, output_dir, tokenizer, prompter, questions: list[str], max_new_tokens: int = 32, use_wandb: bool = False
+    ):
         self.path = Path(output_dir) / "samples.jsonl"
         self.tokenizer = tokenizer
         self.prompter = prompter
@@ -80,16 +84,23 @@ class SampleAnswersCallback(TrainerCallback):
         self._sample(state, model)
 
     def _sample(self, state, model) -> None:
-        if not state.is_world_process_zero or not self.questions or model is None or state.global_step == self.last_step:
+        if (
+            not state.is_world_process_zero
+            or not self.questions
+            or model is None
+            or state.global_step == self.last_step
+        ):
             return
-        from utils import generation
+        from utils.model import generation
 
         self.last_step = state.global_step
         was_training = model.training
         padding_side = self.tokenizer.padding_side  # generate_batch pads on the left; training must not
         model.eval()
         try:
-            config = generation.make_generation_config(model, self.tokenizer, num_beams=1, max_new_tokens=self.max_new_tokens, do_sample=False)
+            config = generation.make_generation_config(
+                model, self.tokenizer, num_beams=1, max_new_tokens=self.max_new_tokens, do_sample=False
+            )
             config.use_cache = True  # training turns the cache off; generation wants it
             prompts = self.prompter.prompts(self.tokenizer, [{"instruction": q} for q in self.questions])
             answers = generation.generate_batch(model, self.tokenizer, prompts, config)
@@ -99,7 +110,13 @@ class SampleAnswersCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
             for question, answer in zip(self.questions, answers):
-                handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "question": question, "answer": answer}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps(
+                        {"step": state.global_step, "epoch": state.epoch, "question": question, "answer": answer},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
                 self.rows.append([state.global_step, question, answer])
         logger.info("step %d sample answer: %s -> %.80s", state.global_step, self.questions[0], answers[0])
         if self.use_wandb:

@@ -148,7 +148,7 @@ def check_record(record, require_output: bool = True) -> str | None:
     """Return ``"field 'x': problem"`` for an invalid record, or None when it is usable."""
     if not isinstance(record, dict):
         return f"record: expected a JSON object with 'instruction' and 'output', got {type(record).__name__}"
-    if "messages" in record:  # chat records (utils/chat.py)
+    if "messages" in record:  # chat records (utils/data/chat.py)
         return check_chat_fields(record, require_output)
     for name in ("instruction", "output") if require_output else ("instruction",):
         value = record.get(name)
@@ -217,7 +217,7 @@ def load_records(
         logger.warning(
             "%s: %d bad record(s) skipped, %d kept%s", path, len(loaded.skipped), len(loaded.records),
             " (first 20 listed above)" if len(loaded.skipped) > 20 else "",
-        )  # fmt: skip
+        )
     if not loaded.records:
         raise DataError(f"{path}: no usable records" + (f" ({len(loaded.skipped)} skipped)" if loaded.skipped else ""))
     return loaded

@@ -57,7 +57,7 @@ from collections import Counter
 from pathlib import Path
 
 from utils.cli import UserError
-from utils.records import DataError, load_records
+from utils.data.records import DataError, load_records
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +85,12 @@ QUESTIONS: dict[str, dict[str, tuple[str, str | None]]] = {
 # out rather than guessed (the data card can quote this).
 NOT_ASKED = {
     "发病部位": "sites nest and have synonyms (面部 / 颜面, 上肢 / 前臂, 肾 / 输尿管 / 尿道 for stones): an unlisted "
-                "site is not verifiably wrong without an anatomy ontology",
+    "site is not verifiably wrong without an anatomy ontology",
     "所属科室": "departments overlap (内科 ⊃ 消化内科; 胃溃疡 may go to 普外科): an unlisted one is not wrong",
     "检查": "almost any test (X线, 血常规) is used for many diseases: an unlisted test is not verifiably unused",
     "组织学检查": "as 检查",
     "药物治疗": "cMeKG drug values are unchecked (安慰剂, 叶酸 for 结肠癌) and a same-department drug is "
-                "often used off-list (阿米替林 in migraine)",
+    "often used off-list (阿米替林 in migraine)",
     "辅助治疗": "as 药物治疗",
     "传播途径": "most infections spread several ways: an unlisted route is not verifiably wrong",
     "相关疾病": "'related' is not a checkable relation",
@@ -111,38 +111,347 @@ MIN_DF = 2  # a value only one entry holds is often an import fragment (性心, 
 PUNCTUATION = re.compile(r"[，。；：！？、,.;:!?()（）\[\]【】{}<>《》“”\"'‘’…/\\|~]")
 JOINERS = re.compile(r"[及和与或等并伴]")  # two things in one option, or a fragment of a list
 CJK = re.compile(r"[\u4e00-\u9fff]")
-FRAGMENT_START = ("性", "轻者", "重者", "严重者", "患者", "部分", "少数", "大多", "主要", "特别", "尤其", "一般", "通常",
-                  "可", "偶", "如", "还", "也", "且", "其", "则", "但", "约", "随", "致", "使", "被", "第")
-FRAGMENT_END = ("性", "者", "时", "的", "为", "可", "引起", "所致", "导致", "为主", "多见", "少见", "常见", "较多", "明显")
+FRAGMENT_START = (
+    "性",
+    "轻者",
+    "重者",
+    "严重者",
+    "患者",
+    "部分",
+    "少数",
+    "大多",
+    "主要",
+    "特别",
+    "尤其",
+    "一般",
+    "通常",
+    "可",
+    "偶",
+    "如",
+    "还",
+    "也",
+    "且",
+    "其",
+    "则",
+    "但",
+    "约",
+    "随",
+    "致",
+    "使",
+    "被",
+    "第",
+)
+FRAGMENT_END = (
+    "性",
+    "者",
+    "时",
+    "的",
+    "为",
+    "可",
+    "引起",
+    "所致",
+    "导致",
+    "为主",
+    "多见",
+    "少见",
+    "常见",
+    "较多",
+    "明显",
+)
 FRAGMENT_INSIDE = ("发生于", "见于", "最为", "可能", "可以", "尚不", "不清", "不明", "未明", "不详", "有时", "常伴")
-GENERIC_WORDS = ("疼痛", "不适", "异常", "症状", "表现", "反复", "发作", "明显", "加重", "减轻", "病变", "改变",
-                 "因素", "其他", "其它", "轻度", "中度", "重度", "持续", "急性", "慢性", "局部", "全身", "部位",
-                 "体征", "疾病", "病理", "损伤", "障碍", "功能", "发现", "特点", "起病", "查体", "情况", "原因",
-                 "易感", "状态", "位置", "性")
+GENERIC_WORDS = (
+    "疼痛",
+    "不适",
+    "异常",
+    "症状",
+    "表现",
+    "反复",
+    "发作",
+    "明显",
+    "加重",
+    "减轻",
+    "病变",
+    "改变",
+    "因素",
+    "其他",
+    "其它",
+    "轻度",
+    "中度",
+    "重度",
+    "持续",
+    "急性",
+    "慢性",
+    "局部",
+    "全身",
+    "部位",
+    "体征",
+    "疾病",
+    "病理",
+    "损伤",
+    "障碍",
+    "功能",
+    "发现",
+    "特点",
+    "起病",
+    "查体",
+    "情况",
+    "原因",
+    "易感",
+    "状态",
+    "位置",
+    "性",
+)
 # A symptom option is what a patient has or a clinician sees, not a disease, a lab value or a test.
 NOT_SYMPTOM_ENDS = ("病", "综合征", "综合症", "癌", "瘤", "炎", "感染", "血症", "脓肿")
-NOT_SYMPTOM_MARKERS = ("试验", "检查", "测定", "阳性", "阴性", "抗体", "抗原", "细胞", "计数", "浓度", "指数",
-                       "蛋白尿", "糖尿", "光滑", "清楚", "境界", "边界")
+NOT_SYMPTOM_MARKERS = (
+    "试验",
+    "检查",
+    "测定",
+    "阳性",
+    "阴性",
+    "抗体",
+    "抗原",
+    "细胞",
+    "计数",
+    "浓度",
+    "指数",
+    "蛋白尿",
+    "糖尿",
+    "光滑",
+    "清楚",
+    "境界",
+    "边界",
+)
 # ... and says what is wrong: it holds one of these morphemes of an abnormality (a positive list, checked
 # on cMeKG's symptom values: it keeps 呼吸困难, 口角歪斜, 颈强直 and drops 智能, 病史, 骨间肌, 乳汁, 年龄,
 # 维生素D, which the lists also hold; a sign it misses is dropped rather than guessed).
 SYMPTOM_MORPHEMES = (
-    "痛", "痒", "热", "烧", "冷", "寒", "汗", "肿", "胀", "晕", "眩", "吐", "呕", "恶心", "泻", "咳", "痰", "喘", "闷",
-    "悸", "麻", "瘫", "痪", "疹", "斑", "痣", "疱", "疣", "溃", "糜烂", "出血", "咯血", "呕血", "便血", "血尿",
-    "血便", "尿血", "衄", "脓", "困难", "障碍", "减退", "减弱", "亢进", "不良", "不振", "不全", "不足", "不畅",
-    "不能", "不安", "不稳", "不齐", "不规则", "不升", "异常", "紊乱", "失调", "乏力", "无力", "疲", "倦", "萎缩",
-    "僵", "强直", "挛", "搐", "抽", "惊", "震颤", "颤", "抖", "昏", "迷", "嗜睡", "失眠", "多梦", "盲", "聋", "鸣",
-    "哑", "黄", "紫", "苍白", "发绀", "青紫", "消瘦", "矮小", "烦", "躁", "郁", "焦虑", "妄想", "幻", "淡漠", "呆",
-    "迟钝", "迟滞", "落后", "恐", "怒", "激惹", "早泄", "痿", "缺乏", "包块", "肿块", "结节", "肿物", "饱", "渴",
-    "厌食", "畏食", "拒食", "拒乳", "纳差", "流涕", "鼻塞", "阻塞", "溢泪", "流泪", "畸形", "跛", "笨拙", "受限",
-    "下垂", "突出", "突眼", "脱落", "脱发", "稀疏", "秃", "肥大", "增大", "扩张", "积液", "失常", "过速", "过缓",
-    "低下", "升高", "降低", "减少", "增多", "过多", "歪", "斜视", "凝视", "吞咽", "呛", "鼾", "气促", "气短", "气急",
-    "发作", "晕厥", "休克", "脱水", "口干", "干涩", "色素", "皮损", "红", "紫癜", "瘀", "压痛", "触痛", "叩痛", "征",
-    "消化不良", "便秘", "尿频", "尿急", "多尿", "少尿", "夜尿", "无尿", "失禁", "潴留", "沥滴", "梗阻", "狭窄",
-    "闭经", "溢乳", "带下", "白带", "失语", "鳞屑", "角化", "渗液", "浑浊", "混浊", "酸软", "松动", "缩小", "下陷",
-    "短缩", "外翻", "内翻", "歪斜", "磨牙", "扇动", "煽", "骤停", "窘迫", "发育迟缓", "畏", "先兆", "复视", "涎",
+    "痛",
+    "痒",
+    "热",
+    "烧",
+    "冷",
+    "寒",
+    "汗",
+    "肿",
+    "胀",
+    "晕",
+    "眩",
+    "吐",
+    "呕",
+    "恶心",
+    "泻",
+    "咳",
+    "痰",
+    "喘",
+    "闷",
+    "悸",
+    "麻",
+    "瘫",
+    "痪",
+    "疹",
+    "斑",
+    "痣",
+    "疱",
+    "疣",
+    "溃",
+    "糜烂",
+    "出血",
+    "咯血",
+    "呕血",
+    "便血",
+    "血尿",
+    "血便",
+    "尿血",
+    "衄",
+    "脓",
+    "困难",
+    "障碍",
+    "减退",
+    "减弱",
+    "亢进",
+    "不良",
+    "不振",
+    "不全",
+    "不足",
+    "不畅",
+    "不能",
+    "不安",
+    "不稳",
+    "不齐",
+    "不规则",
+    "不升",
+    "异常",
+    "紊乱",
+    "失调",
+    "乏力",
+    "无力",
+    "疲",
+    "倦",
+    "萎缩",
+    "僵",
+    "强直",
+    "挛",
+    "搐",
+    "抽",
+    "惊",
+    "震颤",
+    "颤",
+    "抖",
+    "昏",
+    "迷",
+    "嗜睡",
+    "失眠",
+    "多梦",
+    "盲",
+    "聋",
+    "鸣",
+    "哑",
+    "黄",
+    "紫",
+    "苍白",
+    "发绀",
+    "青紫",
+    "消瘦",
+    "矮小",
+    "烦",
+    "躁",
+    "郁",
+    "焦虑",
+    "妄想",
+    "幻",
+    "淡漠",
+    "呆",
+    "迟钝",
+    "迟滞",
+    "落后",
+    "恐",
+    "怒",
+    "激惹",
+    "早泄",
+    "痿",
+    "缺乏",
+    "包块",
+    "肿块",
+    "结节",
+    "肿物",
+    "饱",
+    "渴",
+    "厌食",
+    "畏食",
+    "拒食",
+    "拒乳",
+    "纳差",
+    "流涕",
+    "鼻塞",
+    "阻塞",
+    "溢泪",
+    "流泪",
+    "畸形",
+    "跛",
+    "笨拙",
+    "受限",
+    "下垂",
+    "突出",
+    "突眼",
+    "脱落",
+    "脱发",
+    "稀疏",
+    "秃",
+    "肥大",
+    "增大",
+    "扩张",
+    "积液",
+    "失常",
+    "过速",
+    "过缓",
+    "低下",
+    "升高",
+    "降低",
+    "减少",
+    "增多",
+    "过多",
+    "歪",
+    "斜视",
+    "凝视",
+    "吞咽",
+    "呛",
+    "鼾",
+    "气促",
+    "气短",
+    "气急",
+    "发作",
+    "晕厥",
+    "休克",
+    "脱水",
+    "口干",
+    "干涩",
+    "色素",
+    "皮损",
+    "红",
+    "紫癜",
+    "瘀",
+    "压痛",
+    "触痛",
+    "叩痛",
+    "征",
+    "消化不良",
+    "便秘",
+    "尿频",
+    "尿急",
+    "多尿",
+    "少尿",
+    "夜尿",
+    "无尿",
+    "失禁",
+    "潴留",
+    "沥滴",
+    "梗阻",
+    "狭窄",
+    "闭经",
+    "溢乳",
+    "带下",
+    "白带",
+    "失语",
+    "鳞屑",
+    "角化",
+    "渗液",
+    "浑浊",
+    "混浊",
+    "酸软",
+    "松动",
+    "缩小",
+    "下陷",
+    "短缩",
+    "外翻",
+    "内翻",
+    "歪斜",
+    "磨牙",
+    "扇动",
+    "煽",
+    "骤停",
+    "窘迫",
+    "发育迟缓",
+    "畏",
+    "先兆",
+    "复视",
+    "涎",
 )
-LAB_WORDS = ("血小板", "血红蛋白", "血糖", "血钙", "血钾", "血钠", "胆红素", "转氨酶", "酶", "素", "水平", "分压", "比重")
+LAB_WORDS = (
+    "血小板",
+    "血红蛋白",
+    "血糖",
+    "血钙",
+    "血钾",
+    "血钠",
+    "胆红素",
+    "转氨酶",
+    "酶",
+    "素",
+    "水平",
+    "分压",
+    "比重",
+)
 SYMPTOM_FIELDS = ("相关症状", "不良反应")
 NOT_CAUSE_WORDS = ("传播", "途径", "传染", "病因", "病史", "诱因")  # 血源性传播 is a route; 中医病因 a heading
 
@@ -151,8 +460,9 @@ def _is_prevention(value: str) -> bool:
     return any(w in value for w in PREVENTION_WORDS)
 
 
-def option_problem(field: str, value: str, df: int = 0, diseases: frozenset = frozenset(),
-                   sites: frozenset = frozenset()) -> str | None:
+def option_problem(
+    field: str, value: str, df: int = 0, diseases: frozenset = frozenset(), sites: frozenset = frozenset()
+) -> str | None:
     """Why ``value`` cannot be an option of a ``field`` question, or None. ``df``: how many entries of
     its kind hold it; ``diseases``: every disease name; ``sites``: every 发病部位 value."""
     if not 2 <= len(value) <= MAX_OPTION_CHARS:
@@ -202,12 +512,13 @@ class TrainingCounts:
     ``"\n".join(texts).count(text)`` for any text without a line break, a hundred times faster."""
 
     def __init__(self, train_records: list[dict] | None):
-        self.texts = [f"{r.get('instruction', '')}\n{r.get('input', '')}\n{r.get('output', '')}"
-                      for r in train_records or ()]
+        self.texts = [
+            f"{r.get('instruction', '')}\n{r.get('input', '')}\n{r.get('output', '')}" for r in train_records or ()
+        ]
         postings: dict[str, set[int]] = {}
         for i, text in enumerate(self.texts):
             for j in range(len(text) - 1):
-                postings.setdefault(text[j:j + 2], set()).add(i)
+                postings.setdefault(text[j : j + 2], set()).add(i)
         self.postings = {pair: sorted(ids) for pair, ids in postings.items()}
         self.cache: dict[str, int] = {}
 
@@ -216,7 +527,7 @@ class TrainingCounts:
             if len(option) < 2:
                 self.cache[option] = sum(t.count(option) for t in self.texts)
             else:
-                rarest = min((self.postings.get(option[j:j + 2], ()) for j in range(len(option) - 1)), key=len)
+                rarest = min((self.postings.get(option[j : j + 2], ()) for j in range(len(option) - 1)), key=len)
                 self.cache[option] = sum(self.texts[i].count(option) for i in rarest)
         return self.cache[option]
 
@@ -234,8 +545,9 @@ def _credit(scores: list[float], answer: int, best) -> float:
     return 1 / len(tied) if answer in tied else 0.0
 
 
-def answer_blind_scores(questions: list[dict], train_records: list[dict] | None,
-                        counts: TrainingCounts | None = None) -> dict[str, float]:
+def answer_blind_scores(
+    questions: list[dict], train_records: list[dict] | None, counts: TrainingCounts | None = None
+) -> dict[str, float]:
     """Accuracy on ``questions`` of shortcuts that never look at the medicine: the option occurring most
     often in the training records, the shortest, the longest, the one sharing most characters with the
     stem, and the best single letter. Ties count as a random pick among the tied options."""
@@ -249,8 +561,10 @@ def answer_blind_scores(questions: list[dict], train_records: list[dict] | None,
         totals["longest"] += _credit(lengths, answer, max)
         totals["most_overlap_with_stem"] += _credit([_overlap(o, q["question"]) for o in options], answer, max)
     n = len(questions) or 1
-    scores = {name: totals[name] / n for name in
-              ("most_frequent_in_training", "shortest", "longest", "most_overlap_with_stem")}
+    scores = {
+        name: totals[name] / n
+        for name in ("most_frequent_in_training", "shortest", "longest", "most_overlap_with_stem")
+    }
     letters = Counter(q["answer"] for q in questions)
     scores["same_letter"] = max(letters.values()) / n if letters else 0.0
     return scores
@@ -290,8 +604,10 @@ class _Kind:
         for e in self.entries:
             for n in getattr(e, "names", (e.name,)):
                 holders.setdefault(n, []).append(e)
-        self.group = {e.name: {o.name: o for n in getattr(e, "names", (e.name,)) for o in holders[n]}.values()
-                      for e in self.entries}
+        self.group = {
+            e.name: {o.name: o for n in getattr(e, "names", (e.name,)) for o in holders[n]}.values()
+            for e in self.entries
+        }
         self.diseases = frozenset(n for e in entries if e.kind == "disease" for n in getattr(e, "names", (e.name,)))
         self.sites = frozenset(v for e in entries if e.kind == "disease" for v in e.get(SITE_FIELD))
         self.problem_cache: dict[tuple[str, str], str | None] = {}
@@ -316,7 +632,9 @@ class _Kind:
     def own(self, entry) -> tuple[set[str], set[str]]:
         """(values, names) of the entry's alias group."""
         group = self.group[entry.name]
-        return {v for e in group for v in self.values[e.name]}, {n for e in group for n in getattr(e, "names", (e.name,))}
+        return {v for e in group for v in self.values[e.name]}, {
+            n for e in group for n in getattr(e, "names", (e.name,))
+        }
 
     def mentions(self, name: str, other: str) -> bool:
         """Entry ``name`` lists ``other`` among its values."""
@@ -339,10 +657,13 @@ class _Kind:
         """``other`` has ``field`` in the knowledge base, none of ``shown``, and no link to ``entry``."""
         values = other.get(field)
         return bool(
-            other.name not in own_names and values and not any(_overlaps(v, values) for v in shown)
-            and not _overlaps(other.name, shown) and not any(self.mentions(other.name, n) for n in own_names)
+            other.name not in own_names
+            and values
+            and not any(_overlaps(v, values) for v in shown)
+            and not _overlaps(other.name, shown)
+            and not any(self.mentions(other.name, n) for n in own_names)
             and not any(self.mentions(entry.name, n) for n in getattr(other, "names", (other.name,)))
-        )  # fmt: skip
+        )
 
 
 class _Pools:
@@ -390,8 +711,16 @@ def _distance(a: tuple, b: tuple) -> float:
     return sum(w * abs(x - y) for w, x, y in zip(FEATURE_WEIGHTS, a, b))
 
 
-def _draw(rng: random.Random, candidates: list, ok, key_text: str, text_of, stem: str,
-          counts: TrainingCounts, k: int = N_OPTIONS - 1) -> list | None:
+def _draw(
+    rng: random.Random,
+    candidates: list,
+    ok,
+    key_text: str,
+    text_of,
+    stem: str,
+    counts: TrainingCounts,
+    k: int = N_OPTIONS - 1,
+) -> list | None:
     """``k`` distinct candidates passing ``ok``, near the key in length, training frequency and overlap
     with the stem: up to VERIFIED_WANTED verified ones from a seeded sample, the NEAREST of them, k drawn
     at random. None when fewer than k pass, or when the k cannot hide the key (it is beyond all of them
@@ -413,7 +742,7 @@ def _draw(rng: random.Random, candidates: list, ok, key_text: str, text_of, stem
     if len(verified) < k:
         return None
     key = _features(key_text, stem, counts)
-    near = sorted(verified, key=lambda c: _distance(_features(text_of(c), stem, counts), key))[:max(NEAREST, k)]
+    near = sorted(verified, key=lambda c: _distance(_features(text_of(c), stem, counts), key))[: max(NEAREST, k)]
     chosen = rng.sample(near, k)
     feats = [_features(text_of(c), stem, counts) for c in chosen]
     for j, margin in enumerate(OUTLIER_MARGINS):
@@ -427,11 +756,16 @@ def _question(style: str, entry, field: str, question: str, correct: str, distra
     key = json.dumps([style, entry.name, field, correct], ensure_ascii=False)
     return {
         "id": hashlib.sha1(key.encode("utf-8")).hexdigest()[:16],
-        "question": question, "correct": correct, "distractors": distractors,
+        "question": question,
+        "correct": correct,
+        "distractors": distractors,
         "explanation": f"{entry.name}的{field}：{'、'.join(values)}。",  # the facts the question rests on
-        "entity": entry.name, "kind": entry.kind, "field": field, "style": style,
+        "entity": entry.name,
+        "kind": entry.kind,
+        "field": field,
+        "style": style,
         "facts": [{"field": field, "value": v} for v in values],
-    }  # fmt: skip
+    }
 
 
 def _place_answers(questions: list[dict], rng: random.Random) -> list[dict]:
@@ -443,7 +777,9 @@ def _place_answers(questions: list[dict], rng: random.Random) -> list[dict]:
         options = list(q.pop("distractors"))
         rng.shuffle(options)
         options.insert(slot, q.pop("correct"))
-        placed.append({"id": q.pop("id"), "question": q.pop("question"), "options": options, "answer": LETTERS[slot], **q})
+        placed.append(
+            {"id": q.pop("id"), "question": q.pop("question"), "options": options, "answer": LETTERS[slot], **q}
+        )
     return placed
 
 
@@ -457,8 +793,7 @@ def _items(entry, index: _Kind) -> list[tuple]:
     own_values, own_names = index.own(entry)
     items = []
     for field, (_, reverse_q) in QUESTIONS[entry.kind].items():
-        good = [v for v in entry.get(field) if not index.problem(field, v)
-                and not _gives_away(v, own_names)]
+        good = [v for v in entry.get(field) if not index.problem(field, v) and not _gives_away(v, own_names)]
         items += [("fact", field, v) for v in good]
         if reverse_q and len(good) >= 2:  # the most specific values (fewest holders), in file order on ties
             shown = sorted(good, key=lambda v: index.df[v])[:SHOWN_VALUES]
@@ -471,8 +806,13 @@ def _items(entry, index: _Kind) -> list[tuple]:
 MAX_QUESTIONS = {"train": 10000, "valid": 1000, "test": 2000}
 
 
-def build_exam(entries: list, split_of: dict[str, str], seed: int = 42, max_questions: dict | None = MAX_QUESTIONS,
-               train_records: list[dict] | None = None) -> dict[str, list[dict]]:
+def build_exam(
+    entries: list,
+    split_of: dict[str, str],
+    seed: int = 42,
+    max_questions: dict | None = MAX_QUESTIONS,
+    train_records: list[dict] | None = None,
+) -> dict[str, list[dict]]:
     """Questions per split from knowledge entries (``name``, ``kind``, ``get(field)``, ``names``) and the
     entity split (name -> split), at most ``max_questions[split]`` of them (a seeded sample of the
     possible questions). ``train_records``: the training split's records, so that no option stands out
@@ -501,8 +841,11 @@ def build_exam(entries: list, split_of: dict[str, str], seed: int = 42, max_ques
                 out.append(question)
         by_split[split] = sorted(out, key=lambda q: q["id"])  # placement does not depend on the draw order
     placed = {s: _place_answers(qs, random.Random(f"{seed}:exam:{s}")) for s, qs in by_split.items()}
-    logger.info("exam: %s questions (left out, fewer than three verified, matching distractors: %s)",
-                ", ".join(f"{s} {len(q)}" for s, q in placed.items()), dict(left_out))  # fmt: skip
+    logger.info(
+        "exam: %s questions (left out, fewer than three verified, matching distractors: %s)",
+        ", ".join(f"{s} {len(q)}" for s, q in placed.items()),
+        dict(left_out),
+    )
     return placed
 
 
@@ -514,17 +857,30 @@ def _make(entry, style, field, what, index: _Kind, pools: _Pools, split_of, coun
         own_chars = [set(v) for v in own]
         stem = fact_q.format(name=entry.name)
         rng = random.Random(f"{seed}:exam:fact:{entry.name}:{field}:{what}")
-        drawn = _draw(rng, pools.value_candidates(entry, field),
-                      lambda v: index.value_ok(entry, field, v, own, own_names, own_chars),
-                      what, str, stem, counts)
+        drawn = _draw(
+            rng,
+            pools.value_candidates(entry, field),
+            lambda v: index.value_ok(entry, field, v, own, own_names, own_chars),
+            what,
+            str,
+            stem,
+            counts,
+        )
         return None if drawn is None else _question("fact", entry, field, stem, what, drawn)
     shown = list(what)
     stem = reverse_q.format(values="、".join(shown))
     split = split_of[entry.name]
     candidates = [o for o in pools.entry_candidates(entry) if split_of[o.name] == split]
     rng = random.Random(f"{seed}:exam:reverse:{entry.name}:{field}")
-    drawn = _draw(rng, candidates, lambda o: index.entity_ok(entry, field, shown, o, own_names),
-                  entry.name, lambda o: o.name, stem, counts)
+    drawn = _draw(
+        rng,
+        candidates,
+        lambda o: index.entity_ok(entry, field, shown, o, own_names),
+        entry.name,
+        lambda o: o.name,
+        stem,
+        counts,
+    )
     return None if drawn is None else _question("reverse", entry, field, stem, entry.name, [o.name for o in drawn])
 
 
@@ -563,13 +919,17 @@ def parse_fields(spec: str | dict | None) -> dict[str, str] | None:
         for item in spec.split(","):
             key, sep, value = item.partition("=")
             if not sep or not value.strip():
-                raise UserError(f"--exam_fields: expected key=column, got {item!r} (or a preset: {', '.join(FIELD_PRESETS)})")
+                raise UserError(
+                    f"--exam_fields: expected key=column, got {item!r} (or a preset: {', '.join(FIELD_PRESETS)})"
+                )
             mapping[key.strip()] = value.strip()
     unknown = set(mapping) - {"question", "options", "answer", "explanation"}
     missing = {"question", "options", "answer"} - set(mapping)
     if unknown or missing:
-        raise UserError(f"--exam_fields: needs question, options, answer (and optionally explanation); "
-                         f"missing {sorted(missing)}, unknown {sorted(unknown)}")  # fmt: skip
+        raise UserError(
+            f"--exam_fields: needs question, options, answer (and optionally explanation); "
+            f"missing {sorted(missing)}, unknown {sorted(unknown)}"
+        )
     return mapping
 
 
@@ -630,12 +990,19 @@ def normalize_row(row, fields: dict[str, str]) -> dict | str:
     answer = answer.strip().upper() if isinstance(answer, str) else answer
     if not isinstance(answer, str) or len(answer) != 1 or answer not in LETTERS[: len(options)]:
         several = isinstance(answer, str) and len(answer) > 1 and set(answer) <= set(LETTERS)
-        why = "several answers: only single-answer questions are scored" if several else \
-            f"expected one letter of {LETTERS[0]}-{LETTERS[len(options) - 1]}"  # fmt: skip
+        why = (
+            "several answers: only single-answer questions are scored"
+            if several
+            else f"expected one letter of {LETTERS[0]}-{LETTERS[len(options) - 1]}"
+        )
         return f"field '{fields['answer']}': {row.get(fields['answer'])!r}: {why}"
     explanation = row.get(fields.get("explanation", ""), "")
-    return {"question": question.strip(), "options": options, "answer": answer,
-            "explanation": explanation if isinstance(explanation, str) else ""}  # fmt: skip
+    return {
+        "question": question.strip(),
+        "options": options,
+        "answer": answer,
+        "explanation": explanation if isinstance(explanation, str) else "",
+    }
 
 
 def _csv_rows(path: Path):
@@ -667,8 +1034,10 @@ def read_exam_file(path: str | Path, fields: str | dict | None = None) -> tuple[
     first = next((row for _, row in rows if isinstance(row, dict)), None)
     mapping = mapping or (detect_fields(first) if first else None)
     if mapping is None:
-        raise DataError(f"{path}: cannot tell the exam layout from the fields {sorted(first or [])}; pass "
-                        f"--exam_fields question=...,options=...,answer=... or a preset ({', '.join(FIELD_PRESETS)})")  # fmt: skip
+        raise DataError(
+            f"{path}: cannot tell the exam layout from the fields {sorted(first or [])}; pass "
+            f"--exam_fields question=...,options=...,answer=... or a preset ({', '.join(FIELD_PRESETS)})"
+        )
     questions = []
     for line, row in rows:
         result = normalize_row(row, mapping)

@@ -15,7 +15,7 @@ tuned model in the format it learnt. :func:`chat_template_for` writes that forma
 * ``chat``: the base's own template, with the adapter's ``--system_prompt`` as the default system
   message when one was trained with.
 
-The text is built from the :class:`~utils.prompter.Prompter` itself (its prompt around a sentinel
+The text is built from the :class:`~utils.data.prompter.Prompter` itself (its prompt around a sentinel
 instruction), and :func:`check_chat_template` verifies token for token that the template encodes a
 question exactly as training and infer.py encode it, choosing how ``bos`` is joined to the text (a
 sentencepiece LLaMA tokenizer puts ``▁`` after its bos when it encodes a prompt itself).
@@ -26,9 +26,9 @@ import logging
 
 from jinja2.exceptions import TemplateError
 
-from utils import literature
-from utils.chat import CHAT_TEMPLATE_NAME, ChatFormat, record_messages
-from utils.prompter import make_prompter
+from utils.data import literature
+from utils.data.chat import CHAT_TEMPLATE_NAME, ChatFormat, record_messages
+from utils.data.prompter import make_prompter
 from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def text_chat_template(template_name: str, bos: str = "") -> str:
     return TEXT_TEMPLATE % dict(
         name=template_name, prefix=_literal(prefix), suffix=_literal(suffix), no_system=_literal(no_system),
         bos=bos or "''", always_fold="true" if prompter.folds_dialogue else "false",
-    )  # fmt: skip
+    )
 
 
 def chat_template_for(tokenizer, template_name: str, system_prompt: str = "") -> str:

@@ -54,7 +54,9 @@ def make_generation_config(
     """A GenerationConfig built on the model's own (its eos list, bos), with these settings."""
     from transformers import GenerationConfig
 
-    check_settings(temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    check_settings(
+        temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams, max_new_tokens=max_new_tokens
+    )
     base = getattr(model, "generation_config", None)
     config = GenerationConfig.from_dict(base.to_dict()) if base is not None else GenerationConfig()
     config.max_new_tokens = max_new_tokens
@@ -64,7 +66,7 @@ def make_generation_config(
     config.pad_token_id = tokenizer.pad_token_id
     # Stop at any of: the model's eos list, the tokenizer's eos (what finetune.py appends) and a chat
     # template's end-of-turn token (<|im_end|>, <|eot_id|>: a base model's config often lacks it).
-    from utils.chat import stop_token_ids
+    from utils.data.chat import stop_token_ids
 
     config.eos_token_id = stop_token_ids(tokenizer, config.eos_token_id)
     if do_sample:
@@ -103,12 +105,14 @@ def generate_answers(
     is halved and redone (greedy and beam answers do not depend on the batch)."""
     from tqdm.auto import tqdm
 
-    from utils.memory import generation_batch_size
+    from utils.model.memory import generation_batch_size
 
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # similar lengths share a batch
     if prompts:
-        batch_size = generation_batch_size(model, batch_size, generation_config.num_beams or 1, max(lengths) + generation_config.max_new_tokens)
+        batch_size = generation_batch_size(
+            model, batch_size, generation_config.num_beams or 1, max(lengths) + generation_config.max_new_tokens
+        )
     answers: list[str | None] = [None] * len(prompts)
     start = 0
     with tqdm(total=len(prompts), desc="generating", unit="answer", disable=not progress) as bar:
@@ -120,7 +124,9 @@ def generate_answers(
                 batch_answers = None  # handled outside the except block, so the failed batch's tensors are freed
             if batch_answers is None:
                 if batch_size == 1:
-                    raise torch.OutOfMemoryError("out of memory generating one answer: lower --max_new_tokens or --num_beams")
+                    raise torch.OutOfMemoryError(
+                        "out of memory generating one answer: lower --max_new_tokens or --num_beams"
+                    )
                 batch_size //= 2
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -179,9 +185,11 @@ def stream_answer(model, tokenizer, prompt: str, generation_config, timeout: flo
         try:
             with torch.inference_mode():
                 model.generate(
-                    **inputs, generation_config=generation_config, streamer=streamer,
+                    **inputs,
+                    generation_config=generation_config,
+                    streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([StopWhenSet(stop)]),
-                )  # fmt: skip
+                )
         except BaseException as err:  # noqa: BLE001 - handed to the consuming thread and re-raised there
             failure.append(err)
             streamer.end()  # wake the consumer instead of letting it wait for the timeout

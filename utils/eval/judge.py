@@ -29,7 +29,9 @@ RUBRIC = (
     "- 专业性：医学内容是否准确、术语是否规范、建议是否安全。0=有错误或危险建议，1=不够准确，2=基本准确规范，3=准确专业。\n"
     '只输出一个JSON对象，不要输出其他内容，格式：{"完整性": 分数, "深刻性": 分数, "专业性": 分数, "理由": "一句话理由"}'
 )
-RETRY_PROMPT = '上面的输出无法使用：{reason}。请只输出一个JSON对象：{{"完整性": 0-3, "深刻性": 0-3, "专业性": 0-3, "理由": "..."}}'
+RETRY_PROMPT = (
+    '上面的输出无法使用：{reason}。请只输出一个JSON对象：{{"完整性": 0-3, "深刻性": 0-3, "专业性": 0-3, "理由": "..."}}'
+)
 
 
 class JudgeReplyError(ReplyError):
@@ -71,16 +73,26 @@ def parse_reply(text: str) -> dict:
 def judge_one(client, model: str, question: str, answer: str, max_attempts: int = 3, **params) -> dict:
     """Score one answer: ``{"status": "scored"|"unscored", "scores", "attempts", "error", "raw"}``."""
     try:
-        reply = ask_json(client, model, build_messages(question, answer), parse_reply, max_attempts, RETRY_PROMPT, **params)
+        reply = ask_json(
+            client, model, build_messages(question, answer), parse_reply, max_attempts, RETRY_PROMPT, **params
+        )
     except api_errors() as err:  # the client already retried the transport; nothing more to do here
         return {"status": "unscored", "scores": None, "attempts": 1, "error": f"judge endpoint: {err}", "raw": ""}
     except ReplyError as err:
         reason = str(err).split("; last: ", 1)[-1]
-        return {"status": "unscored", "scores": None, "attempts": err.attempts, "error": f"unusable reply: {reason}", "raw": err.raw}
+        return {
+            "status": "unscored",
+            "scores": None,
+            "attempts": err.attempts,
+            "error": f"unusable reply: {reason}",
+            "raw": err.raw,
+        }
     return {"status": "scored", "scores": reply.value, "attempts": reply.attempts, "error": "", "raw": reply.raw}
 
 
-def judge_all(client, model: str, items: list[tuple[str, str]], max_attempts: int = 3, workers: int = 4, **params) -> list[dict]:
+def judge_all(
+    client, model: str, items: list[tuple[str, str]], max_attempts: int = 3, workers: int = 4, **params
+) -> list[dict]:
     """:func:`judge_one` for every (question, answer), ``workers`` at a time, results in input order."""
     from tqdm.auto import tqdm
 
@@ -101,13 +113,16 @@ def summarize(judgments: list[dict], groups: list[str] | None = None) -> dict:
     if scored:
         summary["mean"] = {dim: statistics.fmean(s[dim] for s in scored) for dim in DIMENSIONS}
         summary["mean"]["总分"] = statistics.fmean(sum(s[d] for d in DIMENSIONS) for s in scored)
-        summary["histogram"] = {dim: [sum(1 for s in scored if s[dim] == k) for k in range(MAX_SCORE + 1)] for dim in DIMENSIONS}
+        summary["histogram"] = {
+            dim: [sum(1 for s in scored if s[dim] == k) for k in range(MAX_SCORE + 1)] for dim in DIMENSIONS
+        }
     if groups:
         by_group: dict[str, list[dict]] = {}
         for group, j in zip(groups, judgments):
             if j["status"] == "scored":
                 by_group.setdefault(group, []).append(j["scores"])
         summary["by_group"] = {
-            g: {"scored": len(s), **{dim: statistics.fmean(x[dim] for x in s) for dim in DIMENSIONS}} for g, s in sorted(by_group.items())
+            g: {"scored": len(s), **{dim: statistics.fmean(x[dim] for x in s) for dim in DIMENSIONS}}
+            for g, s in sorted(by_group.items())
         }
     return summary

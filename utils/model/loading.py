@@ -1,6 +1,6 @@
 """Load tokenizers, base models and LoRA adapters the same way in every script.
 
-* ``base_model=""`` means the embedded tiny LLaMA (built on first use, see ``utils/tiny_base.py``),
+* ``base_model=""`` means the embedded tiny LLaMA (built on first use, see ``utils/model/tiny_base.py``),
   announced by a banner on stderr: its weights are random and its answers are not medicine.
 * ``load_8bit`` / ``load_4bit`` go through ``BitsAndBytesConfig`` (CPU and GPU alike).
 * ``precision="auto"`` picks bf16 on GPUs that support it, fp16 on older GPUs and for 8-bit bases
@@ -10,8 +10,8 @@
   hard-coded 0 (a real token in Llama-3 and Qwen vocabularies).
 * LoRA targets ``auto`` are chosen from the architecture (``LORA_TARGETS``); unknown names are an
   error listing the model's linear layers.
-* A base model is a folder or a hub id (through the hub cache, offline-capable: ``utils/hub.py``);
-  adapters (folder format, old peft ``.bin``, run_config read-back) are ``utils/adapters.py``'s.
+* A base model is a folder or a hub id (through the hub cache, offline-capable: ``utils/model/hub.py``);
+  adapters (folder format, old peft ``.bin``, run_config read-back) are ``utils/model/adapters.py``'s.
 * Remote code runs only with ``trust_remote_code=True``.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from utils import adapters, hub, tiny_base
 from utils.cli import UserError
+from utils.model import adapters, hub, tiny_base
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,14 @@ def resolve_precision(precision: str = "auto", training: bool = False, load_8bit
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
-        if not torch.cuda.is_available() and (precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())):
+        if not torch.cuda.is_available() and (
+            precision == "fp16" or (precision == "bf16" and not cpu_has_native_bf16())
+        ):
             logger.warning("precision %s requested on a CPU without native support: slow or unstable", precision)
         elif torch.cuda.is_available() and precision == "bf16" and not cuda_supports_bf16():
-            logger.warning("precision bf16 on a GPU of compute capability < 8.0 is emulated (slow); fp16 is native there")
+            logger.warning(
+                "precision bf16 on a GPU of compute capability < 8.0 is emulated (slow); fp16 is native there"
+            )
         return precision
     if torch.cuda.is_available():
         return "bf16" if cuda_supports_bf16() and not load_8bit else "fp16"
@@ -96,7 +100,11 @@ def claim_device(world_size: int, local_rank: int) -> str:
         return f"cuda:{local_rank}"
     visible = torch.cuda.device_count()
     if visible > 1:
-        logger.info("single process: training on cuda:0 only, the first of %d visible GPUs (torchrun --nproc_per_node %d uses them all)", visible, visible)
+        logger.info(
+            "single process: training on cuda:0 only, the first of %d visible GPUs (torchrun --nproc_per_node %d uses them all)",
+            visible,
+            visible,
+        )
     return "cuda:0"
 
 
@@ -124,7 +132,9 @@ def resolve_attention(attn_implementation: str, check_installed: bool = True) ->
         from transformers.utils import is_flash_attn_2_available
 
         if not is_flash_attn_2_available():
-            raise UserError("--attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU (pip install flash-attn); or use sdpa")
+            raise UserError(
+                "--attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU (pip install flash-attn); or use sdpa"
+            )
     return attn_implementation
 
 
@@ -146,9 +156,13 @@ def resolve_base_model(base_model: str) -> str:
     the embedded tiny base. Whenever the tiny base is used, a banner on stderr says so."""
     if base_model:
         path = hub.resolve_folder(
-            base_model, "base model", "config.json", hub.MODEL_FILES, hub.MODEL_BIN_FILES,
+            base_model,
+            "base model",
+            "config.json",
+            hub.MODEL_FILES,
+            hub.MODEL_BIN_FILES,
             hint="a Hugging Face model folder holds config.json, weights and tokenizer; or leave --base_model empty for the embedded tiny LLaMA",
-        )  # fmt: skip
+        )
     else:
         path = tiny_base.ensure_tiny_base()
     if tiny_base.fingerprint_of(path):
@@ -179,7 +193,14 @@ def resolve_pad_token(tokenizer) -> None:
     logger.info("tokenizer has no pad token: padding with %r (id %d)", tokenizer.pad_token, tokenizer.pad_token_id)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "spiece.model", "vocab.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "tokenizer_config.json",
+    "spiece.model",
+    "vocab.txt",
+)
 
 
 def load_tokenizer(base_model: str, trust_remote_code: bool = False):
@@ -198,7 +219,9 @@ def check_quantization(load_8bit: bool, load_4bit: bool, sharded: str | None = N
     if load_8bit and load_4bit:
         raise UserError("choose one of --load_8bit and --load_4bit")
     if load_8bit and sharded:
-        raise UserError(f"--load_8bit cannot be sharded ({sharded.split(' (')[0]}): use --load_4bit, or DDP (configs/accelerate/ddp.yaml)")
+        raise UserError(
+            f"--load_8bit cannot be sharded ({sharded.split(' (')[0]}): use --load_4bit, or DDP (configs/accelerate/ddp.yaml)"
+        )
 
 
 def quantization_config(load_8bit: bool, load_4bit: bool, compute_dtype: torch.dtype, sharded: str | None = None):
@@ -210,7 +233,9 @@ def quantization_config(load_8bit: bool, load_4bit: bool, compute_dtype: torch.d
 
     check_quantization(load_8bit, load_4bit, sharded)
     if load_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)  # the outlier threshold stays 6.0: LLM.int8's accuracy at 7B needs it
+        return BitsAndBytesConfig(
+            load_in_8bit=True
+        )  # the outlier threshold stays 6.0: LLM.int8's accuracy at 7B needs it
     if load_4bit:  # QLoRA: NF4 weights, double quantization, matmuls in the training precision
         return BitsAndBytesConfig(
             load_in_4bit=True,
@@ -330,8 +355,27 @@ def resolve_packing(packing: bool | str, config, attn_implementation: str, pack_
 # LLaMA); types not listed fall back to peft's own table.
 LORA_TARGETS = {
     **dict.fromkeys(
-        ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
-         "glm", "glm4", "internlm", "phi", "opt", "gptj", "olmo", "olmo2", "starcoder2"),
+        (
+            "llama",
+            "mistral",
+            "mixtral",
+            "qwen2",
+            "qwen2_moe",
+            "qwen3",
+            "qwen3_moe",
+            "gemma",
+            "gemma2",
+            "gemma3_text",
+            "glm",
+            "glm4",
+            "internlm",
+            "phi",
+            "opt",
+            "gptj",
+            "olmo",
+            "olmo2",
+            "starcoder2",
+        ),
         ["q_proj", "v_proj"],
     ),
     **dict.fromkeys(("bloom", "gpt_neox", "falcon", "chatglm"), ["query_key_value"]),
@@ -340,7 +384,7 @@ LORA_TARGETS = {
     "phi3": ["qkv_proj"],
     "gpt2": ["c_attn"],
     "mpt": ["Wqkv"],
-}  # fmt: skip
+}
 
 
 def linear_layer_names(model) -> list[str]:

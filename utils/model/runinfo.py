@@ -6,12 +6,12 @@ import json
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from utils.files import write_atomic
-from utils.tiny_base import fingerprint_of
+from utils.model.tiny_base import fingerprint_of
 
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "wandb", "tokenizers")
 
@@ -43,9 +43,9 @@ def write_json(path: str | os.PathLike, obj) -> str:
 def run_config(flags: dict, **extra) -> dict:
     """Every flag as resolved, plus library versions, the command line and a timestamp.
 
-    When ``resolved`` names a ``base_model`` folder built by ``utils/tiny_base.py``, its token-id
+    When ``resolved`` names a ``base_model`` folder built by ``utils/model/tiny_base.py``, its token-id
     fingerprint is recorded beside it (``tiny_base_fingerprint``), so an adapter trained on it is
-    refused later by a tiny base with other ids (``utils/adapters.py``).
+    refused later by a tiny base with other ids (``utils/model/adapters.py``).
     """
     resolved = extra.get("resolved")
     if isinstance(resolved, dict) and resolved.get("base_model") and Path(str(resolved["base_model"])).is_dir():
@@ -56,6 +56,6 @@ def run_config(flags: dict, **extra) -> dict:
         "flags": flags,
         **extra,
         "command": sys.argv,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from utils.prompter import IGNORE_INDEX
+from utils.data.prompter import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +65,20 @@ class SeededShuffle(torch.utils.data.Sampler):
         yield from torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
 
 
-def balanced_sampler(lengths: list[int], batch_size: int, world_size: int, accumulation: int, rank: int = 0, seed: int = 42):
+def balanced_sampler(
+    lengths: list[int], batch_size: int, world_size: int, accumulation: int, rank: int = 0, seed: int = 42
+):
     """This rank's micro-batches: each step's ``batch_size`` examples cut into ``world_size x accumulation``
     groups of near-equal tokens (see :func:`token_balanced_sampler_class`)."""
     return token_balanced_sampler_class()(
-        lengths=list(lengths), effective_batch_size=batch_size, dp_size=world_size, grad_accum=accumulation,
-        rank=rank, seed=seed, drop_last=False,
-    )  # fmt: skip
+        lengths=list(lengths),
+        effective_batch_size=batch_size,
+        dp_size=world_size,
+        grad_accum=accumulation,
+        rank=rank,
+        seed=seed,
+        drop_last=False,
+    )
 
 
 @functools.cache
@@ -93,7 +100,9 @@ def token_balanced_sampler_class():
                 g = min(range(len(groups)), key=lambda k: (tokens[k], len(groups[k])))
                 groups[g].append(index)
                 tokens[g] += length
-            return [[groups[slot * self.dp_size + rank] for slot in range(self.grad_accum)] for rank in range(self.dp_size)]
+            return [
+                [groups[slot * self.dp_size + rank] for slot in range(self.grad_accum)] for rank in range(self.dp_size)
+            ]
 
     return TokenBalancedSampler
 
@@ -188,7 +197,9 @@ class PackingCollator:
             k = max(1, int(counts.max()))
             order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :k]  # target positions first
             batch["logits_to_keep"] = order
-            batch["shift_labels"] = torch.where(torch.arange(k)[None] < counts[:, None], targets.gather(1, order), IGNORE_INDEX)
+            batch["shift_labels"] = torch.where(
+                torch.arange(k)[None] < counts[:, None], targets.gather(1, order), IGNORE_INDEX
+            )
         else:
             batch["shift_labels"] = targets
         return batch
@@ -197,7 +208,11 @@ class PackingCollator:
         """Positions projected onto the vocabulary for these examples: rows x the most targets of a row."""
         if not self.label_logits_only:
             return self.positions_of(lengths)
-        rows = [list(range(len(lengths)))] if self.flatten else pack_rows(lengths, self.pack_len if self.pack_len > 0 else sum(lengths))
+        rows = (
+            [list(range(len(lengths)))]
+            if self.flatten
+            else pack_rows(lengths, self.pack_len if self.pack_len > 0 else sum(lengths))
+        )
         return len(rows) * max(1, max(sum(answers[i] for i in row) for row in rows))
 
     def positions_of(self, lengths: list[int]) -> int:
@@ -216,7 +231,11 @@ def examples_of(batch: dict, pad_token_id: int) -> list[dict]:
     for ids, labels, positions in zip(batch["input_ids"], batch["labels"], batch["position_ids"]):
         starts = (positions == 0).nonzero().flatten().tolist() + [len(positions)]
         for start, end in zip(starts, starts[1:]):
-            is_padding = end == len(positions) and bool((ids[start:end] == pad_token_id).all()) and bool((labels[start:end] == IGNORE_INDEX).all())
+            is_padding = (
+                end == len(positions)
+                and bool((ids[start:end] == pad_token_id).all())
+                and bool((labels[start:end] == IGNORE_INDEX).all())
+            )
             if not is_padding:
                 features.append({"input_ids": ids[start:end].tolist(), "labels": labels[start:end].tolist()})
     return features
@@ -231,14 +250,23 @@ def split_batch(batch: dict, parts: int, collator) -> list[dict]:
         features = examples_of(batch, collator.pad_token_id)
         if len(features) < parts:
             raise ValueError(f"cannot split a micro-batch of {len(features)} examples into {parts}")
-        fresh = PackingCollator(collator.pad_token_id, collator.pack_len, collator.label_logits_only, collator.pad_to_multiple_of, collator.flatten)
+        fresh = PackingCollator(
+            collator.pad_token_id,
+            collator.pack_len,
+            collator.label_logits_only,
+            collator.pad_to_multiple_of,
+            collator.flatten,
+        )
         bounds = [round(k * len(features) / parts) for k in range(parts + 1)]
         return [fresh(features[a:b]) for a, b in zip(bounds, bounds[1:])]
     rows = len(batch["input_ids"])
     if rows < parts:
         raise ValueError(f"cannot split a micro-batch of {rows} examples into {parts}")
     bounds = [round(k * rows / parts) for k in range(parts + 1)]
-    return [{k: v[a:b] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in batch.items()} for a, b in zip(bounds, bounds[1:])]
+    return [
+        {k: v[a:b] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in batch.items()}
+        for a, b in zip(bounds, bounds[1:])
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,21 +274,36 @@ def split_batch(batch: dict, parts: int, collator) -> list[dict]:
 
 
 def micro_batches(
-    lengths: list[int], batch_size: int, micro_batch_size: int, world_size: int = 1, packing: bool = True, seed: int = 42
+    lengths: list[int],
+    batch_size: int,
+    micro_batch_size: int,
+    world_size: int = 1,
+    packing: bool = True,
+    seed: int = 42,
 ) -> list[list[int]]:
     """Every process's micro-batches of the first epoch (indices), as training will form them."""
     per_rank = batch_size // world_size
     accumulation = max(1, per_rank // micro_batch_size)
     if packing:
-        return [mb for rank in range(world_size) for mb in balanced_sampler(lengths, batch_size, world_size, accumulation, rank, seed)]
+        return [
+            mb
+            for rank in range(world_size)
+            for mb in balanced_sampler(lengths, batch_size, world_size, accumulation, rank, seed)
+        ]
     order = list(SeededShuffle(len(lengths), seed))
     return [order[s : s + micro_batch_size] for s in range(0, len(order), micro_batch_size)]
 
 
 def epoch_figures(
-    lengths: list[int], answer_lengths: list[int], batch_size: int, micro_batch_size: int, collator_like,
-    world_size: int = 1, packing: bool = True, seed: int = 42,
-) -> dict:  # fmt: skip
+    lengths: list[int],
+    answer_lengths: list[int],
+    batch_size: int,
+    micro_batch_size: int,
+    collator_like,
+    world_size: int = 1,
+    packing: bool = True,
+    seed: int = 42,
+) -> dict:
     """Tokens, positions and padding of one epoch, and its largest micro-batch in positions and in
     projected (answer) tokens: what the memory plan sizes activations and logits by."""
     tokens = positions = largest = largest_logits = 0
@@ -304,9 +347,13 @@ def trainer_class(balanced: bool = True):
             if not balanced:
                 return SeededShuffle(len(dataset), seed)
             return balanced_sampler(
-                [len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
-                self.args.world_size, self.args.gradient_accumulation_steps, self.args.process_index, seed,
-            )  # fmt: skip
+                [len(ids) for ids in dataset["input_ids"]],
+                self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
+                self.args.world_size,
+                self.args.gradient_accumulation_steps,
+                self.args.process_index,
+                seed,
+            )
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             trainable = [p for p in model.parameters() if p.requires_grad]
@@ -333,7 +380,11 @@ def trainer_class(balanced: bool = True):
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            examples = len(examples_of(inputs, self.data_collator.pad_token_id)) if isinstance(self.data_collator, PackingCollator) else len(inputs["input_ids"])
+            examples = (
+                len(examples_of(inputs, self.data_collator.pad_token_id))
+                if isinstance(self.data_collator, PackingCollator)
+                else len(inputs["input_ids"])
+            )
             if examples < 2 * self.oom_splits:
                 raise torch.OutOfMemoryError(
                     f"out of memory with micro-batches of {max(1, examples // self.oom_splits)} example(s): the model does not fit; "
@@ -341,12 +392,21 @@ def trainer_class(balanced: bool = True):
                 )
             self.oom_splits *= 2
             nominal = max(1, self.args.per_device_train_batch_size // self.oom_splits)
-            event = {"step": self.state.global_step + 1, "splits": self.oom_splits, "examples_per_piece": math.ceil(examples / self.oom_splits)}
+            event = {
+                "step": self.state.global_step + 1,
+                "splits": self.oom_splits,
+                "examples_per_piece": math.ceil(examples / self.oom_splits),
+            }
             self.oom_events.append(event)
             logger.warning(
                 "out of memory at step %d: micro-batches are now cut in %d (this one: %d examples in pieces of %d, %dx the "
                 "accumulation); the step is redone with the same examples and the same gradient. Next time pass --micro_batch_size %d",
-                event["step"], self.oom_splits, examples, event["examples_per_piece"], self.oom_splits, nominal,
-            )  # fmt: skip
+                event["step"],
+                self.oom_splits,
+                examples,
+                event["examples_per_piece"],
+                self.oom_splits,
+                nominal,
+            )
 
     return PackedTrainer

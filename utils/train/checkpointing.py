@@ -10,7 +10,7 @@
   then moves the weights into place and ``adapter_config.json`` last, each by ``os.replace``. A kill
   at any moment leaves either the previous complete adapter, no ``adapter_config.json`` (which
   ``PeftModel.from_pretrained`` and ``adapters.adapter_problem`` reject), or the new complete adapter
-  (``utils/adapters.py``: the folder format, its check and its publication).
+  (``utils/model/adapters.py``: the folder format, its check and its publication).
 * **Resume.** :func:`resolve_resume` turns ``--resume_from_checkpoint`` (a checkpoint folder,
   ``auto``/``True`` = latest complete checkpoint in ``output_dir``, or an adapter-only folder) into
   what the Trainer needs. The Trainer restores optimizer, schedule, RNG states and data order
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from utils.adapters import PARTIAL_DIR, adapter_problem, publish
-from utils.files import fsync_dir
-from utils.runinfo import write_json
 from utils.cli import UserError
+from utils.files import fsync_dir
+from utils.model.adapters import PARTIAL_DIR, adapter_problem, publish
+from utils.model.runinfo import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _dist():
 
 
 # ----------------------------------------------------------------------------------------------
-# adapters: save at the end of training (the folder format: utils/adapters.py)
+# adapters: save at the end of training (the folder format: utils/model/adapters.py)
 
 
 def save_adapter(trainer, output_dir: str | os.PathLike) -> None:
@@ -148,7 +148,9 @@ def resolve_resume(resume_from_checkpoint, output_dir: str) -> tuple[str | None,
         return str(folder), None
     problem = adapter_problem(folder)
     if problem:
-        raise UserError(f"resume_from_checkpoint {folder} is neither a Trainer checkpoint nor a complete adapter: {problem}")
+        raise UserError(
+            f"resume_from_checkpoint {folder} is neither a Trainer checkpoint nor a complete adapter: {problem}"
+        )
     logger.warning("%s holds adapter weights only: they are loaded, the optimizer and schedule restart", folder)
     return None, str(folder)
 
@@ -199,8 +201,10 @@ class GracefulStop(_callback_base()):
             self._restore()
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without a checkpoint")
         self.signum = signum
-        logger.warning("%s received: finishing this step, then saving a checkpoint (send again to stop now)",
-                       signal.Signals(signum).name)  # fmt: skip
+        logger.warning(
+            "%s received: finishing this step, then saving a checkpoint (send again to stop now)",
+            signal.Signals(signum).name,
+        )
 
     def _restore(self):
         for signum, handler in self._previous.items():
@@ -242,8 +246,10 @@ class GracefulStop(_callback_base()):
         folder = Path(output_dir) / f"checkpoint-{self.stopped_at}"
         logger.warning(
             "stopped by %s at step %s; checkpoint %s written. Resume with --resume_from_checkpoint auto",
-            name, self.stopped_at, folder,
-        )  # fmt: skip
+            name,
+            self.stopped_at,
+            folder,
+        )
         sys.exit(128 + self.signum)
 
 

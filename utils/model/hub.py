@@ -23,7 +23,12 @@ def looks_like_hub_id(name: str) -> bool:
 
 
 def resolve_folder(
-    name: str, what: str, required: str, patterns: tuple[str, ...], fallback_patterns: tuple[str, ...] = (), hint: str = ""
+    name: str,
+    what: str,
+    required: str,
+    patterns: tuple[str, ...],
+    fallback_patterns: tuple[str, ...] = (),
+    hint: str = "",
 ) -> str:
     """The local folder holding ``name`` (a folder, or a hub id fetched into the cache).
 
@@ -35,7 +40,9 @@ def resolve_folder(
     hint = f"; {hint}" if hint else ""
     if path.exists() or not looks_like_hub_id(name):
         if not path.exists():
-            raise FileNotFoundError(f"{what} {name!r} not found (tried {path.resolve()}); pass a local folder or a hub id (owner/name){hint}")
+            raise FileNotFoundError(
+                f"{what} {name!r} not found (tried {path.resolve()}); pass a local folder or a hub id (owner/name){hint}"
+            )
         if not (path / required).is_file():
             raise FileNotFoundError(f"{what} folder {path} has no {required}{hint}")
         return str(path)
@@ -49,9 +56,10 @@ def resolve_folder(
             folder = Path(snapshot_download(name, allow_patterns=list(patterns + fallback_patterns)))
     except (LocalEntryNotFoundError, RepositoryNotFoundError, GatedRepoError, HfHubHTTPError) as err:
         reason = (
-            "HF_HUB_OFFLINE=1 and it is not in the cache" if constants.HF_HUB_OFFLINE
+            "HF_HUB_OFFLINE=1 and it is not in the cache"
+            if constants.HF_HUB_OFFLINE
             else f"it could not be fetched from the hub ({type(err).__name__}: {str(err).splitlines()[0]})"
-        )  # fmt: skip
+        )
         raise FileNotFoundError(
             f"{what} {name!r}: no such local folder, and {reason} (cache: {constants.HF_HUB_CACHE}); "
             f"download it while online, or pass a local folder{hint}"

@@ -14,15 +14,20 @@ import re
 import statistics
 from collections import Counter
 
-from utils.knowledge import REPO_ROOT, Entry
+from utils.knowledge.schema import REPO_ROOT, Entry
 
 
 def _lengths(values: list[int]) -> dict:
     if not values:
         return {}
     values = sorted(values)
-    return {"min": values[0], "mean": round(statistics.mean(values), 1), "median": statistics.median(values),
-            "p95": values[min(len(values) - 1, int(0.95 * len(values)))], "max": values[-1]}
+    return {
+        "min": values[0],
+        "mean": round(statistics.mean(values), 1),
+        "median": statistics.median(values),
+        "p95": values[min(len(values) - 1, int(0.95 * len(values)))],
+        "max": values[-1],
+    }
 
 
 PERSON = re.compile(r"一名.{0,12}?(?:男性|女性|男孩|女孩|男生|女生|孕妇|产妇|哺乳期女性|新生儿|婴儿)")
@@ -57,7 +62,9 @@ def statistics_of(by_split: dict[str, list[dict]], entry_of: dict[str, Entry]) -
         "per_split": {s: len(records) for s, records in by_split.items()},
         "per_source": dict(sorted(sources.items())),
         "per_style": dict(sorted(Counter(r["style"] for r in every).items())),
-        "per_style_split": {s: dict(sorted(Counter(r["style"] for r in records).items())) for s, records in by_split.items()},
+        "per_style_split": {
+            s: dict(sorted(Counter(r["style"] for r in records).items())) for s, records in by_split.items()
+        },
         "per_department": dict(depts.most_common()),
         "instruction_patterns": len(instruction_patterns),
         "answer_patterns": len(answer_patterns),
@@ -90,30 +97,48 @@ def data_card(meta: dict, paths: dict) -> str:
     s = meta["stats"]
     src = meta["cmekg"]
     lines = [
-        "# Data card: " + os.path.basename(paths["train"]), "",
+        "# Data card: " + os.path.basename(paths["train"]),
+        "",
         "Instruction data for LoRA fine-tuning (HuaTuo/BenTsao format: instruction, input, output), built by "
         "`build_dataset.py` from knowledge bases; every fact an answer states is a value of its entry "
-        "(`facts`), and prevention (vaccines, prophylaxis) is never presented as treatment.", "",
+        "(`facts`), and prevention (vaccines, prophylaxis) is never presented as treatment.",
+        "",
         f"{s['records']} records ({', '.join(f'{k} {v}' for k, v in s['per_split'].items())}), from {s['diseases']} "
         f"diseases and {s['drugs']} drugs; split by entity. Masked patterns (entity names, KB values and the "
         f"patient's age/sex replaced): {s['instruction_patterns']} instruction patterns, {s['answer_patterns']} "
-        f"answer patterns; the 10 most common answer patterns cover {s['top10_answer_pattern_share']:.0%} of records.", "",
-        "## Sources", "", "| source | records | licence and provenance |", "| --- | ---: | --- |",
+        f"answer patterns; the 10 most common answer patterns cover {s['top10_answer_pattern_share']:.0%} of records.",
+        "",
+        "## Sources",
+        "",
+        "| source | records | licence and provenance |",
+        "| --- | ---: | --- |",
         f"| ours | {s['per_source'].get('ours', 0)} | `data/knowledge/*.jsonl`, written for this repository from "
         "textbook knowledge; the repository's licence |",
     ]
     if src:
-        lines.append(f"| cmekg | {s['per_source'].get('cmekg', 0)} | CMeKG (Peking University) as packaged in "
-                     f"`{src['package']}` {src['version']} on PyPI ({src['licence']}); pickle sha256 "
-                     f"`{src['sha256'][:16]}…`; cleaned as in `{os.path.basename(paths['import'])}.md` |")
+        lines.append(
+            f"| cmekg | {s['per_source'].get('cmekg', 0)} | CMeKG (Peking University) as packaged in "
+            f"`{src['package']}` {src['version']} on PyPI ({src['licence']}); pickle sha256 "
+            f"`{src['sha256'][:16]}…`; cleaned as in `{os.path.basename(paths['import'])}.md` |"
+        )
     lines += ["", "## Records per style", "", "| style | records |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in s["per_style"].items()]
     lines += ["", "## Records per department (top 20)", "", "| department | records |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in list(s["per_department"].items())[:20]]
     lines += rules_section(meta)
-    lines += ["", "## Lengths (characters)", "", f"instruction: {s['instruction_chars']}", "",
-              f"output: {s['output_chars']}", "", f"![lengths]({os.path.basename(paths['lengths'])})", "",
-              "## Known limits", ""] + [f"- {limit}" for limit in KNOWN_LIMITS]
+    lines += [
+        "",
+        "## Lengths (characters)",
+        "",
+        f"instruction: {s['instruction_chars']}",
+        "",
+        f"output: {s['output_chars']}",
+        "",
+        f"![lengths]({os.path.basename(paths['lengths'])})",
+        "",
+        "## Known limits",
+        "",
+    ] + [f"- {limit}" for limit in KNOWN_LIMITS]
     return "\n".join(lines) + "\n"
 
 
@@ -133,7 +158,7 @@ KNOWN_LIMITS = (
     "the disease) confirms them, so most cMeKG diseases have no treatment and their vignettes ask for diagnosis "
     "and tests only. Confirming the rest needs a physician.",
     "Red-flag rules cover the emergencies in the rules table; the calls left to a physician are listed in "
-    "utils/clinical.py (LEFT_OUT): 胸痛 alone, stroke signs without a sudden onset, a single seizure, bleeding "
+    "utils/knowledge/clinical.py (LEFT_OUT): 胸痛 alone, stroke signs without a sudden onset, a single seizure, bleeding "
     "whose amount is not given, obstetric severity. A disease outside the rules gets routine wording.",
     "Patients' sex and age follow the disease's name, department, 多发人群 and organ; where nothing narrows them, "
     "adults of both sexes are drawn, which can still be atypical (a 21-year-old with a vaginal wall prolapse).",
@@ -157,12 +182,17 @@ def rules_section(meta: dict) -> list[str]:
     lines = ["", "## Rules and what they changed", ""]
     imported = meta.get("cmekg_import")
     if imported:
-        lines += [f"cMeKG import: {imported['diseases_imported']} of {imported['entities']} entities imported as "
-                  "diseases. Entities not imported:", ""]
+        lines += [
+            f"cMeKG import: {imported['diseases_imported']} of {imported['entities']} entities imported as "
+            "diseases. Entities not imported:",
+            "",
+        ]
         lines += _table(("why", "entities"), imported["entities_skipped"].items())
         lines += ["", "Values changed or dropped, per cleaning rule:", ""]
-        lines += _table(("rule", "values", "meaning"),
-                        ((f"`{r}`", n, imported["rule_meaning"].get(r, "")) for r, n in imported["rules"].items()))
+        lines += _table(
+            ("rule", "values", "meaning"),
+            ((f"`{r}`", n, imported["rule_meaning"].get(r, "")) for r, n in imported["rules"].items()),
+        )
     builder = meta.get("builder_rules")
     if builder:
         lines += ["", "Builder rules, candidates left out (before sampling the records):", ""]
@@ -170,16 +200,26 @@ def rules_section(meta: dict) -> list[str]:
         lines += ["", "Builder rules, records of this build:", ""]
         lines += _table(("rule", "records"), builder["records"].items())
     if meta.get("clinical_rules"):
-        lines += ["", "## Clinical rules (utils/clinical.py)", "", meta["clinical_rules"]]
+        lines += ["", "## Clinical rules (utils/knowledge/clinical.py)", "", meta["clinical_rules"]]
     blind = (meta.get("exam") or {}).get("answer_blind")
     if blind:
-        lines += ["", "## Exam (kb-mcq): answer-blind heuristics on the test split", "",
-                  "Accuracy of a guesser that never reads the question's medicine; chance is 25%.", ""]
+        lines += [
+            "",
+            "## Exam (kb-mcq): answer-blind heuristics on the test split",
+            "",
+            "Accuracy of a guesser that never reads the question's medicine; chance is 25%.",
+            "",
+        ]
         lines += _table(("heuristic", "accuracy"), ((k, f"{v:.1%}") for k, v in blind.items()))
     if meta.get("audit"):
-        lines += ["", "## The review's 12 causes, counted over the whole build (utils/audit.py)", "",
-                  "Detectors written from the review's findings, independent of the rules that build the data; "
-                  "'before' is the build committed before issue #19 (`data/audit_before.json`).", ""]
+        lines += [
+            "",
+            "## The review's 12 causes, counted over the whole build (utils/knowledge/audit.py)",
+            "",
+            "Detectors written from the review's findings, independent of the rules that build the data; "
+            "'before' is the build committed before issue #19 (`data/audit_before.json`).",
+            "",
+        ]
         lines += _table(("cause", "measure", "before", "this build"), audit_rows(meta["audit"], _audit_before()))
     return lines
 
@@ -202,5 +242,7 @@ def audit_rows(after: dict, before: dict) -> list[tuple[str, str, str, str]]:
     for cause, result in after.items():
         old = before.get(cause, {}).get("metrics", {})
         for i, (measure, value) in enumerate(result["metrics"].items()):
-            rows.append((result["title"] if i == 0 else "", measure.strip(), _shown(old.get(measure, "—")), _shown(value)))
+            rows.append(
+                (result["title"] if i == 0 else "", measure.strip(), _shown(old.get(measure, "—")), _shown(value))
+            )
     return rows

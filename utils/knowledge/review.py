@@ -1,7 +1,7 @@
 """The review sheet of a build: n seeded random records, each beside its knowledge entry, to judge by hand.
 
-    python -m utils.review                                   # 100 records of data/llama_data*.json -> data/review.md/.html
-    python -m utils.review data/llama_data.json --n 50 --seed 3 --out /tmp/review
+    python -m utils.knowledge.review                                   # 100 records of data/llama_data*.json -> data/review.md/.html
+    python -m utils.knowledge.review data/llama_data.json --n 50 --seed 3 --out /tmp/review
 
 Each record shows its question and answer, then every field of each entity it uses, with the values
 its facts quote in bold (Markdown) or highlighted (HTML) and the values the question or answer states
@@ -17,7 +17,7 @@ import logging
 import os
 import random
 
-from utils.knowledge import REPO_ROOT, Entry
+from utils.knowledge.schema import REPO_ROOT, Entry
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,9 @@ def entry_source(entry: Entry) -> str:
     """ours: the file (relative to the repository) and line; cMeKG: the package and version it came from."""
     if entry.source == "ours":
         path = os.path.abspath(entry.path)
-        shown = os.path.relpath(path, REPO_ROOT) if path.startswith(REPO_ROOT + os.sep) else entry.path
+        shown = os.path.relpath(path, REPO_ROOT) if path.startswith(str(REPO_ROOT) + os.sep) else entry.path
         return f"ours, {shown}:{entry.line}"
-    return f"{entry.source}, {entry.path} (imported and cleaned by utils/cmekg.py)"
+    return f"{entry.source}, {entry.path} (imported and cleaned by utils/knowledge/cmekg.py)"
 
 
 def _marks(record: dict, entry: Entry) -> tuple[set[tuple[str, str]], set[str]]:
@@ -62,8 +62,10 @@ def _marks(record: dict, entry: Entry) -> tuple[set[tuple[str, str]], set[str]]:
 def _entries_for(record: dict, entry_of: dict[str, Entry]) -> list[Entry]:
     missing = [n for n in names_of(record) if n not in entry_of]
     if missing:
-        raise ValueError(f"record {record['id']}: no knowledge entry named {'、'.join(missing)} "
-                         "(review a build with the entries it was built from)")
+        raise ValueError(
+            f"record {record['id']}: no knowledge entry named {'、'.join(missing)} "
+            "(review a build with the entries it was built from)"
+        )
     return [entry_of[n] for n in names_of(record)]
 
 
@@ -75,24 +77,38 @@ def _md_cell(text: str) -> str:
 
 
 def markdown_sheet(sample: list[dict], entry_of: dict[str, Entry], seed: int, total: int) -> str:
-    lines = [f"# Review sheet: {len(sample)} of {total} records (seed {seed})", "",
-             "Judge each record against its entry. **bold** = a value its facts quote; <u>underlined</u> = a value "
-             "of the entry the text states without a fact. Tick every category that applies.", "",
-             "| # | id | style | " + " | ".join(key for key, _ in CATEGORIES) + " | notes |",
-             "| ---: | --- | --- | " + " | ".join(":---:" for _ in CATEGORIES) + " | --- |"]
-    lines += [f"| {i} | {r['id']} | {r['style']} | " + " | ".join("[ ]" for _ in CATEGORIES) + " |  |"
-              for i, r in enumerate(sample, 1)]
+    lines = [
+        f"# Review sheet: {len(sample)} of {total} records (seed {seed})",
+        "",
+        "Judge each record against its entry. **bold** = a value its facts quote; <u>underlined</u> = a value "
+        "of the entry the text states without a fact. Tick every category that applies.",
+        "",
+        "| # | id | style | " + " | ".join(key for key, _ in CATEGORIES) + " | notes |",
+        "| ---: | --- | --- | " + " | ".join(":---:" for _ in CATEGORIES) + " | --- |",
+    ]
+    lines += [
+        f"| {i} | {r['id']} | {r['style']} | " + " | ".join("[ ]" for _ in CATEGORIES) + " |  |"
+        for i, r in enumerate(sample, 1)
+    ]
     lines += ["", "Categories: " + "; ".join(f"**{key}** = {label}" for key, label in CATEGORIES), ""]
     for i, r in enumerate(sample, 1):
-        lines += [f"## {i}. `{r['id']}` · {r.get('split', '')} · {r['style']}", "",
-                  f"**Question:** {r['instruction']}", ""]
+        lines += [
+            f"## {i}. `{r['id']}` · {r.get('split', '')} · {r['style']}",
+            "",
+            f"**Question:** {r['instruction']}",
+            "",
+        ]
         if r.get("input"):
             lines += [f"**Input:** {r['input']}", ""]
         lines += [f"**Answer:** {r['output']}", ""]
         for entry in _entries_for(r, entry_of):
             quoted, stated = _marks(r, entry)
-            lines += [f"**Entry {entry.name}** ({entry.kind}; {entry_source(entry)})", "", "| field | values |",
-                      "| --- | --- |"]
+            lines += [
+                f"**Entry {entry.name}** ({entry.kind}; {entry_source(entry)})",
+                "",
+                "| field | values |",
+                "| --- | --- |",
+            ]
             if entry.aliases:
                 lines.append(f"| names | {_md_cell('、'.join(entry.names))} |")
             for key, values in entry.fields.items():
@@ -124,32 +140,43 @@ def _html_value(value: str, key: str, quoted: set, stated: set) -> str:
 
 def html_sheet(sample: list[dict], entry_of: dict[str, Entry], seed: int, total: int) -> str:
     e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="zh"><head><meta charset="utf-8">',
-             f"<title>Review sheet: {len(sample)} of {total} records (seed {seed})</title>",
-             f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
-             f"<h1>Review sheet: {len(sample)} of {total} records (seed {seed})</h1>",
-             "<p>Judge each record against its entry. <mark>highlighted</mark> = a value its facts quote; "
-             "<u>underlined</u> = a value of the entry the text states without a fact.</p>",
-             '<table><tr><th>category</th><th>meaning</th></tr>']
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="zh"><head><meta charset="utf-8">',
+        f"<title>Review sheet: {len(sample)} of {total} records (seed {seed})</title>",
+        f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
+        f"<h1>Review sheet: {len(sample)} of {total} records (seed {seed})</h1>",
+        "<p>Judge each record against its entry. <mark>highlighted</mark> = a value its facts quote; "
+        "<u>underlined</u> = a value of the entry the text states without a fact.</p>",
+        "<table><tr><th>category</th><th>meaning</th></tr>",
+    ]
     parts += [f'<tr><th data-cat="{key}">{key}</th><td>{e(label)}</td></tr>' for key, label in CATEGORIES]
     parts += ["</table>", '<div id="tally"></div>']
     for i, r in enumerate(sample, 1):
-        parts += [f'<section id="r{i}"><h2>{i}. <code>{e(r["id"])}</code> · {e(r.get("split", ""))} · '
-                  f'{e(r["style"])}</h2>', f"<p><b>Question:</b> {e(r['instruction'])}</p>"]
+        parts += [
+            f'<section id="r{i}"><h2>{i}. <code>{e(r["id"])}</code> · {e(r.get("split", ""))} · {e(r["style"])}</h2>',
+            f"<p><b>Question:</b> {e(r['instruction'])}</p>",
+        ]
         if r.get("input"):
             parts.append(f"<p><b>Input:</b> {e(r['input'])}</p>")
         parts.append(f"<p><b>Answer:</b> {e(r['output'])}</p>")
         for entry in _entries_for(r, entry_of):
             quoted, stated = _marks(r, entry)
-            parts += [f'<h3>{e(entry.name)} <span class="src">({e(entry.kind)}; {e(entry_source(entry))})</span></h3>',
-                      "<table>"]
+            parts += [
+                f'<h3>{e(entry.name)} <span class="src">({e(entry.kind)}; {e(entry_source(entry))})</span></h3>',
+                "<table>",
+            ]
             if entry.aliases:
                 parts.append(f"<tr><th>names</th><td>{e('、'.join(entry.names))}</td></tr>")
-            parts += [f"<tr><th>{e(key)}</th><td>{'、'.join(_html_value(v, key, quoted, stated) for v in values)}</td></tr>"
-                      for key, values in entry.fields.items()]
+            parts += [
+                f"<tr><th>{e(key)}</th><td>{'、'.join(_html_value(v, key, quoted, stated) for v in values)}</td></tr>"
+                for key, values in entry.fields.items()
+            ]
             parts.append("</table>")
-        parts += [f'<label><input type="checkbox" data-cat="{key}" name="r{i}-{key}"> {e(label)}</label><br>'
-                  for key, label in CATEGORIES]
+        parts += [
+            f'<label><input type="checkbox" data-cat="{key}" name="r{i}-{key}"> {e(label)}</label><br>'
+            for key, label in CATEGORIES
+        ]
         parts += [f'<label>notes<textarea name="r{i}-notes"></textarea></label></section>']
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -172,9 +199,9 @@ def write_review(records: list[dict], entries: list[Entry], n: int, seed: int, o
 
 
 def main(train_path: str, n: int, seed: int, out: str) -> None:
-    """`python -m utils.review [train_path] --n 100 --seed 7 --out data/review`."""
-    from utils.audit import load_records
-    from utils.cmekg import load_all
+    """`python -m utils.knowledge.review [train_path] --n 100 --seed 7 --out data/review`."""
+    from utils.knowledge.audit import load_records
+    from utils.knowledge.cmekg import load_all
 
     entries, _ = load_all()
     write_review(load_records(train_path), entries, n=n, seed=seed, out_stem=out)
@@ -183,7 +210,7 @@ def main(train_path: str, n: int, seed: int, out: str) -> None:
 if __name__ == "__main__":
     import argparse
 
-    from utils.audit import DEFAULT_TRAIN
+    from utils.knowledge.audit import DEFAULT_TRAIN
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description="Write a review sheet of a build (Markdown and HTML).")

@@ -1,7 +1,7 @@
-"""Build instruction-tuning data from the medical knowledge bases: cMeKG (the seed's source) + ours.
+"""Build instruction-tuning data from the medical knowledge bases: cMeKG (HuaTuo's source) + ours.
 
 knowledge (data/knowledge/*.jsonl, plus the cMeKG diseases of the installed `pycmekg` package, see
-utils/knowledge/cmekg.py)  ->  JSON Lines of {"instruction", "input": "", "output"} in the seed's
+utils/knowledge/cmekg.py)  ->  JSON Lines of {"instruction", "input": "", "output"} in HuaTuo's
 llama_data.json format, plus provenance fields the trainer ignores: "style", "entity" (the 中心词,
 or [a, b] for a comparison), "source" (ours | cmekg, per entity), "facts" ([{"field", "value",
 "source"[, "entity"]}, ...]: every value appears verbatim in "output" and is a value of that field
@@ -893,7 +893,7 @@ STYLE_HINTS = {
     "drug_side_effects": "药物的不良反应",
     "drug_contraindication": "药物的禁忌",
 }
-# who asks: the seed had GPT-3.5 write questions in several voices; one is picked per task (by its id)
+# who asks: HuaTuo had GPT-3.5 write questions in several voices; one is picked per task (by its id)
 VOICES = (
     "instruction 以患者本人的口吻提问，口语自然",
     "instruction 以患者家属的口吻提问，可以带一点担心的语气",

@@ -1,4 +1,4 @@
-"""The seed's comparison table: one row per question, one column per model, as Markdown and HTML.
+"""HuaTuo's comparison table: one row per question, one column per model, as Markdown and HTML.
 
 Reads infer.py results files (JSON Lines, one per model, the same questions in the same order) and
 writes ``comparison.md`` and ``comparison.html`` (every cell HTML-escaped) into ``--output_dir``;
@@ -52,7 +52,7 @@ def load_table(pairs: list[tuple[str, str]], with_reference: bool) -> tuple[list
                 f"{where}: field 'instruction': question {bad + 1} differs from {first} ({len(these)} vs {len(questions)} questions)"
             )
         columns.append([r["model_output"] for r in loaded.records])
-    if len({b for b in bases.values() if b is not None}) > 1:  # the seed's table compares adapters of one base
+    if len({b for b in bases.values() if b is not None}) > 1:  # HuaTuo's table compares adapters of one base
         logger.warning(
             "the results come from different base models: %s", ", ".join(f"{n}: {b}" for n, b in bases.items())
         )

@@ -10,7 +10,7 @@ model exactly as infer.py does (scripts/serve.sh).
     # the adapter trained by finetune.py on the embedded tiny LLaMA
     python export_hf_checkpoint.py --lora_weights ./lora-llama-med --output_dir ./llama-med-merged
 
-    # as the seed did: base and adapter from the environment (flags win over them)
+    # as HuaTuo did: base and adapter from the environment (flags win over them)
     BASE_MODEL=meta-llama/Llama-2-7b-hf LORA_WEIGHTS=./lora-llama-med python export_hf_checkpoint.py
 
     # fp32 weights in 2 GB shards instead of the base's own dtype
@@ -46,7 +46,7 @@ DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # conf
 
 
 # ----------------------------------------------------------------------------------------------
-# what to merge: flags, then the environment (as the seed's export), then the adapter's run_config.json
+# what to merge: flags, then the environment (as HuaTuo's export), then the adapter's run_config.json
 
 
 def trained_with(lora_weights: str) -> dict:
@@ -62,7 +62,7 @@ def trained_with(lora_weights: str) -> dict:
 
 def resolve_settings(base_model: str, lora_weights: str, prompt_template: str, system_prompt: str) -> dict:
     """Base model, adapter, template and system prompt to use (``adapters.settings``, the rule every
-    script follows), with the seed's environment variables: a flag wins over $BASE_MODEL /
+    script follows), with HuaTuo's environment variables: a flag wins over $BASE_MODEL /
     $LORA_WEIGHTS, which win over the adapter's run_config.json."""
     lora_weights = lora_weights or os.environ.get("LORA_WEIGHTS", "") or DEFAULT_LORA
     chosen = adapters.settings(

@@ -7,7 +7,7 @@ adapter + run_config.json + metrics.json in ``output_dir``.
     # the embedded tiny LLaMA on the repository's data (CPU is fine)
     python finetune.py --num_epochs 1
 
-    # the seed's run: LLaMA-7B in 8-bit on the HuaTuo data
+    # HuaTuo's run: LLaMA-7B in 8-bit on the HuaTuo data
     python finetune.py --base_model decapoda-research/llama-7b-hf --load_8bit \\
         --data_path ./data/llama_data.json --output_dir ./lora-llama-med \\
         --prompt_template_name med_template --batch_size 128          # micro-batch: auto
@@ -76,7 +76,7 @@ def train(
     train_on_inputs: bool = False,  # False: loss only on the answer (+EOS), prompt tokens masked
     group_by_length: bool = False,  # batch examples of similar length together (less padding; packing supersedes it)
     packing: bool
-    | str = "auto",  # padding-free packed micro-batches, loss only on answer tokens; auto = where examples stay apart (False = the seed's padded batches)
+    | str = "auto",  # padding-free packed micro-batches, loss only on answer tokens; auto = where examples stay apart (False = HuaTuo's padded batches)
     pack_len: int = 0,  # packed row length in tokens (0 = cutoff_len rounded up to a multiple of 8; flash: one flattened row)
     prompt_template_name: str = DEFAULT_TEMPLATE,  # templates/NAME.json, a path to one, or chat (tokenizer's template)
     system_prompt: str = "",  # chat template only: system message for records without one ("" = template default)
@@ -88,7 +88,7 @@ def train(
     resume_from_checkpoint: str = None,  # checkpoint-N folder (exact resume), "auto" (latest complete one in output_dir), or an adapter folder (weights only)
     on_bad_record: str = "error",  # error | skip: a bad data record stops the run, or is left out and counted
     # loading / precision / memory
-    load_8bit: bool = False,  # base weights in int8 (the seed's setting; saves memory, slower)
+    load_8bit: bool = False,  # base weights in int8 (HuaTuo's setting; saves memory, slower)
     load_4bit: bool = False,  # base weights in NF4 (QLoRA)
     precision: str = "auto",  # auto | bf16 | fp16 | fp32; auto: bf16 on GPUs of capability >= 8.0, else fp16; CPU: bf16 if native, else fp32
     attn_implementation: str = "auto",  # auto (sdpa where the architecture has it, else eager) | sdpa | eager | flash_attention_2 (needs flash-attn; one flattened row per micro-batch)
@@ -321,7 +321,7 @@ def lora_model(
     loading.sync_special_tokens(model, tokenizer)
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     model = loading.prepare_for_training(model, gradient_checkpointing)
-    if adapter_only:  # the seed's second mode: adapter weights without optimizer state
+    if adapter_only:  # HuaTuo's second mode: adapter weights without optimizer state
         model, targets = adapters.load_adapter(model, adapter_only, is_trainable=True), None
     else:
         targets = loading.resolve_lora_targets(model, targets)

@@ -1,7 +1,7 @@
 """Gradio demo: ask the model medical questions in a browser; answers stream in token by token.
 
 Safe by default: it listens on 127.0.0.1 only, opens no public share link and sends no analytics.
-Multi-turn questions fold the chat history into the instruction the way the seed's literature data
+Multi-turn questions fold the chat history into the instruction the way HuaTuo's literature data
 does (`` <user>: ... <bot>: ... <user>: ...``; ``utils/data/literature.py``, as infer.py's chat modes do).
 The adapter's run_config.json supplies the base model, template and system prompt unless given.
 Answers are not medical advice and the page says so.
@@ -246,7 +246,7 @@ def main(
     concurrency_limit: int = 1,  # answers generated at the same time; more requests wait in the queue
     max_queue: int = 64,  # requests waiting at most; more are refused with "queue full"
     max_new_tokens: int = generation.MAX_NEW_TOKENS,  # answer length limit, in tokens (initial slider value)
-    num_beams: int = 1,  # beam width; 1 (not the seed's 4) so answers stream, >1 shows them whole
+    num_beams: int = 1,  # beam width; 1 (not HuaTuo's 4) so answers stream, >1 shows them whole
     temperature: float = generation.TEMPERATURE,  # only with do_sample
     top_p: float = generation.TOP_P,  # only with do_sample
     top_k: int = generation.TOP_K,  # only with do_sample

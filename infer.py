@@ -1,6 +1,6 @@
 """Answer a file of questions with a base model and (optionally) a LoRA adapter.
 
-Prints instruction / golden output / model output for every record as the seed did, and with
+Prints instruction / golden output / model output for every record as HuaTuo did, and with
 ``--output_file`` writes JSON Lines: each input record's fields plus ``model_output`` and the
 settings used. Questions are answered in left-padded batches (``--batch_size``). The adapter folder
 describes itself: without ``--base_model`` / ``--prompt_template`` / ``--system_prompt`` its
@@ -12,7 +12,7 @@ and ``--lora_weights`` take folders or hub ids (through the hub cache; ``HF_HUB_
         --lora_weights thinksoso/lora-llama-med --instruct_dir ./data/infer.json --output_file answers.jsonl
     python infer.py --use_lora False --prompt_template ori_template --instruct_dir ./data/infer.json
     python infer.py --base_model Qwen/Qwen2.5-7B-Instruct --lora_weights ./lora-qwen-med --prompt_template chat
-    # chat in the seed's literature format (a terminal, or a pipe: one user turn per line); see also infer_literature.py
+    # chat in HuaTuo's literature format (a terminal, or a pipe: one user turn per line); see also infer_literature.py
     python infer.py --lora_weights ./lora-literature --prompt_template literature_template --mode multi
 """
 
@@ -30,7 +30,7 @@ from utils.model import adapters, generation, loading
 
 logger = logging.getLogger("infer")
 
-# Asked when no --instruct_dir is given, as the seed's infer.py did.
+# Asked when no --instruct_dir is given, as HuaTuo's infer.py did.
 BUILTIN_QUESTIONS = [
     "一位55岁男性，近半年出现多饮、多尿、体重下降，空腹血糖明显升高，可能是什么疾病？应该如何治疗？",
     "急性阑尾炎有哪些典型症状？需要做哪些检查？",
@@ -92,7 +92,7 @@ def load(
 def chat(
     prompter, tokenizer, model, gen_config, turns, keep_history: bool, max_history_turns: int, interactive: bool
 ) -> list[dict]:
-    """The seed's literature chat: each turn asked through the prompter, history folded as the template's data
+    """HuaTuo's literature chat: each turn asked through the prompter, history folded as the template's data
     does; each answer printed on its line as it comes."""
 
     def answer(instruction: str) -> str:
@@ -106,7 +106,7 @@ def chat(
 
 
 def print_answers(records: list[dict], answers: list[str]) -> None:
-    """The seed's console format."""
+    """HuaTuo's console format."""
     for record, answer in zip(records, answers):
         print("###infering###")
         print("###instruction###")
@@ -149,7 +149,7 @@ def main(
     trust_remote_code: bool = False,  # run model code shipped with the checkpoint
     quiet: bool = False,  # do not print the answers (still written to output_file)
     mode: str = "file",  # file: answer --instruct_dir; single | multi: chat from stdin (multi keeps the history)
-    max_history_turns: int = 5,  # multi: earlier exchanges folded into the prompt as the seed did (0 = all)
+    max_history_turns: int = 5,  # multi: earlier exchanges folded into the prompt as HuaTuo did (0 = all)
     on_bad_record: str = "error",  # error | skip: a bad question record stops the run, or is left out and counted
 ):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -1,11 +1,11 @@
-"""The seed's infer_literature.py: ask an adapter tuned on medical-literature dialogues.
+"""HuaTuo's infer_literature.py: ask an adapter tuned on medical-literature dialogues.
 
 A thin entry over infer.py (same loading, adapter read-back, prompts and generation), with the
 seed's flags. Questions are asked in the literature format (`` <user>: q``, history folded as
 `` <user>: .. <bot>: .. <user>: ..``; ``utils/data/literature.py``).
 
-* ``--single_or_multi single``: the seed's eight liver-cancer questions (or those of ``--instruct_dir``),
-  each asked alone; printed as the seed did (``instruction: ...`` / ``Response: ...``).
+* ``--single_or_multi single``: HuaTuo's eight liver-cancer questions (or those of ``--instruct_dir``),
+  each asked alone; printed as HuaTuo did (``instruction: ...`` / ``Response: ...``).
 * ``--single_or_multi multi``: a conversation, one user turn per line from the terminal (``/reset``,
   ``/exit``) or a pipe, the history kept (``--max_history_turns``).
 
@@ -26,7 +26,7 @@ from utils.model import generation
 
 logger = logging.getLogger("infer_literature")
 
-# The seed's single-turn questions (its infer_literature.py).
+# HuaTuo's single-turn questions (its infer_literature.py).
 SEED_QUESTIONS = [
     "肝癌是什么？有哪些症状和迹象？",
     "肝癌是如何诊断的？有哪些检查和测试可以帮助诊断？",
@@ -44,9 +44,9 @@ def main(
     base_model: str = "",  # HF model folder or hub id; "" = the adapter's (run_config.json), else the embedded tiny LLaMA
     single_or_multi: str = "single",  # single: fixed questions, each alone; multi: a conversation from stdin
     use_lora: bool = True,  # apply the adapter in --lora_weights
-    lora_weights: str = "./lora-llama-literature",  # adapter folder or hub id (the seed's script's folder)
+    lora_weights: str = "./lora-llama-literature",  # adapter folder or hub id (HuaTuo's script's folder)
     prompt_template: str = "",  # "" = the adapter's, else literature_template
-    instruct_dir: str = "",  # single: questions file instead of the seed's eight
+    instruct_dir: str = "",  # single: questions file instead of HuaTuo's eight
     output_file: str = "",  # write JSON Lines answers here ("" = print only)
     **infer_flags,  # any other flag of infer.py, with its default there: --num_beams 1, --max_new_tokens 128, --precision ...
 ):

@@ -6,7 +6,7 @@ OpenAI-compatible endpoint; the key is read from the environment variable named 
 in the summary, listed in judgments.jsonl); no answer is dropped. Writes ``judgments.jsonl``,
 ``judge_metrics.json``, ``judge_report.md`` and ``judge.png`` into ``--output_dir``.
 
-    # 1. the seed's open questions (fields question, ICD-10) -> an infer.py questions file
+    # 1. HuaTuo's open questions (fields question, ICD-10) -> an infer.py questions file
     python judge.py --questions_file ../shared/huatuo/question.json --output_dir ./judge-e1
     # 2. answer them
     python infer.py --lora_weights ./lora-llama-med --instruct_dir ./judge-e1/questions.jsonl \\
@@ -83,7 +83,7 @@ def write_report(out: Path, summary: dict, judge_model: str) -> None:
 
 def main(
     predictions_file: str = "",  # infer.py results to judge (fields instruction, model_output)
-    questions_file: str = "",  # open questions (e.g. the seed's question.json); alone: convert for infer.py and stop
+    questions_file: str = "",  # open questions (e.g. HuaTuo's question.json); alone: convert for infer.py and stop
     output_dir: str = "./judge",  # questions.jsonl | judgments.jsonl, judge_metrics.json, judge_report.md, judge.png
     question_field: str = "question",  # field holding the question in --questions_file
     group_field: str = "ICD-10",  # records are also averaged per value of this field ("" = no groups)

@@ -3,7 +3,7 @@
 For LLaMA-7B shapes (random weights from bench/make_random_llama.py, built on the device) and the
 default data: 16-bit, 4-bit and 8-bit (where bitsandbytes imports), with and without gradient
 checkpointing, the memory plan's peak (less its runtime part) beside ``torch.cuda.max_memory_allocated``
-from finetune.py's own metrics.json; useful tokens/s of finetune.py beside the seed's recipe
+from finetune.py's own metrics.json; useful tokens/s of finetune.py beside HuaTuo's recipe
 (bench/train_speed.py) and the MFU it implies; packed SDPA vs padded; inference answers/s batched
 (KV-budgeted) vs one at a time (bench/infer_speed.py). ``--device cpu``: tiny shapes, a smoke test.
 """

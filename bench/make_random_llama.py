@@ -22,7 +22,7 @@ from utils.cli import UserError  # noqa: E402 (after the path is set)
 logger = logging.getLogger("make_random_llama")
 
 PRESETS = {
-    # LLaMA-7B (decapoda-research/llama-7b-hf, the seed's base) / Llama-2-7B
+    # LLaMA-7B (decapoda-research/llama-7b-hf, HuaTuo's base) / Llama-2-7B
     "7b": dict(
         hidden_size=4096,
         intermediate_size=11008,

@@ -1,6 +1,6 @@
-"""Training speed: the seed's recipe vs finetune.py's defaults, same machine, same base, same examples.
+"""Training speed: HuaTuo's recipe vs finetune.py's defaults, same machine, same base, same examples.
 
-(a) recipe: the seed's finetune.py on today's libraries: shuffled micro-batches of 128 padded to
+(a) recipe: HuaTuo's finetune.py on today's libraries: shuffled micro-batches of 128 padded to
     the longest (DataCollatorForSeq2Seq, pad_to_multiple_of=8), LoRA r=8/alpha=16/dropout 0.05 on
     q_proj,v_proj, lr 3e-4, cutoff 256, loss on the answers only, one micro-batch per step.
 (b) finetune.py with its defaults (only the data file, output folder, epochs/steps, val_set_size=0
@@ -89,7 +89,7 @@ def heldout_loss(base_model: str, adapter_dir: str, heldout_file: str, precision
 
 
 def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int, max_steps: int) -> dict:
-    """(a) the seed's recipe, re-implemented on today's libraries."""
+    """(a) HuaTuo's recipe, re-implemented on today's libraries."""
     import torch
     import transformers
     from datasets import Dataset

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fine-tune a LoRA adapter (the seed's scripts/finetune.sh). Every setting can be overridden from
+# Fine-tune a LoRA adapter (HuaTuo's scripts/finetune.sh). Every setting can be overridden from
 # the environment; extra flags are passed to finetune.py as they are:
 #   BASE_MODEL=/models/llama-7b-hf DATA_PATH=./data/llama_data.json bash scripts/finetune.sh --load_8bit
 # With no BASE_MODEL the embedded tiny LLaMA is built and used.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The seed's scripts/infer-literature-single.sh: an adapter tuned on medical-literature dialogues answers
-# the seed's eight liver-cancer questions, each alone (infer_literature.py --single_or_multi single).
+# HuaTuo's scripts/infer-literature-single.sh: an adapter tuned on medical-literature dialogues answers
+# HuaTuo's eight liver-cancer questions, each alone (infer_literature.py --single_or_multi single).
 #   LORA_WEIGHTS=./lora-llama-literature bash scripts/infer-literature-single.sh
 #   BASE_MODEL=/models/llama-7b-hf bash scripts/infer-literature-single.sh --load_8bit --num_beams 1
 # Override from the environment; extra flags go to infer_literature.py. MODE=multi is the multi-turn script.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Answer the questions of data/infer.json with the base model + our adapter (the seed's
+# Answer the questions of data/infer.json with the base model + our adapter (HuaTuo's
 # scripts/infer.sh). Override from the environment, extra flags go to infer.py:
 #   BASE_MODEL=/models/llama-7b-hf LORA_WEIGHTS=./lora-llama-med-e1 bash scripts/infer.sh --load_8bit
 set -euo pipefail

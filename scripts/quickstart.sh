@@ -12,7 +12,7 @@ source scripts/common.sh
 
 "$PYTHON" -m utils.model.tiny_base
 
-# Settings for the tiny CPU model (the launchers' defaults are the seed's, for 7B on a GPU).
+# Settings for the tiny CPU model (the launchers' defaults are HuaTuo's, for 7B on a GPU).
 export OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/lora-llama-med-quickstart}"
 NUM_EPOCHS="${NUM_EPOCHS:-1}" LEARNING_RATE="${LEARNING_RATE:-3e-3}" MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-64}" \
 BATCH_SIZE="${BATCH_SIZE:-64}" VAL_SET_SIZE="${VAL_SET_SIZE:-100}" \

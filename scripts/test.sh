@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed's comparison (scripts/test.sh): answer the same questions with the plain base model
+# HuaTuo's comparison (scripts/test.sh): answer the same questions with the plain base model
 # (ori_template, no adapter), with any other adapters, and with ours; then write the table
 # (one row per question, one column per model) as OUT_DIR/comparison.md and comparison.html.
 #   BASE_MODEL=/models/llama-7b-hf LORA_WEIGHTS=./lora-llama-med-e1 \

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared" / "huatuo"  # the seed's public data, when present beside the checkout
+SHARED = REPO_ROOT.parent / "shared" / "huatuo"  # HuaTuo's public data, when present beside the checkout
 
 
 def seed_file(name: str) -> Path:
     """A file of ../shared/huatuo, or skip the test cleanly when the folder is absent."""
     path = SHARED / name
     if not path.is_file():
-        pytest.skip(f"{path} not present (the seed's reference data lives beside the checkout, in ../shared)")
+        pytest.skip(f"{path} not present (HuaTuo's reference data lives beside the checkout, in ../shared)")
     return path
 
 
@@ -44,7 +44,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 @pytest.fixture(scope="session")
 def train_file(tmp_path_factory) -> Path:
-    """160 records in the seed's format built from the repository's own data."""
+    """160 records in HuaTuo's format built from the repository's own data."""
     records = [
         json.loads(line) for line in (REPO_ROOT / "data" / "infer.json").read_text().splitlines() if line.strip()
     ]

@@ -20,7 +20,7 @@ from utils.llm import ReplyError, api_errors, ask_json, make_client
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "build_dataset.py")
 SPLIT_FILES = ("llama_data.json", "llama_data.valid.json", "llama_data.test.json")
-SEED_DATA = os.path.join(os.path.dirname(REPO), "shared", "huatuo", "llama_data.json")  # the seed's, when beside us
+SEED_DATA = os.path.join(os.path.dirname(REPO), "shared", "huatuo", "llama_data.json")  # HuaTuo's, when beside us
 SEED_OUTPUT_CHARS = (16, 54, 107)  # its answers' 5th percentile, median, 95th percentile (measured 2026-11)
 
 

@@ -1,4 +1,4 @@
-"""compare.py and scripts/test.sh: the seed's table, one row per question, one column per model."""
+"""compare.py and scripts/test.sh: HuaTuo's table, one row per question, one column per model."""
 
 import json
 import os

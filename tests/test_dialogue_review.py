@@ -35,7 +35,7 @@ def test_fold_is_the_seeds_format():
 def test_seed_literature_records_fold_back():
     records = json.loads(seed_file("liver_cancer.json").read_text(encoding="utf-8"))
     multi = next(r for r in records if r["instruction"].count("<user>:") > 1)
-    # split the seed's own instruction into turns and fold them again: the same string
+    # split HuaTuo's own instruction into turns and fold them again: the same string
     parts = multi["instruction"].split(" <user>: ")[1:]
     history = pairs(*[t for p in parts[:-1] for t in p.split(" <bot>: ")])
     assert literature.fold(history, parts[-1]) == multi["instruction"]

@@ -1,5 +1,5 @@
 """Flags shared by the scripts (model loading, precision, template, generation) have the same names,
-types and defaults everywhere; the seed's ``prompt_template_name`` (finetune.py) and ``prompt_template``
+types and defaults everywhere; HuaTuo's ``prompt_template_name`` (finetune.py) and ``prompt_template``
 (infer.py, generate.py, ...) are both accepted by every script that has either."""
 
 import importlib
@@ -26,7 +26,7 @@ SHARED = {
     "prompt_template": (str, ""),
     "prompt_template_name": (str, ""),
     "system_prompt": (str, ""),
-    # generation (the seed's values, defined once in utils/model/generation.py)
+    # generation (HuaTuo's values, defined once in utils/model/generation.py)
     "max_new_tokens": (int, generation.MAX_NEW_TOKENS),
     "num_beams": (int, generation.NUM_BEAMS),
     "temperature": (float, generation.TEMPERATURE),
@@ -39,7 +39,7 @@ SHARED = {
 DIFFERENT = {
     ("generate", "num_beams"): (
         1,
-        "the demo streams, and beam search cannot (the seed's 4 beams show the answer whole)",
+        "the demo streams, and beam search cannot (HuaTuo's 4 beams show the answer whole)",
     ),
     ("finetune", "prompt_template_name"): (DEFAULT_TEMPLATE, "training has no adapter to read the template from"),
 }
@@ -135,7 +135,7 @@ def test_either_template_flag_spelling_is_accepted(script, fn):
 
 
 def test_finetune_accepts_the_inference_spelling_on_the_command_line(tmp_path):
-    """The seed's habit the other way round: ``finetune.py --prompt_template X`` is a template, not an error."""
+    """HuaTuo's habit the other way round: ``finetune.py --prompt_template X`` is a template, not an error."""
     import subprocess
     import sys
 

@@ -54,7 +54,7 @@ def test_history_folds_to_the_seed_literature_format():
     ]
     assert literature.fold(generate.history_messages(history), "q2") == " <user>: q1 <bot>: a1 <user>: q2"
 
-    # A real multi-turn record of the seed, rebuilt from its turns, comes out identical.
+    # A real multi-turn record of HuaTuo, rebuilt from its turns, comes out identical.
     records = json.loads(seed_file("liver_cancer.json").read_text(encoding="utf-8"))
     record = next(r for r in records if r["instruction"].count("<bot>:") == 2)
     pieces = [p.strip() for p in record["instruction"].replace("<bot>:", "<user>:").split("<user>:")[1:]]

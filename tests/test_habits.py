@@ -1,4 +1,4 @@
-"""The seed's users' habits: hub ids (offline, from the cache), infer_literature.py, the tiny-base banner,
+"""HuaTuo's users' habits: hub ids (offline, from the cache), infer_literature.py, the tiny-base banner,
 adapters that describe themselves (run_config.json read back), tiny-base token ids that must match."""
 
 import json
@@ -48,7 +48,7 @@ def cache_snapshot(hf_home: Path, repo_id: str, source: Path, revision: str = "0
 
 
 def test_hub_ids_load_offline_from_the_cache(tiny_base, tmp_path):
-    """--base_model owner/name and the seed README's --lora_weights thinksoso/lora-llama-med (old peft .bin)."""
+    """--base_model owner/name and HuaTuo README's --lora_weights thinksoso/lora-llama-med (old peft .bin)."""
     hf_home = tmp_path / "hf"
     cache_snapshot(hf_home, "huatuo/tiny-llama", Path(tiny_base))
     old_adapter(tiny_base, tmp_path / "old-lora")

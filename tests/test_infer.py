@@ -1,4 +1,4 @@
-"""infer.py: batched generation equals one-at-a-time, files in and out, the seed's print format."""
+"""infer.py: batched generation equals one-at-a-time, files in and out, HuaTuo's print format."""
 
 import json
 

@@ -44,7 +44,7 @@ def test_validation_split_is_fixed_disjoint_and_complete():
     assert len(val) == 7 and len(train) == 43
     assert sorted(r["i"] for r in train + val) == list(range(50))
     assert (train, val) == split_validation(list(records), 7)  # the same every time: seed 2023, not --seed
-    assert [r["i"] for r in train] != list(range(7, 50))  # shuffled, as the seed's train_test_split
+    assert [r["i"] for r in train] != list(range(7, 50))  # shuffled, as HuaTuo's train_test_split
     assert split_validation(records, 0) == (split_validation(records, 7)[1] + split_validation(records, 7)[0], [])
     with pytest.raises(
         ValueError, match="val_set_size \\(50\\) must be at least 0 and smaller than the 50 records of x.json"

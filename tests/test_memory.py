@@ -84,7 +84,7 @@ def test_activation_bytes_match_a_7b_layer_measured_on_cpu(name, targets):
 def test_model_shape_counts_published_parameters():
     llama = memory.model_shape(config_of("llama-7b"), "auto")
     assert 6.7e9 < llama.params < 6.8e9 and llama.lora_targets == ("q_proj", "v_proj")
-    assert llama.lora_params == 32 * 2 * 8 * (4096 + 4096)  # 4.19 M, the seed's adapter
+    assert llama.lora_params == 32 * 2 * 8 * (4096 + 4096)  # 4.19 M, HuaTuo's adapter
     llama3, qwen = memory.model_shape(config_of("llama-3-8b")), memory.model_shape(config_of("qwen2.5-7b"))
     assert 8.0e9 < llama3.params < 8.1e9 and llama3.kv_dim == 1024
     assert 7.6e9 < qwen.params < 7.7e9 and qwen.kv_dim == 512

@@ -45,7 +45,7 @@ def lora_grads(model):
 
 
 def padded_step(model, tokenizer, examples):
-    """The seed's way: one padded batch, mean loss over its answer tokens."""
+    """HuaTuo's way: one padded batch, mean loss over its answer tokens."""
     model.zero_grad()
     batch = seed_collator(tokenizer)([dict(e) for e in examples])
     loss = model(**batch).loss

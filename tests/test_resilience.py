@@ -111,7 +111,7 @@ def test_sigterm_writes_checkpoint_and_resume_finishes_identically(tiny_base, tr
 
 
 def test_resume_from_adapter_only_folder_loads_weights_and_warns(tiny_base, trained_adapter, tmp_path, caplog):
-    """The seed's second mode: an adapter folder (no optimizer state) is loaded and training restarts."""
+    """HuaTuo's second mode: an adapter folder (no optimizer state) is loaded and training restarts."""
     import finetune
 
     shutil.copytree(trained_adapter, tmp_path / "adapter", ignore=shutil.ignore_patterns("checkpoint-*"))

@@ -27,7 +27,7 @@ API_KEY = "test-key"
 
 
 def turns_of(folded: str) -> list[dict]:
-    """The seed's " <user>: q1 <bot>: a1 <user>: q2" as chat messages (written here, independently of the code under test)."""
+    """HuaTuo's " <user>: q1 <bot>: a1 <user>: q2" as chat messages (written here, independently of the code under test)."""
     parts = re.split(r"\s*<(user|bot)>:\s*", folded)[1:]
     return [
         {"role": "user" if role == "user" else "assistant", "content": text}
@@ -64,7 +64,7 @@ def test_chat_template_asks_and_trains_as_the_prompter_does(tokenizer, name):
 
 
 def literature_records() -> list[dict]:
-    """Multi-turn literature records: the seed's liver-cancer dialogues when present, and one of ours."""
+    """Multi-turn literature records: HuaTuo's liver-cancer dialogues when present, and one of ours."""
     ours = {
         "instruction": " <user>: 肝癌能治好吗？ <bot>: 早期肝癌可以手术切除。 <user>: 免疫疗法适合我吗？",
         "input": "",

@@ -1,7 +1,7 @@
 """Entry point wrapper: user errors (bad data, bad flags, missing files) end as one clear line;
 everything else (a bug, a failing GPU, a library error) keeps its traceback.
 
-Flag spellings the seed's scripts differ on are accepted in either form (``FLAG_ALIASES``):
+Flag spellings HuaTuo's scripts differ on are accepted in either form (``FLAG_ALIASES``):
 finetune.py's ``--prompt_template_name`` and infer/generate's ``--prompt_template`` name the same thing.
 """
 

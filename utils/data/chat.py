@@ -7,9 +7,9 @@ generation stops at its end-of-turn token (``<|im_end|>``, ``<|eot_id|>``, ``<en
 
 Records (every format may carry ``"system": "..."``, which overrides ``--system_prompt``):
 
-* the seed's ``{"instruction", "input", "output"}``: one user turn (``instruction``, then ``input`` on
+* HuaTuo's ``{"instruction", "input", "output"}``: one user turn (``instruction``, then ``input`` on
   its own line when non-empty) and one assistant turn (``output``);
-* the seed's medical-literature folding, ``instruction = " <user>: ... <bot>: ... <user>: ..."``: the
+* HuaTuo's medical-literature folding, ``instruction = " <user>: ... <bot>: ... <user>: ..."``: the
   folded turns become user/assistant turns, ``output`` the last assistant turn;
 * ``"history": [[user, assistant], ...]`` (LLaMA-Factory / Firefly style) before ``instruction``;
 * ``"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]`` (OpenAI style); for

@@ -1,13 +1,13 @@
-"""The seed's medical-literature dialogue format: the one home of ``<user>`` / ``<bot>`` folding.
+"""HuaTuo's medical-literature dialogue format: the one home of ``<user>`` / ``<bot>`` folding.
 
-The seed trains and asks dialogues as single instructions with the history folded in:
+HuaTuo trains and asks dialogues as single instructions with the history folded in:
 ``" <user>: Q1 <bot>: A1 <user>: Q2"`` (its liver_cancer.json; ``templates/literature_template.json``);
 the answer to the last user turn is the output. A single-turn question of that data is folded too
 (``" <user>: Q"``). Used by infer.py's chat modes, infer_literature.py, the Gradio demo (through the
 prompter, so the same question gives the same prompt everywhere) and the chat template, which unfolds
 such records into user/assistant messages for training and inference.
 
-``chat`` runs the seed's console loop over user turns from a terminal (prompting) or a pipe (one user
+``chat`` runs HuaTuo's console loop over user turns from a terminal (prompting) or a pipe (one user
 turn per line, EOF ends; ``read_turns``); ``/reset`` forgets the history and ``/exit`` ends.
 """
 
@@ -84,7 +84,7 @@ def chat(answer_fn, turns, keep_history: bool = True, max_history_turns: int = 5
 
     With ``keep_history`` the last ``max_history_turns`` exchanges (0 = all) are folded into each
     instruction; without it every turn is a single question (folded when ``fold_single``). Answers
-    are kept on one line (newlines become spaces, as the seed's loop did), which is also how they
+    are kept on one line (newlines become spaces, as HuaTuo's loop did), which is also how they
     enter the history.
     """
     history: list[dict] = []

@@ -166,7 +166,7 @@ class Prompter:
         """The answer part of a decoded generation: the text after the last response marker.
 
         A generation that does not contain the marker (a model that rewrote the prompt, or a decode
-        of only the new tokens) is returned whole rather than raising, as the seed's did.
+        of only the new tokens) is returned whole rather than raising, as HuaTuo's did.
         """
         head, marker, tail = output.rpartition(self.response_split)
         return (tail if marker else output).strip()

@@ -1,8 +1,8 @@
 """Read and validate data files: instruction records, questions and infer.py results.
 
 Data files hold records ``{"instruction", "input", "output"}`` (``input`` may be missing, empty or
-null; extra fields are kept and ignored), either as JSON Lines (the seed's ``llama_data.json``) or as
-one JSON array (the seed's ``liver_cancer.json``). Every problem is reported as
+null; extra fields are kept and ignored), either as JSON Lines (HuaTuo's ``llama_data.json``) or as
+one JSON array (HuaTuo's ``liver_cancer.json``). Every problem is reported as
 ``FILE:LINE: field 'NAME': what is wrong`` so a hand-edited file can be fixed without guessing.
 """
 
@@ -291,7 +291,7 @@ def read_results(path: str | Path) -> LoadedData:
 # ----------------------------------------------------------------------------------------------
 # the validation split
 
-SPLIT_SEED = 2023  # the seed's; the split does not move with --seed
+SPLIT_SEED = 2023  # HuaTuo's; the split does not move with --seed
 
 
 def split_validation(records: list, val_set_size: int, source: str = "the data") -> tuple[list, list]:

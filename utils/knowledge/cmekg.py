@@ -1,4 +1,4 @@
-"""cMeKG (the seed's own knowledge source) from the `pycmekg` package: safe reading, import, cleaning.
+"""cMeKG (HuaTuo's own knowledge source) from the `pycmekg` package: safe reading, import, cleaning.
 
 The package ships cMeKG as one pickle (`pyCMeKG/model/cmekg.pkl`: a dict 实体 -> {谓词: [值, ...]}).
 It is read here only through :class:`RestrictedUnpickler`, which refuses every global, so the file

@@ -1,6 +1,6 @@
 """Generation settings and batched generation, shared by infer.py, generate.py and score.py.
 
-The defaults are the seed's (temperature 0.1, top p 0.75, top k 40, 4 beams, 256 new tokens,
+The defaults are HuaTuo's (temperature 0.1, top p 0.75, top k 40, 4 beams, 256 new tokens,
 no sampling). Batches are left-padded and sorted by prompt length, so little compute goes to
 padding, and answers come back in the caller's order. With greedy or beam decoding a batched
 answer is the same as the one-at-a-time answer (tested). ``stream_answer`` yields one answer as it
@@ -16,7 +16,7 @@ from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
-# The generation flags every script exposes, with the seed's values.
+# The generation flags every script exposes, with HuaTuo's values.
 TEMPERATURE = 0.1  # sampling temperature (only used with do_sample)
 TOP_P = 0.75  # nucleus sampling mass (only used with do_sample)
 TOP_K = 40  # top-k sampling cut-off (only used with do_sample)

@@ -337,7 +337,7 @@ def packing_problem(model_class, attn_implementation: str, pack_len: int) -> str
 
 
 def resolve_packing(packing: bool | str, config, attn_implementation: str, pack_len: int) -> bool:
-    """``auto``: pack when packed examples stay apart with this model (else the seed's padded batches,
+    """``auto``: pack when packed examples stay apart with this model (else HuaTuo's padded batches,
     said in one line); ``True`` with a model where they would not is refused."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
@@ -351,7 +351,7 @@ def resolve_packing(packing: bool | str, config, attn_implementation: str, pack_
     return str(packing).lower() in ("true", "1")
 
 
-# model_type -> LoRA target modules for --lora_target_modules auto (the seed's q_proj,v_proj for
+# model_type -> LoRA target modules for --lora_target_modules auto (HuaTuo's q_proj,v_proj for
 # LLaMA); types not listed fall back to peft's own table.
 LORA_TARGETS = {
     **dict.fromkeys(

@@ -2,7 +2,7 @@
 
 What is learned does not change, only how the work is laid out:
 
-* Each optimizer step holds ``batch_size`` examples of a seeded shuffle (the seed's sampling). With
+* Each optimizer step holds ``batch_size`` examples of a seeded shuffle (HuaTuo's sampling). With
   packing, a step's examples are cut into ``processes x accumulation`` micro-batches of near-equal
   tokens (transformers' rank-aware ``BatchRebalanceSampler`` with a token-count grouping), so every
   process gets the same load at every accumulation step (no rank waits for the one holding the
@@ -28,7 +28,7 @@ What is learned does not change, only how the work is laid out:
   gradients, splits the micro-batch into halves (twice the accumulation, the same examples and
   the same token-weighted gradient) and redoes it; later micro-batches stay split.
 
-``seed_collator`` is the seed's collator (``DataCollatorForSeq2Seq``, padded to the longest,
+``seed_collator`` is HuaTuo's collator (``DataCollatorForSeq2Seq``, padded to the longest,
 ``pad_to_multiple_of=8``), behind ``finetune.py --packing False``.
 """
 
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 
 class SeededShuffle(torch.utils.data.Sampler):
-    """The seed's order: a fresh shuffle every epoch from ``seed + epoch`` (the same permutation
+    """HuaTuo's order: a fresh shuffle every epoch from ``seed + epoch`` (the same permutation
     transformers' ``BatchRebalanceSampler`` cuts into steps, so both see the same examples per step)."""
 
     def __init__(self, n: int, seed: int = 42):
@@ -87,7 +87,7 @@ def token_balanced_sampler_class():
     Trainer hands it to the DataLoader as its batch sampler and keeps accelerate from re-sharding it)
     with a grouping made for packed batches. Its own cost model prices a group as padded to its
     longest example, which over-prices groups of many short examples once they are packed: measured on
-    the seed data with 4 ranks it left the busiest rank 1.26x (mean) to 1.81x (worst step) the idlest.
+    HuaTuo data with 4 ranks it left the busiest rank 1.26x (mean) to 1.81x (worst step) the idlest.
     Packed, a group costs its tokens, so the step's examples are dealt longest-first to the group with
     the fewest tokens so far (longest processing time first), which evens tokens to within one example."""
     from transformers.trainer_pt_utils import BatchRebalanceSampler
@@ -112,7 +112,7 @@ def token_balanced_sampler_class():
 
 
 def seed_collator(tokenizer):
-    """The seed's collator: every micro-batch padded to its longest example (multiple of 8)."""
+    """HuaTuo's collator: every micro-batch padded to its longest example (multiple of 8)."""
     from transformers import DataCollatorForSeq2Seq
 
     return DataCollatorForSeq2Seq(
@@ -331,7 +331,7 @@ def epoch_figures(
 
 
 def trainer_class(balanced: bool = True):
-    """``transformers.Trainer`` whose training order is the balanced sampler (packing) or the seed's
+    """``transformers.Trainer`` whose training order is the balanced sampler (packing) or HuaTuo's
     shuffle, and which survives a CUDA out-of-memory in a training step (single process)."""
     import transformers
 

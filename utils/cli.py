@@ -38,12 +38,19 @@ def with_aliases(fn, argv: list[str]) -> list[str]:
     return out
 
 
-def run(fn) -> None:
-    """``fire.Fire(fn)``; a user error prints ``error: <message>`` and exits 2 (HUATUO_DEBUG=1 re-raises)."""
+def run(fn, help: str = "") -> None:
+    """``fire.Fire(fn)``; a user error prints ``error: <message>`` and exits 2 (HUATUO_DEBUG=1 re-raises).
+
+    ``help`` is what ``--help`` prints (``utils.args.help_text`` of the script's flag groups): Fire's own
+    help cannot show the meaning of a flag that arrives through ``**flags``."""
     import fire
 
+    argv = sys.argv[1:]
+    if help and any(arg in ("--help", "-h") for arg in argv):
+        print(help)
+        return
     try:
-        fire.Fire(fn, command=with_aliases(fn, sys.argv[1:]))
+        fire.Fire(fn, command=with_aliases(fn, argv))
     except USER_ERRORS as err:
         if os.environ.get("HUATUO_DEBUG"):
             raise

@@ -1,0 +1,222 @@
+"""Every script's flags, defined once: typed groups of flags, each with the line ``--help`` shows.
+
+A group is a dataclass whose fields are flags (:func:`flag` gives the default and the help line).
+The groups shared by several scripts live here (model loading, generation); a flag that only one
+script has is declared in a group beside that script's ``main``. A script names its groups, and
+:func:`utils.cli.run` turns the command line into them:
+
+    GROUPS = (ModelArgs, GenerationArgs, InferArgs)
+
+    def main(**flags):
+        model, generation, run = parse(GROUPS, flags)
+        ...
+
+    if __name__ == "__main__":
+        run(main, GROUPS, __doc__)
+
+Fire stays the command-line parser (HuaTuo's scripts were Fire-driven; every spelling a user typed
+for them, ``--flag value``, ``--flag=value``, ``--load_8bit`` alone, ``--packing False``,
+``--lora_target_modules '[q_proj,v_proj]'``, keeps working). What Fire does not do is done here:
+each value is checked against its field's type (a wrong one is a one-line :class:`UserError` naming
+the flag), an unknown flag is refused with the closest names, ``--config FILE.yaml`` loads a preset
+(flat ``flag: value`` pairs; a flag on the command line wins), and ``--help`` lists every flag of
+every group with its type, default and meaning.
+"""
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+
+from utils.cli import UserError
+from utils.files import REPO_ROOT
+
+PRESETS_DIR = REPO_ROOT / "configs" / "presets"
+# Other spellings of one flag, accepted on input: HuaTuo's finetune.py said --prompt_template_name where its
+# infer.py and generate.py said --prompt_template.
+ALIASES = {"prompt_template_name": "prompt_template"}
+
+# HuaTuo's generation settings (its infer.py / generate.py), the defaults of every script that generates.
+MAX_NEW_TOKENS = 256
+NUM_BEAMS = 4
+TEMPERATURE = 0.1
+TOP_P = 0.75
+TOP_K = 40
+DO_SAMPLE = False
+
+
+def flag(default, help: str):
+    """A dataclass field that is a command-line flag: its default and the line ``--help`` shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+# ----------------------------------------------------------------------------------------------
+# the shared groups
+
+
+@dataclasses.dataclass
+class ModelArgs:
+    """Which base model, and how it is loaded."""
+
+    base_model: str = flag(
+        "", "HF model folder or hub id; '' = the adapter's (its run_config.json), else the embedded tiny LLaMA"
+    )
+    load_8bit: bool = flag(False, "base weights in int8 (bitsandbytes; HuaTuo's setting; saves memory, slower)")
+    load_4bit: bool = flag(False, "base weights in NF4 (bitsandbytes, QLoRA)")
+    precision: str = flag(
+        "auto",
+        "auto | bf16 | fp16 | fp32 (auto: bf16 on GPUs that have it, else fp16; CPU: bf16 where native, else fp32)",
+    )
+    trust_remote_code: bool = flag(False, "run model code shipped with the checkpoint (only if you trust it)")
+
+
+@dataclasses.dataclass
+class AdapterArgs:
+    """The LoRA adapter applied on the base."""
+
+    lora_weights: str = flag("./lora-llama-med", "adapter folder or hub id written by finetune.py (or an old peft one)")
+    use_lora: bool = flag(True, "apply the adapter in --lora_weights (False: the base model alone)")
+
+
+@dataclasses.dataclass
+class PromptArgs:
+    """The prompt: template and system message (--prompt_template_name is the same flag)."""
+
+    prompt_template: str = flag(
+        "",
+        "templates/NAME.json, a path to one, or chat (the tokenizer's template); '' = the adapter's, else med_template",
+    )
+    system_prompt: str = flag(
+        "", "chat template only: system message for records without one ('' = the adapter's / the template's default)"
+    )
+
+
+@dataclasses.dataclass
+class GenerationArgs:
+    """How answers are generated (HuaTuo's defaults)."""
+
+    max_new_tokens: int = flag(MAX_NEW_TOKENS, "answer length limit, in tokens")
+    num_beams: int = flag(NUM_BEAMS, "beam width; 1 = greedy")
+    temperature: float = flag(TEMPERATURE, "sampling temperature (only with --do_sample)")
+    top_p: float = flag(TOP_P, "nucleus sampling mass (only with --do_sample)")
+    top_k: int = flag(TOP_K, "sample among the k likeliest tokens (only with --do_sample)")
+    do_sample: bool = flag(DO_SAMPLE, "sample instead of greedy / beam search")
+
+
+# ----------------------------------------------------------------------------------------------
+# flags -> groups
+
+
+def fields_of(groups) -> dict[str, tuple[type, dataclasses.Field]]:
+    """flag name -> (its group, its field), over ``groups`` in order (a later group may not redefine a name)."""
+    found = {}
+    for group in groups:
+        for field in dataclasses.fields(group):
+            if field.name in found:
+                raise TypeError(f"flag {field.name!r} is in both {found[field.name][0].__name__} and {group.__name__}")
+            found[field.name] = (group, field)
+    return found
+
+
+def parse(groups, flags: dict) -> list:
+    """One instance of each group from ``flags`` (a command line as Fire read it, or keyword arguments):
+    ``config`` (a preset, YAML) first, then the flags; every value checked against its field's type."""
+    fields = fields_of(groups)
+    flags = dict(flags)
+    config = flags.pop("config", "")
+    preset = load_preset(config) if config else {}
+    values = {}
+    for source, given in ((f"in --config {config}", preset), ("on the command line", flags)):
+        for name, value in given.items():
+            name = name.replace("-", "_")
+            name = ALIASES.get(name, name) if name not in fields else name
+            if name not in fields:
+                close = difflib.get_close_matches(name, list(fields), n=3)
+                hint = f"; did you mean --{', --'.join(close)}?" if close else ""
+                raise UserError(f"unknown flag --{name} {source}{hint} (see --help)")
+            values[name] = coerce(name, value, fields[name][1].type)
+    return [
+        group(**{f.name: values[f.name] for f in dataclasses.fields(group) if f.name in values}) for group in groups
+    ]
+
+
+def load_preset(path: str) -> dict:
+    """A preset's flags: ``path``, or a name in configs/presets/ (``--config huatuo-llama-7b`` for
+    configs/presets/huatuo-llama-7b.yaml)."""
+    import yaml
+
+    candidates = [Path(path), PRESETS_DIR / path, PRESETS_DIR / f"{path}.yaml"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        shipped = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise UserError(f"--config {path}: no such file (the shipped presets: {shipped})")
+    try:
+        preset = yaml.safe_load(found.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{found}: not valid YAML: {err}") from None
+    if not isinstance(preset, dict):
+        raise UserError(f"{found}: a preset is a mapping of flag: value, got {type(preset).__name__}")
+    return preset
+
+
+def coerce(name: str, value, annotation):
+    """``value`` as the type the flag declares; a union (``int | str``) takes the first member that fits."""
+    members = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for member in members:
+        try:
+            return as_type(value, member)
+        except (TypeError, ValueError):
+            continue
+    kinds = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+    raise UserError(f"--{name}: expected {kinds}, got {value!r}")
+
+
+def as_type(value, kind):
+    """``value`` (as Fire or YAML gave it) converted to ``kind``, or a ValueError."""
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.strip().lower() in ("true", "1", "yes")
+        raise ValueError(value)
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(value)
+    if kind is str:
+        if isinstance(value, (list, tuple, dict)):
+            raise ValueError(value)
+        return "" if value is None else str(value)
+    if origin is list:
+        if isinstance(value, (list, tuple)):
+            return [as_type(v, typing.get_args(kind)[0]) for v in value]
+        raise ValueError(value)
+    if kind is type(None):
+        if value is None:
+            return None
+        raise ValueError(value)
+    raise TypeError(f"flags of type {kind} are not supported")
+
+
+# ----------------------------------------------------------------------------------------------
+# --help
+
+
+def help_text(groups, doc: str = "") -> str:
+    """``--help``: the script's docstring, then each group's flags with type, default and meaning."""
+    lines = [doc.strip(), ""] if doc else []
+    lines.append("flags (--name value or --name=value; --config FILE.yaml loads a preset, a flag given here wins):")
+    for group in groups:
+        lines += ["", f"{group.__name__}: {(group.__doc__ or '').strip().splitlines()[0]}"]
+        for field in dataclasses.fields(group):
+            kind = getattr(field.type, "__name__", str(field.type).replace("typing.", ""))
+            lines.append(f"  --{field.name} ({kind}, default {field.default!r})")
+            lines.append(f"      {field.metadata.get('help', '')}")
+    lines += ["", "  --config (str): a preset, configs/presets/NAME.yaml or a path (flag: value per line)"]
+    return "\n".join(lines)

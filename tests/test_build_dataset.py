@@ -21,8 +21,8 @@ from utils.llm import ReplyError, api_errors, ask_json, json_objects, make_clien
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "build_dataset.py")
 SPLIT_FILES = ("llama_data.json", "llama_data.valid.json", "llama_data.test.json")
-SEED_DATA = os.path.join(os.path.dirname(REPO), "shared", "huatuo", "llama_data.json")  # HuaTuo's, when beside us
-SEED_OUTPUT_CHARS = (16, 54, 107)  # its answers' 5th percentile, median, 95th percentile (measured 2026-11)
+HUATUO_DATA = os.path.join(os.path.dirname(REPO), "shared", "huatuo", "llama_data.json")  # HuaTuo's, when beside us
+HUATUO_OUTPUT_CHARS = (16, 54, 107)  # its answers' 5th percentile, median, 95th percentile (measured 2026-11)
 
 
 def percentiles(lengths: list[int]) -> tuple[int, int, int]:
@@ -30,11 +30,11 @@ def percentiles(lengths: list[int]) -> tuple[int, int, int]:
     return tuple(lengths[int(q * len(lengths))] for q in (0.05, 0.5, 0.95))
 
 
-def test_seed_answer_lengths_are_what_the_constants_say():
-    if not os.path.isfile(SEED_DATA):
-        pytest.skip(f"{SEED_DATA} not present")
-    with open(SEED_DATA, encoding="utf-8") as f:
-        assert percentiles([len(json.loads(line)["output"]) for line in f if line.strip()]) == SEED_OUTPUT_CHARS
+def test_huatuo_answer_lengths_are_what_the_constants_say():
+    if not os.path.isfile(HUATUO_DATA):
+        pytest.skip(f"{HUATUO_DATA} not present")
+    with open(HUATUO_DATA, encoding="utf-8") as f:
+        assert percentiles([len(json.loads(line)["output"]) for line in f if line.strip()]) == HUATUO_OUTPUT_CHARS
 
 
 def read_split(out_dir) -> dict[str, list[dict]]:

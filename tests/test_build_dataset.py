@@ -13,15 +13,16 @@ import pytest
 
 import build_dataset
 from tests.fake_openai_server import INVENTED_DRUG, FakeOpenAI
-from utils.knowledge import cmekg
+from utils.knowledge import answer_checks, cmekg, findings, paraphrase, selection, tasks
 from utils.knowledge.schema import NAME_FIELD, NOT_TREATMENT_PHRASES, TREATMENT_FIELDS, Entry, load_knowledge
-from utils.llm import ReplyError, api_errors, ask_json, make_client
+from utils.knowledge.slots import fill
+from utils.llm import ReplyError, api_errors, ask_json, json_objects, make_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "build_dataset.py")
 SPLIT_FILES = ("llama_data.json", "llama_data.valid.json", "llama_data.test.json")
-SEED_DATA = os.path.join(os.path.dirname(REPO), "shared", "huatuo", "llama_data.json")  # HuaTuo's, when beside us
-SEED_OUTPUT_CHARS = (16, 54, 107)  # its answers' 5th percentile, median, 95th percentile (measured 2026-11)
+HUATUO_DATA = os.path.join(os.path.dirname(REPO), "shared", "huatuo", "llama_data.json")  # HuaTuo's, when beside us
+HUATUO_OUTPUT_CHARS = (16, 54, 107)  # its answers' 5th percentile, median, 95th percentile (measured 2026-11)
 
 
 def percentiles(lengths: list[int]) -> tuple[int, int, int]:
@@ -29,11 +30,11 @@ def percentiles(lengths: list[int]) -> tuple[int, int, int]:
     return tuple(lengths[int(q * len(lengths))] for q in (0.05, 0.5, 0.95))
 
 
-def test_seed_answer_lengths_are_what_the_constants_say():
-    if not os.path.isfile(SEED_DATA):
-        pytest.skip(f"{SEED_DATA} not present")
-    with open(SEED_DATA, encoding="utf-8") as f:
-        assert percentiles([len(json.loads(line)["output"]) for line in f if line.strip()]) == SEED_OUTPUT_CHARS
+def test_huatuo_answer_lengths_are_what_the_constants_say():
+    if not os.path.isfile(HUATUO_DATA):
+        pytest.skip(f"{HUATUO_DATA} not present")
+    with open(HUATUO_DATA, encoding="utf-8") as f:
+        assert percentiles([len(json.loads(line)["output"]) for line in f if line.strip()]) == HUATUO_OUTPUT_CHARS
 
 
 def read_split(out_dir) -> dict[str, list[dict]]:
@@ -101,7 +102,7 @@ def test_default_build_size_speed_and_variety(default_build):
     records = all_records(out)
     meta = json.loads((out / "llama_data.meta.json").read_text(encoding="utf-8"))
     assert len(records) >= 8000
-    assert len({build_dataset.normalize(r["instruction"]) for r in records}) == len(records)
+    assert len({selection.normalize(r["instruction"]) for r in records}) == len(records)
     assert meta["stats"]["diseases"] >= 1500
     assert meta["stats"]["instruction_patterns"] >= 300 and meta["stats"]["answer_patterns"] >= 200
     assert seconds < 60, f"offline build of {len(records)} records took {seconds:.1f}s"
@@ -151,7 +152,7 @@ def test_unsafe_patterns_occur_in_no_record(default_build, entry_of):
     for r in records:
         treatment = [f for f in r["facts"] if f["field"] in TREATMENT_FIELDS]
         assert not [f for f in treatment if any(p in f["value"] for p in NOT_TREATMENT_PHRASES)], r
-        assert build_dataset.prevention_as_treatment(r["output"], r["facts"]) is None, r
+        assert answer_checks.prevention_as_treatment(r["output"], r["facts"]) is None, r
         assert "检查等检查" not in r["output"]
         assert not [f for f in r["facts"] if f["field"] == "相关症状" and "无症状" in f["value"]], r
         if r["entity"] == "乳腺增生":
@@ -169,18 +170,18 @@ def test_patients_have_three_typical_findings_two_specific_and_the_differential_
     and, where they fit other diseases too, the answer names those as the differential."""
     having = {}  # symptom -> diseases listing it
     for e in entry_of.values():
-        for s in build_dataset.symptoms_of(e):
+        for s in findings.symptoms_of(e):
             having.setdefault(s, set()).add(e.name)
-    specific = build_dataset.specific_findings(having)
+    specific = findings.specific_findings(having)
     patients = [r for r in all_records(out_of(default_build)) if r["style"] in ("vignette", "triage")]
     assert len(patients) > 1000
     with_differential = 0
     for r in patients:
         entry = entry_of[r["entity"]]
-        given = [s for s in build_dataset.symptoms_of(entry)[: build_dataset.TYPICAL_VALUES] if s in r["instruction"]]
-        assert len(given) >= build_dataset.MIN_FINDINGS, r
-        assert len(set(given) & specific) >= build_dataset.MIN_SPECIFIC, r
-        assert not any(build_dataset.gives_away(s, entry) for s in given), r
+        given = [s for s in findings.symptoms_of(entry)[: findings.TYPICAL_VALUES] if s in r["instruction"]]
+        assert len(given) >= findings.MIN_FINDINGS, r
+        assert len(set(given) & specific) >= findings.MIN_SPECIFIC, r
+        assert not any(findings.gives_away(s, entry) for s in given), r
         fitting = set.intersection(*(having[s] for s in given)) - {r["entity"]}
         named = {
             f["value"] for f in r["facts"] if f["field"] == NAME_FIELD and f.get("entity") not in (None, r["entity"])
@@ -210,22 +211,22 @@ def test_urgency_comes_from_the_red_flag_rules_only(default_build, entry_of):
     urgent = 0
     for r in all_records(out_of(default_build)):
         if r["style"].startswith("drug_"):
-            assert not build_dataset.urges(r["output"], r["facts"]), r
+            assert not answer_checks.urges(r["output"], r["facts"]), r
             continue
         names = entities(r)
         by_name = any(clinical.urgency(entry_of[n]).emergency for n in names)
         if r["style"] in ("vignette", "triage"):
             entry = entry_of[names[0]]
-            given = [s for s in build_dataset.symptoms_of(entry) if s in r["instruction"]]
+            given = [s for s in findings.symptoms_of(entry) if s in r["instruction"]]
             emergency = clinical.urgency(entry, given).emergency
             if "新生儿" not in r["instruction"]:  # newborn findings count only for a newborn patient
-                assert build_dataset.urges(r["output"], r["facts"]) == emergency, r
-            assert not build_dataset.urges(r["output"], r["facts"]) or "先挂" not in r["output"], r
+                assert answer_checks.urges(r["output"], r["facts"]) == emergency, r
+            assert not answer_checks.urges(r["output"], r["facts"]) or "先挂" not in r["output"], r
             urgent += emergency
         elif r["style"] == "overview":
-            assert build_dataset.urges(r["output"], r["facts"]) == by_name, r
+            assert answer_checks.urges(r["output"], r["facts"]) == by_name, r
         else:
-            assert by_name or not build_dataset.urges(r["output"], r["facts"]), r
+            assert by_name or not answer_checks.urges(r["output"], r["facts"]), r
     assert urgent, "no emergency in the build"
 
 
@@ -233,20 +234,18 @@ def test_comparisons_are_between_related_diseases_and_verdicts_read_the_full_lis
     """Cause 2: a verdict on the whole lists; pairs share a department and a body site or a specific finding."""
     having = {}
     for e in entry_of.values():
-        for s in build_dataset.symptoms_of(e):
+        for s in findings.symptoms_of(e):
             having.setdefault(s, set()).add(e.name)
     diseases = [e for e in entry_of.values() if e.kind == "disease"]
-    sites, specific = build_dataset.comparable_sites(diseases), build_dataset.specific_findings(having)
+    sites, specific = findings.comparable_sites(diseases), findings.specific_findings(having)
     pairs = [r for r in all_records(out_of(default_build)) if r["style"] == "comparison"]
     assert len(pairs) > 500
     for r in pairs:
         a, b = (entry_of[n] for n in r["entity"])
         assert set(a.get("所属科室")) & set(b.get("所属科室")), r["entity"]
         assert (
-            build_dataset.relatedness(
-                build_dataset.grounds(a, sites, specific), build_dataset.grounds(b, sites, specific)
-            )
-            >= build_dataset.MIN_RELATEDNESS
+            findings.relatedness(findings.grounds(a, sites, specific), findings.grounds(b, sites, specific))
+            >= findings.MIN_RELATEDNESS
         ), r["entity"]
         field = next(f["field"] for f in r["facts"] if f["field"] != "所属科室")
         shares = set(a.get(field)) & set(b.get(field))
@@ -349,16 +348,16 @@ def test_dedup_by_normalised_instruction():
         {"instruction": "高血压的并发症，有哪些"},
         {"instruction": "冠心病的并发症有哪些？"},
     ]
-    kept, dups = build_dataset.take_unique(tasks, limit=10)
+    kept, dups = selection.take_unique(tasks, limit=10)
     assert [t["instruction"] for t in kept] == ["高血压的并发症有哪些？", "冠心病的并发症有哪些？"] and dups == 2
-    kept, _ = build_dataset.take_unique(tasks, limit=1)
+    kept, _ = selection.take_unique(tasks, limit=1)
     assert len(kept) == 1
-    records, n = build_dataset.dedup_records([{"instruction": "ＡＢＣ。"}, {"instruction": "abc"}])
+    records, n = selection.dedup_records([{"instruction": "ＡＢＣ。"}, {"instruction": "abc"}])
     assert len(records) == 1 and n == 1
 
 
 def test_quotas_share_by_weight_and_pass_on_what_a_family_cannot_use():
-    q = build_dataset.quotas(
+    q = selection.quotas(
         {
             "single_fact": 10_000,
             "overview": 10_000,
@@ -371,7 +370,7 @@ def test_quotas_share_by_weight_and_pass_on_what_a_family_cannot_use():
     )
     assert sum(q.values()) == 1000 and q["drug"] == 50
     assert q["single_fact"] > q["overview"] > q["triage"] > q["drug"]
-    assert build_dataset.quotas({"single_fact": 3}, 10) == {"single_fact": 3}
+    assert selection.quotas({"single_fact": 3}, 10) == {"single_fact": 3}
 
 
 def test_fill_drops_a_doubled_category_word_but_never_touches_a_value():
@@ -379,10 +378,10 @@ def test_fill_drops_a_doubled_category_word_but_never_touches_a_value():
         "exams": ("血常规检查、X线检查", [{"field": "检查", "value": "X线检查"}]),
         "drugs": ("服用止痛药物等药物", []),
     }
-    assert build_dataset.fill("可做{exams}等检查明确诊断", slots)[0] == "可做血常规检查、X线检查等明确诊断"
-    assert build_dataset.fill("与{drugs}等有关", slots)[0] == "与服用止痛药物等药物等有关"
-    assert build_dataset.fill("用{drugs}治疗", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林治疗"
-    assert build_dataset.fill("用{drugs}等药物", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林等药物"
+    assert fill("可做{exams}等检查明确诊断", slots)[0] == "可做血常规检查、X线检查等明确诊断"
+    assert fill("与{drugs}等有关", slots)[0] == "与服用止痛药物等药物等有关"
+    assert fill("用{drugs}治疗", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林治疗"
+    assert fill("用{drugs}等药物", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林等药物"
 
 
 def test_bad_kb_exits_with_file_line_field(tmp_path):
@@ -419,7 +418,7 @@ VOCAB = {"血常规", "头孢曲松", "心电图", "呼吸内科"}
 
 
 def test_parse_answer_rejects_malformed_and_ungrounded():
-    good = build_dataset.parse_answer('```json\n{"instruction": "问", "output": "做血常规"}\n```', TASK, 1.0, VOCAB)
+    good = paraphrase.parse_answer('```json\n{"instruction": "问", "output": "做血常规"}\n```', TASK, 1.0, VOCAB)
     assert good["output"] == "做血常规" and good["facts"] == TASK["facts"]
     for bad, why in (
         ("不是JSON", "not a JSON object"),
@@ -431,8 +430,8 @@ def test_parse_answer_rejects_malformed_and_ungrounded():
         ('{"instruction": "问", "output": "做血常规，再用头孢曲松"}', "names 头孢曲松"),
         ('{"instruction": "问", "output": "做血常规和心电图，去呼吸内科"}', "names 呼吸内科、心电图"),
     ):
-        with pytest.raises(build_dataset.MalformedAnswer, match=why):
-            build_dataset.parse_answer(bad, TASK, 1.0, VOCAB)
+        with pytest.raises(paraphrase.MalformedAnswer, match=why):
+            paraphrase.parse_answer(bad, TASK, 1.0, VOCAB)
 
 
 def test_a_paraphrase_keeps_the_emergency_advice_and_adds_no_urgency():
@@ -442,21 +441,21 @@ def test_a_paraphrase_keeps_the_emergency_advice_and_adds_no_urgency():
         TASK, style="vignette", urgent=True, output="这可能是急症，请立即拨打120或到最近的医院急诊就诊。做血常规。"
     )
     kept = '{"instruction": "问", "output": "请立即拨打120或去急诊。需要做血常规。"}'
-    assert build_dataset.parse_answer(kept, urgent, 1.0, VOCAB)["output"].startswith("请立即拨打120")
-    with pytest.raises(build_dataset.MalformedAnswer, match="drops the emergency advice"):
-        build_dataset.parse_answer('{"instruction": "问", "output": "需要做血常规。"}', urgent, 1.0, VOCAB)
-    with pytest.raises(build_dataset.MalformedAnswer, match="adds urgency"):
-        build_dataset.parse_answer('{"instruction": "问", "output": "请立即去急诊做血常规。"}', TASK, 1.0, VOCAB)
+    assert paraphrase.parse_answer(kept, urgent, 1.0, VOCAB)["output"].startswith("请立即拨打120")
+    with pytest.raises(paraphrase.MalformedAnswer, match="drops the emergency advice"):
+        paraphrase.parse_answer('{"instruction": "问", "output": "需要做血常规。"}', urgent, 1.0, VOCAB)
+    with pytest.raises(paraphrase.MalformedAnswer, match="adds urgency"):
+        paraphrase.parse_answer('{"instruction": "问", "output": "请立即去急诊做血常规。"}', TASK, 1.0, VOCAB)
     ward = dict(TASK, facts=[{"field": "所属科室", "value": "急诊科", "source": "ours"}])  # a fact, not advice
-    assert build_dataset.parse_answer('{"instruction": "问", "output": "中暑由急诊科诊治。"}', ward, 1.0, VOCAB)
-    assert "急症" in build_dataset.build_messages(urgent)[1]["content"]
-    assert "不要添加" in build_dataset.build_messages(TASK)[1]["content"]
+    assert paraphrase.parse_answer('{"instruction": "问", "output": "中暑由急诊科诊治。"}', ward, 1.0, VOCAB)
+    assert "急症" in paraphrase.build_messages(urgent)[1]["content"]
+    assert "不要添加" in paraphrase.build_messages(TASK)[1]["content"]
 
 
 def test_prompts_come_in_several_voices_and_carry_only_the_facts():
     tasks = [dict(TASK, id=f"{i:04x}") for i in range(8)]
-    users = [build_dataset.build_messages(t)[1]["content"] for t in tasks]
-    assert sum(any(v in u for u in users) for v in build_dataset.VOICES) == len(build_dataset.VOICES)
+    users = [paraphrase.build_messages(t)[1]["content"] for t in tasks]
+    assert sum(any(v in u for u in users) for v in paraphrase.VOICES) == len(paraphrase.VOICES)
     material = json.loads(users[0].split("资料(JSON)：", 1)[1])
     assert material["facts"] == [{"field": "检查", "value": "血常规"}] and material["entity"] == "甲病"
 
@@ -472,7 +471,7 @@ def test_client_honours_retry_after_and_retries_transport_errors():
 
 
 def parse_output(text: str) -> dict:
-    obj = next(build_dataset.json_objects(text), None)
+    obj = next(json_objects(text), None)
     if not obj or not obj.get("output"):
         raise ReplyError("no output")
     return obj
@@ -671,7 +670,7 @@ def test_a_specific_finding_points_somewhere():
         "果酱样血便": {8},
         "低热": set(range(101)),
     }
-    assert build_dataset.specific_findings(having) == {"午后低热", "视力突然下降", "果酱样血便"}
+    assert findings.specific_findings(having) == {"午后低热", "视力突然下降", "果酱样血便"}
 
 
 def test_a_symptom_that_names_a_disease_is_no_finding():
@@ -689,7 +688,7 @@ def test_a_symptom_that_names_a_disease_is_no_finding():
         "慢性阻塞性肺气肿": {"慢性肺源性心脏病"},
         "下肢水肿": {"慢性肺源性心脏病"},
     }
-    assert build_dataset.names_a_disease(having, diseases) == {"慢性阻塞性肺气肿"}
+    assert findings.names_a_disease(having, diseases) == {"慢性阻塞性肺气肿"}
 
 
 def test_the_ward_after_the_emergency_department_and_for_an_adult():
@@ -703,10 +702,10 @@ def test_the_ward_after_the_emergency_department_and_for_an_adult():
             kind="disease", name="甲病", fields={"所属科室": list(depts), "相关症状": ["咳嗽"]}, path="", line=0
         )
 
-    assert build_dataset.ward(disease("急诊科"), adult, emergency=True) == ("相关专科", [])
-    assert build_dataset.ward(disease("急诊科", "普外科"), adult, emergency=True)[0] == "普外科"
-    assert build_dataset.ward(disease("儿科", "消化内科"), adult, emergency=False)[0] == "消化内科"
-    assert build_dataset.ward(disease("儿科", "消化内科"), child, emergency=False)[0] == "儿科、消化内科"
+    assert tasks.ward(disease("急诊科"), adult, emergency=True) == ("相关专科", [])
+    assert tasks.ward(disease("急诊科", "普外科"), adult, emergency=True)[0] == "普外科"
+    assert tasks.ward(disease("儿科", "消化内科"), adult, emergency=False)[0] == "消化内科"
+    assert tasks.ward(disease("儿科", "消化内科"), child, emergency=False)[0] == "儿科、消化内科"
 
 
 def test_comparable_sites_leave_out_common_sites_and_whole_systems():
@@ -719,11 +718,11 @@ def test_comparable_sites_leave_out_common_sites_and_whole_systems():
             line=0,
         )
 
-    diseases = [disease(f"病{i}", "皮肤") for i in range(build_dataset.SPECIFIC_MAX_SITES + 1)]
+    diseases = [disease(f"病{i}", "皮肤") for i in range(findings.SPECIFIC_MAX_SITES + 1)]
     diseases += [disease("鄂木斯克出血热", "神经系统"), disease("马钱子中毒", "神经系统"), disease("甲亢", "甲状腺")]
-    assert build_dataset.comparable_sites(diseases) == {"甲状腺"}
+    assert findings.comparable_sites(diseases) == {"甲状腺"}
     having = {"腰椎间盘突出": {"腰椎峡部崩裂"}, "腰痛": {"腰椎峡部崩裂"}}
-    assert build_dataset.names_a_disease(having, [disease("腰椎间盘突出症", "腰椎")]) == {"腰椎间盘突出"}
+    assert findings.names_a_disease(having, [disease("腰椎间盘突出症", "腰椎")]) == {"腰椎间盘突出"}
 
 
 def test_no_patient_question_for_a_disease_that_needs_a_history(default_build):
@@ -731,17 +730,17 @@ def test_no_patient_question_for_a_disease_that_needs_a_history(default_build):
     ingestion, 双胎妊娠 from 痔疮发作. The knowledge base records no history, so such diseases are not asked from
     findings at all."""
     patients = [r for r in all_records(out_of(default_build)) if r["style"] in ("vignette", "triage")]
-    assert patients and not [r["entity"] for r in patients if build_dataset.HISTORY_NAMES.search(r["entity"])]
-    assert build_dataset.HISTORY_NAMES.search("酒精性肝硬化") and not build_dataset.HISTORY_NAMES.search("肝硬化")
+    assert patients and not [r["entity"] for r in patients if findings.HISTORY_NAMES.search(r["entity"])]
+    assert findings.HISTORY_NAMES.search("酒精性肝硬化") and not findings.HISTORY_NAMES.search("肝硬化")
 
 
 def test_a_patient_shows_no_finding_of_the_other_sex_and_is_asked_only_what_the_entry_answers():
     """The final review: a 40-year-old woman with 阴囊红肿 (淋菌性尿道炎), "要做哪些检查？" with no test in the entry."""
-    assert build_dataset.OTHER_SEX["女"].search("阴囊红肿") and build_dataset.OTHER_SEX["男"].search("子宫颈红肿")
-    assert not build_dataset.OTHER_SEX["女"].search("尿道流脓")
+    assert findings.OTHER_SEX["女"].search("阴囊红肿") and findings.OTHER_SEX["男"].search("子宫颈红肿")
+    assert not findings.OTHER_SEX["女"].search("尿道流脓")
     bare = Entry(kind="disease", name="甲病", fields={"所属科室": ["内科"], "相关症状": ["咳嗽"]}, path="", line=0)
-    assert build_dataset.answerable(["是什么病？需要做什么检查？", "是什么病？"], bare) == ["是什么病？"]
-    assert build_dataset.answerable(["一般用什么药？", "如何治疗？"], bare) == ["如何治疗？"]
+    assert tasks.answerable(["是什么病？需要做什么检查？", "是什么病？"], bare) == ["是什么病？"]
+    assert tasks.answerable(["一般用什么药？", "如何治疗？"], bare) == ["如何治疗？"]
 
 
 def test_a_cmekg_disease_is_a_possibility_not_the_most_likely_diagnosis(default_build, entry_of):
@@ -759,6 +758,6 @@ def test_a_cmekg_disease_is_a_possibility_not_the_most_likely_diagnosis(default_
 
 def test_a_patient_tells_only_what_a_patient_can_tell():
     """The final review: 右心室肥厚 and 胰管内充盈缺损 as complaints, 头昏乏力 in a 10-month-old."""
-    assert build_dataset.NOT_TOLD.search("右心室肥厚") and build_dataset.NOT_TOLD.search("胰管内充盈缺损")
-    assert not build_dataset.NOT_TOLD.search("腹痛")
-    assert build_dataset.FELT.search("头昏乏力") and not build_dataset.FELT.search("呕血")
+    assert findings.NOT_TOLD.search("右心室肥厚") and findings.NOT_TOLD.search("胰管内充盈缺损")
+    assert not findings.NOT_TOLD.search("腹痛")
+    assert findings.FELT.search("头昏乏力") and not findings.FELT.search("呕血")

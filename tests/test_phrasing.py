@@ -12,10 +12,11 @@ import re
 
 import pytest
 
-import build_dataset
+from utils.knowledge import paraphrase
 from utils.knowledge.cmekg import load_all
 from utils.knowledge.phrasing import ANSWER_PARTS, QUESTION_PARTS, VOICES, load_phrasings, wrap_answer, wrap_question
 from utils.knowledge.schema import PLACEHOLDER, load_knowledge, load_styles, resolve_kb_paths, split_entities
+from utils.knowledge.tasks import plan_tasks
 
 URGENCY = ("尽快", "立即", "立刻", "马上", "急诊", "及时", "赶紧", "抓紧", "紧急", "120", "着急")
 # who the patient is (age, sex, a relation that implies either), how long, and treatment/prevention claims
@@ -102,8 +103,8 @@ def test_wrappers_hold_no_value_of_the_built_knowledge_base():
 
 
 def test_every_voice_of_the_openai_backend_has_wrappers():
-    assert len(VOICES) == len(build_dataset.VOICES)  # patient, family, student, online in that order
-    for name, prompt in zip(VOICES, build_dataset.VOICES):
+    assert len(VOICES) == len(paraphrase.VOICES)  # patient, family, student, online in that order
+    for name, prompt in zip(VOICES, paraphrase.VOICES):
         assert {"patient": "患者本人", "family": "家属", "student": "医学生", "online": "在线问诊"}[name] in prompt
 
 
@@ -225,7 +226,7 @@ def test_unknown_voice_is_an_error():
 # ----------------------------------------------------------------------------- styles.json sections
 
 OWNED = ("single_fact", "overview", "comparison", "drug_usage", "drug_side_effects", "drug_contraindication")
-# placeholders build_dataset.py fills, per section and list (single_fact_tasks, overview_tasks, _comparison, drug_tasks)
+# placeholders utils/knowledge/tasks.py fills, per section and list (single_fact_tasks, overview_tasks, comparison_question, drug_tasks)
 COMPARISON_SLOTS = {"a", "b", "label", "dept"}
 FILLED = {
     ("single_fact", "questions"): {"name"},
@@ -340,7 +341,7 @@ def test_the_builder_renders_every_owned_style_with_its_facts_verbatim():
     """Plan every task of our own KB with these styles: the builder checks each fact occurs in its answer."""
     entries, _ = load_all(resolve_kb_paths("data/knowledge"), False)
     split_of = split_entities(entries, 42, 0.1, 0.1)
-    tasks, _ = build_dataset.plan_tasks(entries, load_styles(), split_of, 42)
+    tasks, _ = plan_tasks(entries, load_styles(), split_of, 42)
     styles = {t["style"] for t in tasks}
     assert set(OWNED) <= styles
     exceptions = {e.name: e.get("禁忌例外") for e in entries if e.kind == "drug" and e.get("禁忌例外")}

@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 
+from utils.files import write_atomic
 from utils.knowledge import clinical, lexicon
 from utils.knowledge.clinical import EMERGENCY_DEPARTMENT
 from utils.knowledge.schema import (
@@ -878,24 +879,9 @@ def _emergency_department_defended(name: str, names: set[str], fields: dict[str,
     return bool(fields["所属科室"])
 
 
-def import_diseases(
-    graph: dict, own_names: set[str] = frozenset(), curated: Curated | None = None
-) -> tuple[list[dict], ImportReport]:
-    """Disease records in our schema ({"中心词", field: [values], "别名": [other names]}) from a cMeKG graph.
-
-    ``own_names`` are diseases of our own KB (``curated`` adds our symptoms and drugs): those win (an alias
-    group holding one of them is not imported; its names are reported in ``report.own_aliases``).
-    Without ``curated`` no cMeKG drug can be checked, so none is kept.
-    """
-    curated = curated or Curated()
-    own_names = set(own_names) | curated.names
-    report = ImportReport(entities=len(graph))
-    raw_counts: Counter = Counter()
-    kept_counts: Counter = Counter()
-    note = report.note
-
-    df, having = _document_frequencies(graph)
-    symptom_uses = Counter({k: n for k, n in df["相关症状"].items()})
+def _disease_candidates(graph: dict, symptom_uses: Counter, report: ImportReport) -> dict[str, str]:
+    """The entities that may be diseases (raw name -> normalised name); every other one is counted in
+    ``report.skipped`` with the reason."""
     candidates = {}
     for raw_name in sorted(graph):
         preds = graph[raw_name]
@@ -914,85 +900,150 @@ def import_diseases(
             report.skipped["unusable name"] += 1
         else:
             candidates[raw_name] = name
-    # known symptom terms: ours, and the symptom pages of the graph that pass the lexicon's disqualifiers
+    return candidates
+
+
+def _symptom_lexicon(
+    graph: dict, candidates: dict[str, str], symptom_uses: Counter, curated: Curated, own_names: set[str]
+) -> lexicon.SymptomLexicon:
+    """Known symptom terms: ours, and the symptom pages of the graph that pass the lexicon's disqualifiers;
+    every disease name (candidates and ours) that is not one of them is a disease to the cleaning rules."""
     pages = {_norm(n) for n in graph if symptom_uses[near_key(_norm(n))] >= SYMPTOM_PAGE_USES} - set(
         candidates.values()
     )
     symptoms = lexicon.SymptomLexicon(known=set(curated.symptoms))
     symptoms.known |= {p for p in pages if symptoms.why_not(p) is None}
     symptoms.diseases = (set(candidates.values()) | own_names) - symptoms.known - set(lexicon.SYMPTOM_ENDINGS)
+    return symptoms
 
-    by_name = {name: raw for raw, name in candidates.items()}
+
+@dataclass
+class _GraphIndex:
+    """What every alias group's cleaning reads: the graph, its candidate diseases, the field statistics."""
+
+    graph: dict
+    by_name: dict[str, str]  # candidate name -> raw graph key
+    df: dict[str, Counter]  # field -> near_key -> entities carrying it (see _document_frequencies)
+    having: Counter  # field -> entities having it
+    symptoms: lexicon.SymptomLexicon
+    raw_counts: Counter = field(default_factory=Counter)  # field -> raw values read (for report.per_field)
+
+
+def _ours_wins(members: list[str], names: set[str], own_names: set[str], report: ImportReport) -> bool:
+    """An alias group holding one of our diseases is not imported; our disease is given its other names."""
+    ours = sorted(names & own_names)
+    if not ours:
+        return False
+    report.skipped["ours wins (same disease in our KB)"] += len(members)
+    for own in ours:
+        report.own_aliases.setdefault(own, [])
+        report.own_aliases[own] = sorted(set(report.own_aliases[own]) | (names - own_names))
+    return True
+
+
+def _field_values(
+    key: str, *, name: str, names: set[str], cores: set[str], members: list[str], index: _GraphIndex, note
+) -> list[str]:
+    """One field of a group's record: the clean values of every member, one spelling per near-duplicate, merged
+    and ordered by typicality (``cores``: :func:`core_names` of ``names``)."""
+    support: Counter = Counter()
+    spelling: dict[str, str] = {}
+    for member in members:
+        preds = index.graph[index.by_name[member]]
+        for p in PREDICATES[key]:
+            raw = preds.get(p) if isinstance(preds.get(p), list) else []
+            index.raw_counts[key] += len(raw)
+            for v in clean_values(raw, key, names, note, index.symptoms, cores):
+                k = near_key(v)
+                if k in spelling and support[k] == 0:
+                    continue
+                support[k] += 1
+                spelling.setdefault(k, v)
+    values = list(spelling.values())
+    if key not in ("所属科室", "相关疾病", "并发症"):  # 遗传 into 遗传因素, CT into CT扫描; diseases stay apart
+        values = merge_substrings(values, note)
+    if key != "所属科室" and len(values) > 1:
+        df = index.df[key]
+        score = {
+            v: typicality(
+                support[near_key(v)],
+                df[near_key(v)],
+                index.having[key],
+                v in index.symptoms.known,
+                specific=key in SPECIFIC_FIELDS,
+            )
+            for v in values
+        }
+        ordered = sorted(values, key=lambda v: (-score[v], -df[near_key(v)], v))
+        if ordered != values:
+            note("typicality_order", f"{name}/{key}")
+        values = ordered
+    if key == "相关症状":
+        values = merge_twins(values, note)
+    return values
+
+
+def _checked_fields(
+    name: str, names: set[str], fields: dict[str, list[str]], curated: Curated, report: ImportReport
+) -> tuple[dict[str, list[str]], str]:
+    """The fields we can defend (prevention apart, checked drugs, routed departments) and, when the group is
+    still no disease we can import, why not ("" when it is)."""
+    note = report.note
+    split_prevention(fields, note)  # vaccines move to 预防 first: prevention is kept, never checked as a drug
+    for key in TREATMENT_FIELDS:
+        if key in fields:
+            fields[key] = _checked_drugs(fields[key], names, curated.drugs, note)
+    fields = {k: v for k, v in fields.items() if v}
+    if not fields.get("所属科室"):
+        return fields, "no whitelisted department after cleaning"
+    if len(fields.get("相关症状", [])) < MIN_SYMPTOMS:
+        return fields, f"fewer than {MIN_SYMPTOMS} symptoms after cleaning"
+    _route_departments(name, fields, note, report.counts)
+    if not _emergency_department_defended(name, names, fields, note):
+        return fields, "only department 急诊科, and not an emergency by the red-flag rules"
+    return fields, ""
+
+
+def import_diseases(
+    graph: dict, own_names: set[str] = frozenset(), curated: Curated | None = None
+) -> tuple[list[dict], ImportReport]:
+    """Disease records in our schema ({"中心词", field: [values], "别名": [other names]}) from a cMeKG graph.
+
+    ``own_names`` are diseases of our own KB (``curated`` adds our symptoms and drugs): those win (an alias
+    group holding one of them is not imported; its names are reported in ``report.own_aliases``).
+    Without ``curated`` no cMeKG drug can be checked, so none is kept.
+
+    Stages: screen the entities (_disease_candidates), learn the symptom terms (_symptom_lexicon), group
+    the names of one disease (alias_groups), then per group merge and clean each field (_field_values) and
+    keep what we can defend (_checked_fields).
+    """
+    curated = curated or Curated()
+    own_names = set(own_names) | curated.names
+    report = ImportReport(entities=len(graph))
+    df, having = _document_frequencies(graph)
+    candidates = _disease_candidates(graph, df["相关症状"], report)
+    symptoms = _symptom_lexicon(graph, candidates, df["相关症状"], curated, own_names)
+    index = _GraphIndex(graph, {name: raw for raw, name in candidates.items()}, df, having, symptoms)
+    kept_counts: Counter = Counter()
     records = []
     for members_all in alias_groups(graph, candidates, own_names).values():
-        members = [n for n in members_all if n in by_name]
-        if not members:
-            continue
+        members = [n for n in members_all if n in index.by_name]
         names = set(members_all)
-        ours = sorted(names & own_names)
-        if ours:
-            report.skipped["ours wins (same disease in our KB)"] += len(members)
-            for own in ours:
-                report.own_aliases.setdefault(own, [])
-                report.own_aliases[own] = sorted(set(report.own_aliases[own]) | (names - own_names))
+        if not members or _ours_wins(members, names, own_names, report):
             continue
         if len(members) > 1:
             report.counts["alias groups of >= 2 cMeKG entities merged into one"] += 1
             report.counts["cMeKG entities merged into a twin"] += len(members) - 1
-        name = _canonical(members, graph, by_name)
+        name = _canonical(members, graph, index.by_name)
         names.add(name)
         cores = core_names(names)
-        fields = {}
-        for key, sources in PREDICATES.items():
-            support: Counter = Counter()
-            spelling: dict[str, str] = {}
-            for member in members:
-                preds = graph[by_name[member]]
-                for p in sources:
-                    raw = preds.get(p) if isinstance(preds.get(p), list) else []
-                    raw_counts[key] += len(raw)
-                    for v in clean_values(raw, key, names, note, symptoms, cores):
-                        k = near_key(v)
-                        if k in spelling and support[k] == 0:
-                            continue
-                        support[k] += 1
-                        spelling.setdefault(k, v)
-            values = list(spelling.values())
-            if key not in ("所属科室", "相关疾病", "并发症"):  # 遗传 into 遗传因素, CT into CT扫描; diseases stay apart
-                values = merge_substrings(values, note)
-            if key != "所属科室" and len(values) > 1:
-                score = {
-                    v: typicality(
-                        support[near_key(v)],
-                        df[key][near_key(v)],
-                        having[key],
-                        v in symptoms.known,
-                        specific=key in SPECIFIC_FIELDS,
-                    )
-                    for v in values
-                }
-                ordered = sorted(values, key=lambda v: (-score[v], -df[key][near_key(v)], v))
-                if ordered != values:
-                    note("typicality_order", f"{name}/{key}")
-                values = ordered
-            if key == "相关症状":
-                values = merge_twins(values, note)
-            if values:
-                fields[key] = values
-        split_prevention(fields, note)  # vaccines move to 预防 first: prevention is kept, never checked as a drug
-        for key in TREATMENT_FIELDS:
-            if key in fields:
-                fields[key] = _checked_drugs(fields[key], names, curated.drugs, note)
-        fields = {k: v for k, v in fields.items() if v}
-        if not fields.get("所属科室"):
-            report.skipped["no whitelisted department after cleaning"] += len(members)
-            continue
-        if len(fields.get("相关症状", [])) < MIN_SYMPTOMS:
-            report.skipped[f"fewer than {MIN_SYMPTOMS} symptoms after cleaning"] += len(members)
-            continue
-        _route_departments(name, fields, note, report.counts)
-        if not _emergency_department_defended(name, names, fields, note):
-            report.skipped["only department 急诊科, and not an emergency by the red-flag rules"] += len(members)
+        fields = {
+            key: _field_values(key, name=name, names=names, cores=cores, members=members, index=index, note=report.note)
+            for key in PREDICATES
+        }
+        fields, why_not = _checked_fields(name, names, {k: v for k, v in fields.items() if v}, curated, report)
+        if why_not:
+            report.skipped[why_not] += len(members)
             continue
         for key, values in fields.items():
             kept_counts[key] += len(values)
@@ -1002,7 +1053,7 @@ def import_diseases(
     records.sort(key=lambda r: r[NAME_FIELD])
     report.diseases = len(records)
     report.counts["our diseases given the names of their cMeKG twins"] = len(report.own_aliases)
-    report.per_field = {k: {"raw": raw_counts[k], "kept": kept_counts[k]} for k in PREDICATES}
+    report.per_field = {k: {"raw": index.raw_counts[k], "kept": kept_counts[k]} for k in PREDICATES}
     return records, report
 
 
@@ -1119,11 +1170,9 @@ def report_markdown(report: ImportReport) -> str:
 
 
 def write_report(report: ImportReport, stem: str) -> None:
-    """``<stem>.json`` and ``<stem>.md``."""
-    with open(stem + ".json", "w", encoding="utf-8") as f:
-        f.write(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n")
-    with open(stem + ".md", "w", encoding="utf-8") as f:
-        f.write(report_markdown(report))
+    """``<stem>.json`` and ``<stem>.md``, each written atomically."""
+    write_atomic(stem + ".json", json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n")
+    write_atomic(stem + ".md", report_markdown(report))
 
 
 def main(command: str = "report", output_stem: str = "") -> None:

@@ -11,7 +11,7 @@ kept verbatim, so every fact of the record is still checked against its entry.
     instruction = wrap_question(core_question, rng, voice="family")  # only when the caller says so
     output = wrap_answer(core_answer, rng, describes_symptoms=style in ("vignette", "triage"))
 
-Voices match build_dataset.VOICES (patient, family, student, online); with none named, one is drawn by
+Voices match utils.knowledge.paraphrase.VOICES (patient, family, student, online); with none named, one is drawn by
 the weights in phrasings.json (patient 5, online 3, student 2). A family voice ("帮家里人问一下") is never
 drawn by default: it is the caller's decision that the question can be asked for someone
 else. A first-person question (我, 自己) is asked by the patient: family and student voices fall back

@@ -1,7 +1,7 @@
 """The medical knowledge base: schema, loading, validation, and the question styles built on it.
 
 The knowledge base (data/knowledge/*.jsonl, described in data/knowledge/SCHEMA.md) is JSON Lines in
-the cMeKG-like format of the HuaTuo seed: one entity a line, Chinese keys, a string `中心词` and
+the cMeKG-like format of HuaTuo's data: one entity a line, Chinese keys, a string `中心词` and
 list-of-strings fields. The kind of entity a file holds is told by its name: `diseases*.jsonl`
 holds diseases, `drugs*.jsonl` drugs.
 

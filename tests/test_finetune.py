@@ -30,6 +30,7 @@ def run_finetune(tiny_base, train_file, out, **flags):
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant", ["none", "8bit", "4bit"])
 def test_finetune_smoke(tiny_base, train_file, tmp_path, quant):
     out = tmp_path / "lora"
@@ -48,6 +49,7 @@ def test_finetune_smoke(tiny_base, train_file, tmp_path, quant):
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b), "the adapter was saved empty"
 
 
+@pytest.mark.slow
 def test_validation_loss_falls(tiny_base, train_file, tmp_path):
     metrics = run_finetune(
         tiny_base, train_file, tmp_path / "lora", max_steps=12, eval_steps=4, save_steps=4, learning_rate=5e-3
@@ -101,6 +103,7 @@ def test_trained_adapter_on_disk_matches_trainer_model(tiny_base, trained_adapte
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_val_data_path_is_the_validation_set(tiny_base, train_file, tmp_path):
     """--val_data_path: validation comes from that file (e.g. the builder's llama_data.valid.json), and
     every record of the training file is trained on (nothing carved out)."""

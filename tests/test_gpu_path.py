@@ -82,6 +82,7 @@ def test_int8_inputs_kept_by_bitsandbytes_are_planned(tmp_path, monkeypatch):
     assert planned == shape.layers * per_layer
 
 
+@pytest.mark.slow
 def test_dry_run_of_llama_7b_8bit_on_24gib_carries_the_int8_inputs():
     result = dry_run(
         "--base_model",

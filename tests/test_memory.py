@@ -162,6 +162,7 @@ def dry_run(*flags):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,gib,quant", [("llama-7b", 24, "--load_4bit"), ("llama-3-8b", 80, ""), ("qwen2.5-7b", 40, "--load_8bit")]
 )
@@ -190,6 +191,7 @@ def test_dry_run_plans_a_config_only_folder(name, gib, quant, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags,message",
     [
@@ -286,6 +288,7 @@ def test_packing_refuses_what_would_let_examples_see_each_other(tiny_base):
 # out of memory: training step and generation (mocked)
 
 
+@pytest.mark.slow
 def test_training_out_of_memory_is_retried_with_the_same_gradient(tiny_base, train_file, tmp_path, monkeypatch, caplog):
     """A CUDA out-of-memory in the middle of a backward (some gradients already added) is survived:
     the micro-batch is redone in halves and the adapter equals a run that never hit it."""

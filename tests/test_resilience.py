@@ -110,6 +110,7 @@ def test_sigterm_writes_checkpoint_and_resume_finishes_identically(tiny_base, tr
     assert_same_adapter(out, uninterrupted)
 
 
+@pytest.mark.slow
 def test_resume_from_adapter_only_folder_loads_weights_and_warns(tiny_base, trained_adapter, tmp_path, caplog):
     """HuaTuo's second mode: an adapter folder (no optimizer state) is loaded and training restarts."""
     import finetune
@@ -179,6 +180,7 @@ def test_saved_adapter_is_checked_against_the_in_memory_lora(tiny_base, tmp_path
     assert "wrong shape" in checkpointing.adapter_problem(tmp_path / "ok", other)
 
 
+@pytest.mark.slow
 def test_kill_during_saving_never_leaves_a_loadable_partial_adapter(tiny_base, tmp_path):
     """SIGKILL a process that saves adapters in a loop at random moments: the folder always either
     loads completely (every tensor from one save) or is rejected by both our check and PEFT."""

@@ -195,6 +195,7 @@ def adapter(tiny_base, train_file, tmp_path_factory):
 # fast: command lines (vLLM is not run here: its command is checked as built)
 
 
+@pytest.mark.slow
 def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_base, adapter, tmp_path, capsys):
     import shutil
 
@@ -225,6 +226,7 @@ def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_bas
     assert tokenizer.eos_token_id in GenerationConfig.from_pretrained(serving).eos_token_id
 
 
+@pytest.mark.slow
 def test_serve_sh_builds_both_engines_commands_from_the_environment(adapter, tmp_path):
     env = dict(os.environ, LORA_WEIGHTS=str(adapter), DRY_RUN="True", PORT="8124", HOST="127.0.0.1")
     vllm = subprocess.run(
@@ -265,6 +267,7 @@ def test_serve_sh_builds_both_engines_commands_from_the_environment(adapter, tmp
         )
 
 
+@pytest.mark.slow
 def test_the_merged_checkpoint_is_exported_again_only_when_the_adapter_changed(adapter, tmp_path, caplog):
     import shutil
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny_train_args
 from test_memory import CONFIGS, config_of, dry_run
 
 from utils.model import loading, memory
@@ -233,14 +234,15 @@ def test_finetune_builds_training_arguments_before_loading_the_model(monkeypatch
     monkeypatch.setattr(finetune, "lora_model", load_then_stop)
     with pytest.raises(KeyboardInterrupt):
         finetune.train(
-            base_model=tiny_base,
-            data_path=str(train_file),
-            output_dir=str(tmp_path),
-            val_set_size=0,
-            wandb_project="",
-            micro_batch_size=4,
-            batch_size=8,
-            max_steps=1,
+            **tiny_train_args(
+                base_model=tiny_base,
+                data_path=str(train_file),
+                output_dir=str(tmp_path),
+                val_set_size=0,
+                micro_batch_size=4,
+                batch_size=8,
+                max_steps=1,
+            )
         )
     assert order == ["args", "model"]
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, write_jsonl
+from conftest import REPO_ROOT, tiny_train_args, write_jsonl
 from test_adapters import old_adapter
 
 import infer
@@ -225,20 +225,20 @@ def qwen_adapter(tmp_path_factory):
     base = build("qwen2", tmp / "base")
     out = tmp / "lora"
     finetune.train(
-        base_model=base,
-        data_path=str(write_jsonl(tmp / "train.jsonl", mixed_records())),
-        output_dir=str(out),
-        prompt_template_name="chat",
-        system_prompt="你是一名医生。",
-        val_set_size=4,
-        micro_batch_size=4,
-        batch_size=8,
-        max_steps=1,
-        eval_steps=1,
-        save_steps=1,
-        cutoff_len=128,
-        wandb_project="",
-        sample_questions=0,
+        **tiny_train_args(
+            base_model=base,
+            data_path=str(write_jsonl(tmp / "train.jsonl", mixed_records())),
+            output_dir=str(out),
+            prompt_template_name="chat",
+            system_prompt="你是一名医生。",
+            val_set_size=4,
+            micro_batch_size=4,
+            batch_size=8,
+            max_steps=1,
+            eval_steps=1,
+            save_steps=1,
+            cutoff_len=128,
+        )
     )
     return base, out
 

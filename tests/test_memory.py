@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny_train_args
 
 from utils.model import loading, memory
 from utils.train.callbacks import parameters_sharded
@@ -299,21 +300,17 @@ def test_training_out_of_memory_is_retried_with_the_same_gradient(tiny_base, tra
 
     def run(out):
         finetune.train(
-            base_model=tiny_base,
-            data_path=str(train_file),
-            output_dir=str(out),
-            val_set_size=0,
-            micro_batch_size=8,
-            batch_size=16,
-            max_steps=3,
-            save_steps=100,
-            logging_steps=1,
-            wandb_project="",
-            sample_questions=0,
-            precision="fp32",
-            lora_dropout=0.0,
-            learning_rate=3e-3,
-            cutoff_len=96,
+            **tiny_train_args(
+                base_model=tiny_base,
+                data_path=str(train_file),
+                output_dir=str(out),
+                val_set_size=0,
+                save_steps=100,
+                precision="fp32",
+                lora_dropout=0.0,
+                learning_rate=3e-3,
+                cutoff_len=96,
+            )
         )
         return load_file(str(out / "adapter_model.safetensors"))
 

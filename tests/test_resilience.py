@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_train_args
 
 from utils.train import checkpointing
 
@@ -124,17 +125,18 @@ def test_resume_from_adapter_only_folder_loads_weights_and_warns(tiny_base, trai
     )
     before = adapter_tensors(tmp_path / "adapter")
     finetune.train(
-        base_model=tiny_base,
-        data_path=str(data),
-        output_dir=str(tmp_path / "out"),
-        val_set_size=4,
-        micro_batch_size=4,
-        batch_size=4,
-        max_steps=1,
-        learning_rate=0.0,
-        save_steps=100,
-        wandb_project="",
-        resume_from_checkpoint=str(tmp_path / "adapter"),
+        **tiny_train_args(
+            base_model=tiny_base,
+            data_path=str(data),
+            output_dir=str(tmp_path / "out"),
+            val_set_size=4,
+            micro_batch_size=4,
+            batch_size=4,
+            max_steps=1,
+            learning_rate=0.0,
+            save_steps=100,
+            resume_from_checkpoint=str(tmp_path / "adapter"),
+        )
     )
     assert "adapter weights only" in caplog.text and "optimizer and schedule restart" in caplog.text
     after = adapter_tensors(tmp_path / "out")

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file, write_jsonl
+from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file, tiny_train_args, write_jsonl
 
 import serve_api
 from utils.data import literature
@@ -175,18 +175,9 @@ def adapter(tiny_base, train_file, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("serve") / "lora-med"
     finetune.train(
-        base_model="",
-        data_path=str(train_file),
-        output_dir=str(out),
-        val_set_size=0,
-        micro_batch_size=16,
-        batch_size=16,
-        max_steps=3,
-        learning_rate=1e-3,
-        save_steps=3,
-        logging_steps=1,
-        wandb_project="",
-        sample_questions=0,
+        **tiny_train_args(
+            data_path=str(train_file), output_dir=str(out), val_set_size=0, micro_batch_size=16, learning_rate=1e-3
+        )
     )
     return out
 

@@ -21,6 +21,27 @@ def seed_file(name: str) -> Path:
     return path
 
 
+# One tiny training run: a few optimizer steps of finetune.train, small batches, wandb and the sample
+# answers off. Tests start from it and change what they test: finetune.train(**tiny_train_args(...)).
+TINY_TRAIN = dict(
+    base_model="",  # the embedded tiny LLaMA (tests pass the tiny_base fixture's folder, the same model)
+    val_set_size=16,
+    micro_batch_size=8,
+    batch_size=16,
+    max_steps=3,
+    eval_steps=3,
+    save_steps=3,
+    logging_steps=1,  # every step's loss in metrics.json's log_history
+    wandb_project="",  # wandb off
+    sample_questions=0,  # no sample answers at the evaluations
+)
+
+
+def tiny_train_args(**overrides) -> dict:
+    """TINY_TRAIN with ``overrides``: keyword arguments for finetune.train."""
+    return {**TINY_TRAIN, **overrides}
+
+
 @pytest.fixture(scope="session")
 def tiny_base() -> str:
     """The embedded tiny LLaMA, built (or reused when current) exactly as the scripts do."""
@@ -63,19 +84,14 @@ def trained_adapter(tiny_base, train_file, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("lora")
     finetune.train(
-        base_model=tiny_base,
-        data_path=str(train_file),
-        output_dir=str(out),
-        val_set_size=16,
-        micro_batch_size=16,
-        batch_size=16,
-        max_steps=6,
-        learning_rate=3e-3,
-        eval_steps=3,
-        save_steps=3,
-        logging_steps=1,
-        wandb_project="",
-        sample_questions=0,
+        **tiny_train_args(
+            base_model=tiny_base,
+            data_path=str(train_file),
+            output_dir=str(out),
+            micro_batch_size=16,
+            max_steps=6,
+            learning_rate=3e-3,
+        )
     )
     return out
 

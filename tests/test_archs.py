@@ -8,7 +8,7 @@ import json
 import math
 
 import pytest
-from conftest import REPO_ROOT, write_jsonl
+from conftest import REPO_ROOT, tiny_train_args, write_jsonl
 from test_chat import A1, EXPECTED_TARGETS, Q1, Q2, RECORDS
 from tiny_archs import build, end_of_turn_id
 
@@ -46,21 +46,21 @@ def test_finetune_save_reload_infer(name, tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", records)
     out = tmp_path / "lora"
     finetune.train(
-        base_model=base,
-        data_path=str(data),
-        output_dir=str(out),
-        prompt_template_name=template,
-        val_set_size=4,
-        micro_batch_size=4,
-        batch_size=8,
-        max_steps=2,
-        eval_steps=2,
-        save_steps=2,
-        logging_steps=1,
-        cutoff_len=128,
-        learning_rate=1e-2,
-        wandb_project="",
-        system_prompt="你是一名医生。" if template == "chat" else "",
+        **tiny_train_args(
+            base_model=base,
+            data_path=str(data),
+            output_dir=str(out),
+            prompt_template_name=template,
+            val_set_size=4,
+            micro_batch_size=4,
+            batch_size=8,
+            max_steps=2,
+            eval_steps=2,
+            save_steps=2,
+            cutoff_len=128,
+            learning_rate=1e-2,
+            system_prompt="你是一名医生。" if template == "chat" else "",
+        )
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["eval_loss"])

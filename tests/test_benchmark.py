@@ -76,6 +76,7 @@ def test_exam_size_follows_the_knowledge_base_and_letters_are_balanced(kb):
     assert {q["id"] for q in capped["train"]} <= {q["id"] for q in exam["train"]} and capped["valid"] == exam["valid"]
 
 
+@pytest.mark.slow
 def test_committed_exam_files_are_the_builders_output():
     """What build_dataset.py wrote: cMeKG + ours (as the build loads them), the training split's records
     given (frequency matching), the default caps."""
@@ -179,6 +180,7 @@ def test_bad_exam_rows_are_named_by_file_and_line_and_the_rest_kept(tmp_path):
 # the harness
 
 
+@pytest.mark.slow
 def test_no_evaluate_py_shadows_the_evaluate_package():
     assert not (REPO_ROOT / "evaluate.py").exists()
     proc = subprocess.run(
@@ -265,6 +267,7 @@ def test_medical_zh_group_names_real_harness_tasks():
     assert set(group["task"]) <= set(tm.all_tasks)
 
 
+@pytest.mark.slow
 def test_hub_tasks_skip_in_one_line_offline_and_exam_file_bad_rows(tmp_path):
     good = {"question": "高血压首选哪种检查？", "options": ["心电图", "血压测量", "胃镜", "脑电图"], "answer": "B"}
     exam = write_jsonl(tmp_path / "my_exam.jsonl", [good, {**good, "answer": "E"}, good, good])

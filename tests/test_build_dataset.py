@@ -97,6 +97,7 @@ def entry_of():
     return {e.name: e for e in merged}
 
 
+@pytest.mark.slow
 def test_default_build_size_speed_and_variety(default_build):
     out, seconds, result = default_build
     records = all_records(out)
@@ -113,6 +114,7 @@ def test_default_build_size_speed_and_variety(default_build):
     assert max(meta["stats"]["per_style"].values()) / len(records) < 0.35
 
 
+@pytest.mark.slow
 def test_records_keep_provenance_and_every_fact_is_a_fact_of_its_entry(default_build, entry_of):
     out, _, _ = default_build
     styles = set()
@@ -146,6 +148,7 @@ def test_records_keep_provenance_and_every_fact_is_a_fact_of_its_entry(default_b
     }
 
 
+@pytest.mark.slow
 def test_unsafe_patterns_occur_in_no_record(default_build, entry_of):
     out, _, _ = default_build
     records = all_records(out)
@@ -165,6 +168,7 @@ def test_unsafe_patterns_occur_in_no_record(default_build, entry_of):
         assert entry_of[name].get("预防")
 
 
+@pytest.mark.slow
 def test_patients_have_three_typical_findings_two_specific_and_the_differential_is_named(default_build, entry_of):
     """Cause 10: no diagnosis from two non-specific complaints. The findings a question states fit the disease
     and, where they fit other diseases too, the answer names those as the differential."""
@@ -191,6 +195,7 @@ def test_patients_have_three_typical_findings_two_specific_and_the_differential_
     assert with_differential, "no answer names a differential"
 
 
+@pytest.mark.slow
 def test_treatment_is_asked_only_where_the_entry_has_a_checked_one_and_then_answered(default_build, entry_of):
     """Cause 9: a vignette that asks how to treat states a treatment of its entry."""
     asks = [
@@ -203,6 +208,7 @@ def test_treatment_is_asked_only_where_the_entry_has_a_checked_one_and_then_answ
         assert any(f["field"] in TREATMENT_FIELDS for f in r["facts"]), r
 
 
+@pytest.mark.slow
 def test_urgency_comes_from_the_red_flag_rules_only(default_build, entry_of):
     """Cause 10: an emergency says so (立即 + 120/急诊) and is never sent to "先挂" a ward; no record of a disease the
     red-flag rules call routine carries an urgency word (urgency is never drawn at random)."""
@@ -230,6 +236,7 @@ def test_urgency_comes_from_the_red_flag_rules_only(default_build, entry_of):
     assert urgent, "no emergency in the build"
 
 
+@pytest.mark.slow
 def test_comparisons_are_between_related_diseases_and_verdicts_read_the_full_lists(default_build, entry_of):
     """Cause 2: a verdict on the whole lists; pairs share a department and a body site or a specific finding."""
     having = {}
@@ -253,6 +260,7 @@ def test_comparisons_are_between_related_diseases_and_verdicts_read_the_full_lis
             assert not shares, r
 
 
+@pytest.mark.slow
 def test_no_name_of_a_held_out_entity_in_training(default_build, entry_of):
     """Cause 7: one entity, one name. No training record is about a valid/test entity under any of its names,
     and no training question names one."""
@@ -267,6 +275,7 @@ def test_no_name_of_a_held_out_entity_in_training(default_build, entry_of):
         assert not leaked, (r["instruction"], leaked)
 
 
+@pytest.mark.slow
 def test_split_by_entity_has_no_overlap(default_build):
     out, _, _ = default_build
     by_split = {s: {e for r in records for e in entities(r)} for s, records in read_split(out).items()}
@@ -276,6 +285,7 @@ def test_split_by_entity_has_no_overlap(default_build):
     assert all(by_split.values())
 
 
+@pytest.mark.slow
 def test_meta_report_and_data_card(default_build):
     out, _, _ = default_build
     meta = json.loads((out / "llama_data.meta.json").read_text(encoding="utf-8"))
@@ -300,6 +310,7 @@ def test_meta_report_and_data_card(default_build):
     assert (out / "llama_data.lengths.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_committed_data_is_what_the_default_build_gives(default_build):
     """data/llama_data*.json are the default offline build (cMeKG + ours), each under 10 MB."""
     out, _, _ = default_build
@@ -384,6 +395,7 @@ def test_fill_drops_a_doubled_category_word_but_never_touches_a_value():
     assert fill("用{drugs}等药物", {"drugs": ("阿司匹林", [])})[0] == "用阿司匹林等药物"
 
 
+@pytest.mark.slow
 def test_bad_kb_exits_with_file_line_field(tmp_path):
     bad = tmp_path / "diseases.jsonl"
     bad.write_text('{"中心词": "甲病", "所属科室": 3, "相关症状": ["发热"]}\n', encoding="utf-8")
@@ -460,6 +472,7 @@ def test_prompts_come_in_several_voices_and_carry_only_the_facts():
     assert material["facts"] == [{"field": "检查", "value": "血常规"}] and material["entity"] == "甲病"
 
 
+@pytest.mark.slow
 def test_client_honours_retry_after_and_retries_transport_errors():
     with FakeOpenAI(script=["429", "500", "slow", "ok"], retry_after="0.3", slow_seconds=0.8) as server:
         client = make_client(server.base_url, api_key="k", timeout=0.3, max_retries=5)
@@ -477,6 +490,7 @@ def parse_output(text: str) -> dict:
     return obj
 
 
+@pytest.mark.slow
 def test_unusable_replies_are_asked_again_with_the_reason():
     with FakeOpenAI(script=["truncated", "nonjson", "empty", "ok"]) as server:
         client = make_client(server.base_url, api_key="k", timeout=2, max_retries=0)
@@ -496,6 +510,7 @@ def test_unusable_replies_are_asked_again_with_the_reason():
         assert err.value.attempts == 2 and server.calls == 2
 
 
+@pytest.mark.slow
 def test_client_fails_fast_on_client_errors_and_when_retries_run_out():
     with FakeOpenAI(script=["400"]) as server:
         with pytest.raises(api_errors(), match="400"):
@@ -507,6 +522,7 @@ def test_client_fails_fast_on_client_errors_and_when_retries_run_out():
         assert server.calls == 3
 
 
+@pytest.mark.slow
 def test_grounding_check_rejects_an_invented_drug_and_asks_again(tmp_path):
     with FakeOpenAI(script=["invented", "invented"]) as server:
         build_dataset.main(
@@ -526,6 +542,7 @@ def test_grounding_check_rejects_an_invented_drug_and_asks_again(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_flaky_server_every_record_exactly_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
     n = 60
@@ -554,6 +571,7 @@ def test_flaky_server_every_record_exactly_once(tmp_path, monkeypatch, capsys):
     assert "sk-test-secret" not in (tmp_path / "llama_data.meta.json").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
     n = 80
     out = tmp_path / "llama_data.json"
@@ -606,6 +624,7 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert not checkpoint.exists()
 
 
+@pytest.mark.slow
 def test_exhausted_retries_are_reported_not_dropped(tmp_path):
     out = tmp_path / "llama_data.json"
     with FakeOpenAI(failure_rate=1.0, kinds=["500", "nonjson"]) as server:
@@ -725,6 +744,7 @@ def test_comparable_sites_leave_out_common_sites_and_whole_systems():
     assert findings.names_a_disease(having, [disease("腰椎间盘突出症", "腰椎")]) == {"腰椎间盘突出"}
 
 
+@pytest.mark.slow
 def test_no_patient_question_for_a_disease_that_needs_a_history(default_build):
     """The final review: 酒精性肝硬化 from 肝掌 and 鼻出血, 烧伤后关节僵硬 with no burn, 粗制棉子油中毒 with no
     ingestion, 双胎妊娠 from 痔疮发作. The knowledge base records no history, so such diseases are not asked from
@@ -743,6 +763,7 @@ def test_a_patient_shows_no_finding_of_the_other_sex_and_is_asked_only_what_the_
     assert tasks.answerable(["一般用什么药？", "如何治疗？"], bare) == ["如何治疗？"]
 
 
+@pytest.mark.slow
 def test_a_cmekg_disease_is_a_possibility_not_the_most_likely_diagnosis(default_build, entry_of):
     """A cMeKG disease singled out within the knowledge base is offered as a possibility (the review read
     "最可能是布氏杆菌性关节炎" from 肢体疼痛、出汗、头痛 as unjustified); ours keep "most likely"."""

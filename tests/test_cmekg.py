@@ -320,6 +320,7 @@ def test_installed_import_is_large_clean_and_valid(installed):
     assert all(len({cmekg.near_key(v) for v in r["相关症状"]}) == len(r["相关症状"]) for r in records)
 
 
+@pytest.mark.slow
 def test_report_cli_writes_the_same_report_the_build_commits(installed, tmp_path):
     import subprocess
 

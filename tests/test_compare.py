@@ -7,7 +7,7 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
-from conftest import REPO_ROOT, write_jsonl
+from conftest import REPO_ROOT, tiny_train_args, write_jsonl
 
 import compare
 import finetune
@@ -93,17 +93,16 @@ def test_different_questions_are_refused(tmp_path):
 def test_test_sh_compares_base_and_two_adapters(tiny_base, train_file, trained_adapter, tmp_path):
     other = tmp_path / "lora-other"
     finetune.train(
-        base_model=tiny_base,
-        data_path=str(train_file),
-        output_dir=str(other),
-        micro_batch_size=16,
-        batch_size=16,
-        max_steps=2,
-        learning_rate=1e-2,
-        seed=7,
-        wandb_project="",
-        sample_questions=0,
-        val_set_size=8,
+        **tiny_train_args(
+            base_model=tiny_base,
+            data_path=str(train_file),
+            output_dir=str(other),
+            micro_batch_size=16,
+            max_steps=2,
+            learning_rate=1e-2,
+            seed=7,
+            val_set_size=8,
+        )
     )
     questions = [json.loads(l) for l in (REPO_ROOT / "data" / "infer.json").read_text().splitlines() if l.strip()][:3]
     infer_data = write_jsonl(tmp_path / "q.jsonl", questions)

@@ -108,6 +108,7 @@ def test_malformed_files_name_file_line_and_field(tmp_path, content, message):
         load_records(path)
 
 
+@pytest.mark.slow
 def test_bad_data_on_the_command_line_is_one_clear_line_not_a_traceback(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"instruction": "问", "output": "答"}\n{"instruction": "问", "outptu": "答"}\n', encoding="utf-8")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, seed_file, write_jsonl
+from conftest import REPO_ROOT, seed_file, tiny_train_args, write_jsonl
 
 import finetune
 from utils.data import literature
@@ -99,21 +99,21 @@ def literature_run(tiny_base, tmp_path_factory):
     data = write_jsonl(tmp / "literature.json", records)
     out = tmp / "lora-literature"
     finetune.train(
-        base_model=tiny_base,
-        data_path=str(data),
-        output_dir=str(out),
-        prompt_template_name="literature_template",
-        val_set_size=4,
-        micro_batch_size=4,
-        batch_size=4,
-        max_steps=4,
-        eval_steps=2,
-        save_steps=2,
-        logging_steps=1,
-        learning_rate=3e-3,
-        wandb_project="",
-        sample_questions=2,
-        sample_max_new_tokens=6,
+        **tiny_train_args(
+            base_model=tiny_base,
+            data_path=str(data),
+            output_dir=str(out),
+            prompt_template_name="literature_template",
+            val_set_size=4,
+            micro_batch_size=4,
+            batch_size=4,
+            max_steps=4,
+            eval_steps=2,
+            save_steps=2,
+            learning_rate=3e-3,
+            sample_questions=2,
+            sample_max_new_tokens=6,
+        )
     )
     return out
 

@@ -76,6 +76,7 @@ def test_quantized_training_is_merged_into_a_full_precision_copy(tiny_base, rand
     assert not any(type(m).__module__.startswith("bitsandbytes") for m in merged.modules())
 
 
+@pytest.mark.slow
 def test_export_refuses_to_overwrite_and_reports_bad_flags_in_one_line(tiny_base, random_adapter, tmp_path):
     out = tmp_path / "merged"
     out.mkdir()
@@ -137,6 +138,7 @@ def adapter_trained_with(random_adapter, folder, **flags):
     return folder
 
 
+@pytest.mark.slow
 def test_environment_and_run_config_defaults_flags_win(tiny_base, random_adapter, tmp_path):
     from transformers import AutoTokenizer
 

@@ -134,6 +134,7 @@ def test_either_template_flag_spelling_is_accepted(script, fn):
     ]  # values untouched
 
 
+@pytest.mark.slow
 def test_finetune_accepts_the_inference_spelling_on_the_command_line(tmp_path):
     """HuaTuo's habit the other way round: ``finetune.py --prompt_template X`` is a template, not an error."""
     import subprocess

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny_train_args
 from test_memory import CONFIGS, config_of, dry_run
 
 from utils.model import loading, memory
@@ -82,6 +83,7 @@ def test_int8_inputs_kept_by_bitsandbytes_are_planned(tmp_path, monkeypatch):
     assert planned == shape.layers * per_layer
 
 
+@pytest.mark.slow
 def test_dry_run_of_llama_7b_8bit_on_24gib_carries_the_int8_inputs():
     result = dry_run(
         "--base_model",
@@ -232,14 +234,15 @@ def test_finetune_builds_training_arguments_before_loading_the_model(monkeypatch
     monkeypatch.setattr(finetune, "lora_model", load_then_stop)
     with pytest.raises(KeyboardInterrupt):
         finetune.train(
-            base_model=tiny_base,
-            data_path=str(train_file),
-            output_dir=str(tmp_path),
-            val_set_size=0,
-            wandb_project="",
-            micro_batch_size=4,
-            batch_size=8,
-            max_steps=1,
+            **tiny_train_args(
+                base_model=tiny_base,
+                data_path=str(train_file),
+                output_dir=str(tmp_path),
+                val_set_size=0,
+                micro_batch_size=4,
+                batch_size=8,
+                max_steps=1,
+            )
         )
     assert order == ["args", "model"]
 

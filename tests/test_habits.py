@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, write_jsonl
+from conftest import REPO_ROOT, tiny_train_args, write_jsonl
 from test_adapters import old_adapter
 
 import infer
@@ -47,6 +47,7 @@ def cache_snapshot(hf_home: Path, repo_id: str, source: Path, revision: str = "0
 # hub ids
 
 
+@pytest.mark.slow
 def test_hub_ids_load_offline_from_the_cache(tiny_base, tmp_path):
     """--base_model owner/name and HuaTuo README's --lora_weights thinksoso/lora-llama-med (old peft .bin)."""
     hf_home = tmp_path / "hf"
@@ -101,6 +102,7 @@ def test_a_missing_local_adapter_is_not_taken_for_a_hub_id(tmp_path):
 # the embedded tiny base: banner, token ids
 
 
+@pytest.mark.slow
 def test_infer_literature_single_runs_with_the_seed_flags_and_shows_the_banner(trained_adapter, tmp_path):
     out = tmp_path / "literature.jsonl"
     run = run_script(
@@ -158,6 +160,7 @@ def test_infer_literature_multi_script_keeps_the_history(trained_adapter, tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_no_base_model_prints_the_banner_on_stderr(tmp_path):
     run = run_script(
         [
@@ -185,6 +188,7 @@ def test_tiny_base_fingerprint_does_not_depend_on_the_data(monkeypatch, tmp_path
     assert tiny_base.corpus_lines()[:2] == ["下面是一个问题，运用医学知识来正确回答提问.", "### 问题:"]
 
 
+@pytest.mark.slow
 def test_tiny_base_adapter_against_other_token_ids_is_refused(tiny_base, trained_adapter, tmp_path):
     config = json.loads((trained_adapter / "run_config.json").read_text(encoding="utf-8"))
     assert config["resolved"]["tiny_base_fingerprint"] == tiny_base_fingerprint(tiny_base)
@@ -221,20 +225,20 @@ def qwen_adapter(tmp_path_factory):
     base = build("qwen2", tmp / "base")
     out = tmp / "lora"
     finetune.train(
-        base_model=base,
-        data_path=str(write_jsonl(tmp / "train.jsonl", mixed_records())),
-        output_dir=str(out),
-        prompt_template_name="chat",
-        system_prompt="你是一名医生。",
-        val_set_size=4,
-        micro_batch_size=4,
-        batch_size=8,
-        max_steps=1,
-        eval_steps=1,
-        save_steps=1,
-        cutoff_len=128,
-        wandb_project="",
-        sample_questions=0,
+        **tiny_train_args(
+            base_model=base,
+            data_path=str(write_jsonl(tmp / "train.jsonl", mixed_records())),
+            output_dir=str(out),
+            prompt_template_name="chat",
+            system_prompt="你是一名医生。",
+            val_set_size=4,
+            micro_batch_size=4,
+            batch_size=8,
+            max_steps=1,
+            eval_steps=1,
+            save_steps=1,
+            cutoff_len=128,
+        )
     )
     return base, out
 

@@ -45,6 +45,7 @@ def answers_file(tmp_path, n=30):
     return write_jsonl(tmp_path / "answers.jsonl", records), records
 
 
+@pytest.mark.slow
 def test_judge_survives_malformed_replies_and_counts_unscored(tmp_path, monkeypatch):
     path, records = answers_file(tmp_path)
     monkeypatch.setenv("JUDGE_KEY", "sk-test")

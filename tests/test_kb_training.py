@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import REPO_ROOT, write_jsonl
+from conftest import REPO_ROOT, tiny_train_args, write_jsonl
 
 import finetune
 from utils.data.prompter import Prompter
@@ -31,18 +31,18 @@ def test_tuning_on_generated_train_split_lowers_test_split_loss(tiny_base, tmp_p
         ],
     )
     finetune.train(
-        base_model=tiny_base,
-        data_path=str(train),
-        output_dir=str(tmp_path / "lora"),
-        val_set_size=0,
-        micro_batch_size=16,
-        batch_size=32,
-        max_steps=16,
-        learning_rate=5e-3,
-        save_steps=16,
-        logging_steps=4,
-        wandb_project="",
-        sample_questions=0,
+        **tiny_train_args(
+            base_model=tiny_base,
+            data_path=str(train),
+            output_dir=str(tmp_path / "lora"),
+            val_set_size=0,
+            micro_batch_size=16,
+            batch_size=32,
+            max_steps=16,
+            learning_rate=5e-3,
+            save_steps=16,
+            logging_steps=4,
+        )
     )
     prompter = Prompter()
     base_tokenizer, base, _ = loading.load_for_inference(tiny_base, use_lora=False)

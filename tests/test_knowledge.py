@@ -149,12 +149,14 @@ def _cli(*args, cwd=REPO):
     )
 
 
+@pytest.mark.slow
 def test_cli_accepts_shipped_kb():
     result = _cli()
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ")
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_file_without_traceback(tmp_path):
     path = _write(tmp_path, [GOOD, GOOD, {**GOOD, "中心词": "乙病", "所属科室": 17}])
     result = _cli(str(path), DEFAULT_KB_DIR)

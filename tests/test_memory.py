@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny_train_args
 
 from utils.model import loading, memory
 from utils.train.callbacks import parameters_sharded
@@ -162,6 +163,7 @@ def dry_run(*flags):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,gib,quant", [("llama-7b", 24, "--load_4bit"), ("llama-3-8b", 80, ""), ("qwen2.5-7b", 40, "--load_8bit")]
 )
@@ -190,6 +192,7 @@ def test_dry_run_plans_a_config_only_folder(name, gib, quant, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags,message",
     [
@@ -286,6 +289,7 @@ def test_packing_refuses_what_would_let_examples_see_each_other(tiny_base):
 # out of memory: training step and generation (mocked)
 
 
+@pytest.mark.slow
 def test_training_out_of_memory_is_retried_with_the_same_gradient(tiny_base, train_file, tmp_path, monkeypatch, caplog):
     """A CUDA out-of-memory in the middle of a backward (some gradients already added) is survived:
     the micro-batch is redone in halves and the adapter equals a run that never hit it."""
@@ -296,21 +300,17 @@ def test_training_out_of_memory_is_retried_with_the_same_gradient(tiny_base, tra
 
     def run(out):
         finetune.train(
-            base_model=tiny_base,
-            data_path=str(train_file),
-            output_dir=str(out),
-            val_set_size=0,
-            micro_batch_size=8,
-            batch_size=16,
-            max_steps=3,
-            save_steps=100,
-            logging_steps=1,
-            wandb_project="",
-            sample_questions=0,
-            precision="fp32",
-            lora_dropout=0.0,
-            learning_rate=3e-3,
-            cutoff_len=96,
+            **tiny_train_args(
+                base_model=tiny_base,
+                data_path=str(train_file),
+                output_dir=str(out),
+                val_set_size=0,
+                save_steps=100,
+                precision="fp32",
+                lora_dropout=0.0,
+                learning_rate=3e-3,
+                cutoff_len=96,
+            )
         )
         return load_file(str(out / "adapter_model.safetensors"))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_train_args
 
 from utils.train import checkpointing
 
@@ -110,6 +111,7 @@ def test_sigterm_writes_checkpoint_and_resume_finishes_identically(tiny_base, tr
     assert_same_adapter(out, uninterrupted)
 
 
+@pytest.mark.slow
 def test_resume_from_adapter_only_folder_loads_weights_and_warns(tiny_base, trained_adapter, tmp_path, caplog):
     """HuaTuo's second mode: an adapter folder (no optimizer state) is loaded and training restarts."""
     import finetune
@@ -123,17 +125,18 @@ def test_resume_from_adapter_only_folder_loads_weights_and_warns(tiny_base, trai
     )
     before = adapter_tensors(tmp_path / "adapter")
     finetune.train(
-        base_model=tiny_base,
-        data_path=str(data),
-        output_dir=str(tmp_path / "out"),
-        val_set_size=4,
-        micro_batch_size=4,
-        batch_size=4,
-        max_steps=1,
-        learning_rate=0.0,
-        save_steps=100,
-        wandb_project="",
-        resume_from_checkpoint=str(tmp_path / "adapter"),
+        **tiny_train_args(
+            base_model=tiny_base,
+            data_path=str(data),
+            output_dir=str(tmp_path / "out"),
+            val_set_size=4,
+            micro_batch_size=4,
+            batch_size=4,
+            max_steps=1,
+            learning_rate=0.0,
+            save_steps=100,
+            resume_from_checkpoint=str(tmp_path / "adapter"),
+        )
     )
     assert "adapter weights only" in caplog.text and "optimizer and schedule restart" in caplog.text
     after = adapter_tensors(tmp_path / "out")
@@ -179,6 +182,7 @@ def test_saved_adapter_is_checked_against_the_in_memory_lora(tiny_base, tmp_path
     assert "wrong shape" in checkpointing.adapter_problem(tmp_path / "ok", other)
 
 
+@pytest.mark.slow
 def test_kill_during_saving_never_leaves_a_loadable_partial_adapter(tiny_base, tmp_path):
     """SIGKILL a process that saves adapters in a loop at random moments: the folder always either
     loads completely (every tensor from one save) or is rejected by both our check and PEFT."""

@@ -136,6 +136,7 @@ def test_score_writes_metrics_report_and_chart(tmp_path):
     assert (tmp_path / "eval" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_bad_predictions_file_is_one_clear_line(tmp_path):
     path = write_jsonl(
         tmp_path / "bad.jsonl", [{"instruction": "q", "model_output": "a"}, {"instruction": "q", "output": "x"}]

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file, write_jsonl
+from conftest import REPO_ROOT, ask_concurrently, free_port, loopback_listeners, seed_file, tiny_train_args, write_jsonl
 
 import serve_api
 from utils.data import literature
@@ -175,18 +175,9 @@ def adapter(tiny_base, train_file, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("serve") / "lora-med"
     finetune.train(
-        base_model="",
-        data_path=str(train_file),
-        output_dir=str(out),
-        val_set_size=0,
-        micro_batch_size=16,
-        batch_size=16,
-        max_steps=3,
-        learning_rate=1e-3,
-        save_steps=3,
-        logging_steps=1,
-        wandb_project="",
-        sample_questions=0,
+        **tiny_train_args(
+            data_path=str(train_file), output_dir=str(out), val_set_size=0, micro_batch_size=16, learning_rate=1e-3
+        )
     )
     return out
 
@@ -195,6 +186,7 @@ def adapter(tiny_base, train_file, tmp_path_factory):
 # fast: command lines (vLLM is not run here: its command is checked as built)
 
 
+@pytest.mark.slow
 def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_base, adapter, tmp_path, capsys):
     import shutil
 
@@ -225,6 +217,7 @@ def test_vllm_command_serves_the_adapter_with_its_template_and_stop_ids(tiny_bas
     assert tokenizer.eos_token_id in GenerationConfig.from_pretrained(serving).eos_token_id
 
 
+@pytest.mark.slow
 def test_serve_sh_builds_both_engines_commands_from_the_environment(adapter, tmp_path):
     env = dict(os.environ, LORA_WEIGHTS=str(adapter), DRY_RUN="True", PORT="8124", HOST="127.0.0.1")
     vllm = subprocess.run(
@@ -265,6 +258,7 @@ def test_serve_sh_builds_both_engines_commands_from_the_environment(adapter, tmp
         )
 
 
+@pytest.mark.slow
 def test_the_merged_checkpoint_is_exported_again_only_when_the_adapter_changed(adapter, tmp_path, caplog):
     import shutil
 

@@ -166,7 +166,7 @@ def test_reference_loss_is_token_weighted_and_matches_the_model(tiny_base, token
     from utils.data.prompter import Prompter, tokenize_records
     from utils.model import loading
 
-    _, model, _ = loading.load_for_inference(tiny_base, use_lora=False)
+    _, model, _ = loading.load_tokenizer_and_model(tiny_base, use_lora=False)
     prompter = Prompter()
     records = [
         {"instruction": "头痛怎么办？", "output": "多休息。"},

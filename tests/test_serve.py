@@ -372,9 +372,9 @@ def demo(adapter):
     """generate.py's page (not launched) on the same adapter: its /respond function is called directly."""
     import generate
     from utils.data.prompter import make_prompter
-    from utils.model.loading import load_for_inference
+    from utils.model.loading import load_tokenizer_and_model
 
-    tokenizer, model, _ = load_for_inference("", str(adapter))
+    tokenizer, model, _ = load_tokenizer_and_model("", str(adapter))
     settings = dict(temperature=0.1, top_p=0.75, top_k=40, num_beams=1, max_new_tokens=MAX_TOKENS, do_sample=False)
     page = generate.build_demo(tokenizer, model, make_prompter("med_template"), settings, "", [])
     respond = next(f for f in page.fns.values() if f.api_name == "respond").fn

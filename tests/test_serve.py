@@ -270,27 +270,28 @@ def test_the_merged_checkpoint_is_exported_again_only_when_the_adapter_changed(a
 
     from safetensors.torch import load_file, save_file
 
-    import export_hf_checkpoint
+    from utils.model import export
+    from utils.serve import engines
 
     lora = tmp_path / "lora"
     shutil.copytree(adapter, lora)
     merged = tmp_path / "merged"
-    settings = export_hf_checkpoint.resolve_settings("", str(lora), "", "")
-    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    settings = export.resolve_settings("", str(lora), "", "")
+    engines.ensure_merged(settings, merged, trust_remote_code=False)
     first = (merged / "model.safetensors").stat().st_mtime_ns
-    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    engines.ensure_merged(settings, merged, trust_remote_code=False)
     assert (merged / "model.safetensors").stat().st_mtime_ns == first and "up to date" in caplog.text
 
     weights = load_file(lora / "adapter_model.safetensors")  # the adapter is trained further
     save_file({k: v * 2 if "lora_B" in k else v for k, v in weights.items()}, lora / "adapter_model.safetensors")
-    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    engines.ensure_merged(settings, merged, trust_remote_code=False)
     assert (merged / "model.safetensors").stat().st_mtime_ns != first and "exporting again" in caplog.text
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="did not write"):
-        serve_api.ensure_merged(settings, foreign, trust_remote_code=False)
+        engines.ensure_merged(settings, foreign, trust_remote_code=False)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ writes ``comparison.md`` and ``comparison.html`` (every cell HTML-escaped) into 
 """
 
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from utils.args import flag, help_text, parse
 from utils.cli import UserError
 from utils.data.records import DataError, question_of, read_results
 from utils.eval.tables import to_html, to_markdown
@@ -69,26 +71,35 @@ def load_table(pairs: list[tuple[str, str]], with_reference: bool) -> tuple[list
     return header, rows
 
 
-def main(
-    results: str = "",  # "name=path,name=path": infer.py --output_file results, one per model (column order)
-    output_dir: str = "./comparison",  # comparison.md, comparison.html, comparison_config.json
-    with_reference: bool = True,  # add the files' reference answers ("output") as a column when present
-    title: str = "Model comparison",  # HTML page title
-):
-    flags = dict(locals())
+@dataclass
+class CompareArgs:
+    """Which results files, and where the table goes."""
+
+    results: str | list[str] = flag(
+        "", "'name=path,name=path': infer.py --output_file results, one per model (column order)"
+    )
+    output_dir: str = flag("./comparison", "where comparison.md, comparison.html, comparison_config.json go")
+    with_reference: bool = flag(True, "add the files' reference answers ('output') as a column when present")
+    title: str = flag("Model comparison", "HTML page title")
+
+
+GROUPS = (CompareArgs,)
+
+
+def main(**flags):
+    (run,) = parse(GROUPS, flags)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    pairs = parse_results(results)
-    header, rows = load_table(pairs, with_reference)
-    out = Path(output_dir)
+    pairs = parse_results(run.results)
+    header, rows = load_table(pairs, run.with_reference)
+    out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(to_markdown(header, rows), encoding="utf-8")
-    (out / "comparison.html").write_text(to_html(header, rows, title), encoding="utf-8")
-    write_json(out / "comparison_config.json", run_config(flags, models=dict(pairs)))
+    (out / "comparison.html").write_text(to_html(header, rows, run.title), encoding="utf-8")
+    write_json(out / "comparison_config.json", run_config(asdict(run), models=dict(pairs)))
     print(f"{len(rows)} questions x {len(pairs)} models: {out / 'comparison.md'}, {out / 'comparison.html'}")
-    return None
 
 
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

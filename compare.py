@@ -7,12 +7,14 @@ writes ``comparison.md`` and ``comparison.html`` (every cell HTML-escaped) into 
     python compare.py --results "LLaMA=out/base.jsonl,HuaTuo=out/ours.jsonl" --output_dir out
 """
 
-import html
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from utils.args import flag, help_text, parse
 from utils.cli import UserError
 from utils.data.records import DataError, question_of, read_results
+from utils.eval.tables import to_html, to_markdown
 from utils.model.runinfo import run_config, write_json
 
 logger = logging.getLogger("compare")
@@ -69,48 +71,35 @@ def load_table(pairs: list[tuple[str, str]], with_reference: bool) -> tuple[list
     return header, rows
 
 
-def to_markdown(header: list[str], rows: list[list[str]]) -> str:
-    def cell(text: str) -> str:  # a pipe or a newline would break the table
-        return html.escape(text, quote=False).replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+@dataclass
+class CompareArgs:
+    """Which results files, and where the table goes."""
 
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def to_html(header: list[str], rows: list[list[str]], title: str) -> str:
-    def cell(tag: str, text: str) -> str:
-        return f"<{tag}>" + html.escape(text).replace("\n", "<br>") + f"</{tag}>"
-
-    head = "<tr>" + "".join(cell("th", h) for h in header) + "</tr>"
-    body = "\n".join("<tr>" + "".join(cell("td", c) for c in row) + "</tr>" for row in rows)
-    style = "table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px;vertical-align:top;max-width:28em}"
-    return (
-        f'<!DOCTYPE html>\n<html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{style}</style></head>\n<body><table>\n{head}\n{body}\n</table></body></html>\n"
+    results: str | list[str] = flag(
+        "", "'name=path,name=path': infer.py --output_file results, one per model (column order)"
     )
+    output_dir: str = flag("./comparison", "where comparison.md, comparison.html, comparison_config.json go")
+    with_reference: bool = flag(True, "add the files' reference answers ('output') as a column when present")
+    title: str = flag("Model comparison", "HTML page title")
 
 
-def main(
-    results: str = "",  # "name=path,name=path": infer.py --output_file results, one per model (column order)
-    output_dir: str = "./comparison",  # comparison.md, comparison.html, comparison_config.json
-    with_reference: bool = True,  # add the files' reference answers ("output") as a column when present
-    title: str = "Model comparison",  # HTML page title
-):
-    flags = dict(locals())
+GROUPS = (CompareArgs,)
+
+
+def main(**flags):
+    (run,) = parse(GROUPS, flags)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    pairs = parse_results(results)
-    header, rows = load_table(pairs, with_reference)
-    out = Path(output_dir)
+    pairs = parse_results(run.results)
+    header, rows = load_table(pairs, run.with_reference)
+    out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(to_markdown(header, rows), encoding="utf-8")
-    (out / "comparison.html").write_text(to_html(header, rows, title), encoding="utf-8")
-    write_json(out / "comparison_config.json", run_config(flags, models=dict(pairs)))
+    (out / "comparison.html").write_text(to_html(header, rows, run.title), encoding="utf-8")
+    write_json(out / "comparison_config.json", run_config(asdict(run), models=dict(pairs)))
     print(f"{len(rows)} questions x {len(pairs)} models: {out / 'comparison.md'}, {out / 'comparison.html'}")
-    return None
 
 
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

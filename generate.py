@@ -15,12 +15,14 @@ Answers are not medical advice and the page says so.
 import json
 import logging
 import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from utils.args import AdapterArgs, GenerationArgs, ModelArgs, PromptArgs, flag, help_text, parse
 from utils.cli import UserError
 from utils.data import literature
-from utils.data.prompter import make_prompter
-from utils.model import adapters, generation, loading
+from utils.model import adapters, generation
+from utils.model.inference import load_for_inference
 
 logger = logging.getLogger("generate")
 
@@ -125,9 +127,9 @@ def load_examples(path: Path = EXAMPLES_FILE, limit: int = 8) -> list[str]:
     return [r["instruction"] for r in load_records(str(path), require_output=False).records[:limit]]
 
 
-def build_demo(tokenizer, model, prompter, defaults: dict, model_line: str, examples: list[str]):
-    """The Gradio page: chat, controls, examples, model line and disclaimer. ``defaults`` holds the
-    generation settings the controls start from."""
+def make_respond(tokenizer, model, prompter, defaults: dict):
+    """The page's answer handler: checks the question and settings, fits the prompt in the model's
+    context, then streams the answer into the chat (yields chat, notice line, question box)."""
     import gradio as gr
 
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -138,22 +140,12 @@ def build_demo(tokenizer, model, prompter, defaults: dict, model_line: str, exam
         if not question:
             yield history, "请输入问题。 Please type a question first.", gr.skip()
             return
-        settings, notes = clamp_settings(
-            dict(
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                num_beams=num_beams,
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-            ),
-            defaults,
-        )
+        asked = dict(temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams)
+        settings, notes = clamp_settings({**asked, "max_new_tokens": max_new_tokens, "do_sample": do_sample}, defaults)
         if settings["num_beams"] > 1:
             notes.append(
                 f"beam search ({settings['num_beams']} beams) cannot stream: the answer appears when it is complete"
             )
-
         try:
             prompt, dropped = fit_prompt(
                 tokenizer, prompter, history, question, extra_input, settings["max_new_tokens"], context
@@ -176,7 +168,33 @@ def build_demo(tokenizer, model, prompter, defaults: dict, model_line: str, exam
             history[-1] = {"role": "assistant", "content": "(no answer text: the model ended at once)"}
             yield history, notice, gr.skip()
 
+    return respond
+
+
+def setting_controls(defaults: dict) -> list:
+    """The generation-settings sliders and checkbox, starting from ``defaults``, inside their accordion."""
+    import gradio as gr
+
     limits = generation.LIMITS
+    with gr.Accordion("生成设置 Generation settings", open=False):
+        return [
+            gr.Slider(
+                *limits["temperature"], value=defaults["temperature"], step=0.05, label="Temperature (sampling only)"
+            ),
+            gr.Slider(*limits["top_p"], value=defaults["top_p"], step=0.05, label="Top p (sampling only)"),
+            gr.Slider(*limits["top_k"], value=defaults["top_k"], step=1, label="Top k (sampling only)"),
+            gr.Slider(*limits["num_beams"], value=defaults["num_beams"], step=1, label="Beams (>1: no streaming)"),
+            gr.Slider(*limits["max_new_tokens"], value=defaults["max_new_tokens"], step=1, label="Max new tokens"),
+            gr.Checkbox(value=defaults["do_sample"], label="Sample (else greedy / beam search)"),
+        ]
+
+
+def build_demo(tokenizer, model, prompter, defaults: dict, model_line: str, examples: list[str]):
+    """The Gradio page: chat, controls, examples, model line and disclaimer. ``defaults`` holds the
+    generation settings the controls start from."""
+    import gradio as gr
+
+    respond = make_respond(tokenizer, model, prompter, defaults)
     with gr.Blocks(title="HuaTuo 华驼 medical QA demo") as demo:
         gr.Markdown("# HuaTuo 华驼: 中文医学问答 demo")
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")
@@ -192,23 +210,11 @@ def build_demo(tokenizer, model, prompter, defaults: dict, model_line: str, exam
             submit = gr.Button("提交 Submit", variant="primary", elem_id="submit")
             stop = gr.Button("停止 Stop", elem_id="stop")
             clear = gr.Button("清空对话 Clear chat", elem_id="clear")
-        with gr.Accordion("生成设置 Generation settings", open=False):
-            temperature = gr.Slider(
-                *limits["temperature"], value=defaults["temperature"], step=0.05, label="Temperature (sampling only)"
-            )
-            top_p = gr.Slider(*limits["top_p"], value=defaults["top_p"], step=0.05, label="Top p (sampling only)")
-            top_k = gr.Slider(*limits["top_k"], value=defaults["top_k"], step=1, label="Top k (sampling only)")
-            num_beams = gr.Slider(
-                *limits["num_beams"], value=defaults["num_beams"], step=1, label="Beams (>1: no streaming)"
-            )
-            max_new_tokens = gr.Slider(
-                *limits["max_new_tokens"], value=defaults["max_new_tokens"], step=1, label="Max new tokens"
-            )
-            do_sample = gr.Checkbox(value=defaults["do_sample"], label="Sample (else greedy / beam search)")
+        settings = setting_controls(defaults)
         if examples:
             gr.Examples(examples=[[q] for q in examples], inputs=[instruction], label="示例 Examples (data/infer.json)")
 
-        controls = [instruction, extra_input, chatbot, temperature, top_p, top_k, num_beams, max_new_tokens, do_sample]
+        controls = [instruction, extra_input, chatbot, *settings]
         outputs = [chatbot, notice, instruction]
         events = [
             submit.click(respond, controls, outputs, api_name="respond"),  # the API endpoint /respond
@@ -232,78 +238,101 @@ def parse_auth(auth: str) -> tuple[str, str] | None:
     return user, password
 
 
-def main(
-    load_8bit: bool = False,  # base weights in int8 (GPU)
-    base_model: str = "",  # HF model folder or hub id; "" = the adapter's (run_config.json), else the embedded tiny LLaMA
-    use_lora: bool = True,  # apply the adapter in --lora_weights
-    lora_weights: str = DEFAULT_LORA,  # adapter folder or hub id; the default folder may be missing (plain base, said on the page)
-    prompt_template: str = "",  # templates/NAME.json, a path to one, or chat; "" = the adapter's, else med_template
-    system_prompt: str = "",  # chat template only: system message ("" = the adapter's / template default)
-    server_name: str = "127.0.0.1",  # interface to listen on; 0.0.0.0 exposes the model to your network
-    server_port: int = 7860,  # TCP port
-    share_gradio: bool = False,  # open a public *.gradio.live link (anyone with it can use the model)
-    auth: str = "",  # USER:PASSWORD required to open the page ("" = none)
-    concurrency_limit: int = 1,  # answers generated at the same time; more requests wait in the queue
-    max_queue: int = 64,  # requests waiting at most; more are refused with "queue full"
-    max_new_tokens: int = generation.MAX_NEW_TOKENS,  # answer length limit, in tokens (initial slider value)
-    num_beams: int = 1,  # beam width; 1 (not HuaTuo's 4) so answers stream, >1 shows them whole
-    temperature: float = generation.TEMPERATURE,  # only with do_sample
-    top_p: float = generation.TOP_P,  # only with do_sample
-    top_k: int = generation.TOP_K,  # only with do_sample
-    do_sample: bool = generation.DO_SAMPLE,  # sample instead of greedy/beam search
-    load_4bit: bool = False,  # base weights in NF4 (GPU)
-    precision: str = "auto",  # auto | bf16 | fp16 | fp32 (auto: bf16/fp16 on GPU, fp32 on CPU)
-    trust_remote_code: bool = False,  # run model code shipped with the checkpoint
-):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no version check or usage reports to gradio.app
-    logger.info("config: %s", json.dumps({k: v for k, v in locals().items() if k != "auth"}, ensure_ascii=False))
-    credentials = parse_auth(auth)
-    defaults = dict(
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        num_beams=num_beams,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
+@dataclass
+class DemoAdapterArgs(AdapterArgs):
+    """The LoRA adapter applied on the base."""
+
+    lora_weights: str = flag(
+        DEFAULT_LORA,
+        "adapter folder or hub id; the default folder may be missing (the plain base answers, and the page says so)",
     )
-    generation.check_settings(**{k: v for k, v in defaults.items() if k != "do_sample"})
-    if concurrency_limit < 1 or max_queue < 1:
-        raise UserError(f"concurrency_limit and max_queue must be at least 1, got {concurrency_limit} and {max_queue}")
-    if (server_name not in LOOPBACK or share_gradio) and credentials is None:
+
+
+@dataclass
+class DemoGenerationArgs(GenerationArgs):
+    """How answers are generated: where the sliders start (HuaTuo's defaults, but greedy)."""
+
+    num_beams: int = flag(1, "beam width; 1 (not HuaTuo's 4) so that answers stream; >1 shows them whole")
+
+
+@dataclass
+class DemoArgs:
+    """Who can reach the page, and how many are answered at once."""
+
+    server_name: str = flag("127.0.0.1", "interface to listen on; 0.0.0.0 exposes the model to your network")
+    server_port: int = flag(7860, "TCP port")
+    share_gradio: bool = flag(False, "open a public *.gradio.live link (anyone with it can use the model)")
+    auth: str = flag("", "USER:PASSWORD required to open the page ('' = none)")
+    concurrency_limit: int = flag(1, "answers generated at the same time; more requests wait in the queue")
+    max_queue: int = flag(64, "requests waiting at most; more are refused with 'queue full'")
+
+
+GROUPS = (ModelArgs, DemoAdapterArgs, PromptArgs, DemoGenerationArgs, DemoArgs)
+
+
+def check_serving(run: DemoArgs, gen: GenerationArgs) -> tuple[str, str] | None:
+    """The page's credentials; settings and limits checked before the model loads."""
+    credentials = parse_auth(run.auth)
+    generation.check_settings(**{k: v for k, v in asdict(gen).items() if k != "do_sample"})
+    if run.concurrency_limit < 1 or run.max_queue < 1:
+        raise UserError(
+            f"concurrency_limit and max_queue must be at least 1, got {run.concurrency_limit} and {run.max_queue}"
+        )
+    if (run.server_name not in LOOPBACK or run.share_gradio) and credentials is None:
         logger.warning(
             "the demo is reachable beyond this machine without --auth: anyone who reaches it can use the model"
         )
+    return credentials
 
-    adapter, adapter_line = resolve_adapter(lora_weights, use_lora)
-    chosen = adapters.settings(adapter, base_model, prompt_template, system_prompt)
-    prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
-    tokenizer, model, base_model = loading.load_for_inference(
-        chosen["base_model"], chosen["lora_weights"], bool(adapter), load_8bit, load_4bit, precision, trust_remote_code
-    )
+
+def describe_model(loaded, model: ModelArgs, adapter_line: str) -> str:
+    """The line under the title: base model, weights, device, adapter, template."""
     weights = (
-        "8-bit" if load_8bit else "4-bit" if load_4bit else str(next(model.parameters()).dtype).removeprefix("torch.")
+        "8-bit"
+        if model.load_8bit
+        else "4-bit"
+        if model.load_4bit
+        else str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
     )
-    model_line = (
-        f"**Base model:** `{base_model}` ({weights}, {generation.model_device(model)}) · {adapter_line} · "
-        f"**Template:** `{prompter.template_name}`"
+    return (
+        f"**Base model:** `{loaded.settings['base_model']}` ({weights}, {generation.model_device(loaded.model)}) · "
+        f"{adapter_line} · **Template:** `{loaded.prompter.template_name}`"
     )
-    demo = build_demo(tokenizer, model, prompter, defaults, model_line, load_examples())
-    demo.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
+
+
+def main(**flags):
+    model, adapter, prompt, gen, run = parse(GROUPS, flags)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no version check or usage reports to gradio.app
+    shown = {k: v for group in (model, adapter, prompt, gen, run) for k, v in asdict(group).items() if k != "auth"}
+    logger.info("config: %s", json.dumps(shown, ensure_ascii=False))
+    credentials = check_serving(run, gen)
+
+    folder, adapter_line = resolve_adapter(adapter.lora_weights, adapter.use_lora)
+    loaded = load_for_inference(model, replace(adapter, lora_weights=folder, use_lora=bool(folder)), prompt)
+    demo = build_demo(
+        loaded.tokenizer,
+        loaded.model,
+        loaded.prompter,
+        asdict(gen),
+        describe_model(loaded, model, adapter_line),
+        load_examples(),
+    )
+    demo.queue(max_size=run.max_queue, default_concurrency_limit=run.concurrency_limit)
     try:
         demo.launch(
-            server_name=server_name,
-            server_port=server_port,
-            share=share_gradio,
+            server_name=run.server_name,
+            server_port=run.server_port,
+            share=run.share_gradio,
             auth=credentials,
             ssr_mode=False,
             mcp_server=False,
         )
     except OSError as err:  # port taken, address not available
-        raise UserError(f"cannot serve on {server_name}:{server_port}: {err}") from None
+        raise UserError(f"cannot serve on {run.server_name}:{run.server_port}: {err}") from None
 
 
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

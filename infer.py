@@ -16,17 +16,18 @@ and ``--lora_weights`` take folders or hub ids (through the hub cache; ``HF_HUB_
     python infer.py --lora_weights ./lora-literature --prompt_template literature_template --mode multi
 """
 
-import inspect
 import json
 import logging
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from utils.args import AdapterArgs, GenerationArgs, ModelArgs, PromptArgs, flag, help_text, parse
 from utils.cli import UserError
 from utils.data import literature
-from utils.data.prompter import DEFAULT_TEMPLATE, make_prompter
 from utils.data.records import load_records, question_of
-from utils.model import adapters, generation, loading
+from utils.model import generation
+from utils.model.inference import load_for_inference
 
 logger = logging.getLogger("infer")
 
@@ -36,73 +37,45 @@ BUILTIN_QUESTIONS = [
     "急性阑尾炎有哪些典型症状？需要做哪些检查？",
     "高血压患者在日常生活中需要注意什么？",
 ]
+MODES = ("file", "single", "multi")
 
 
-GENERATION_FLAGS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "num_beams",
-    "max_new_tokens",
-    "do_sample",
-)  # make_generation_config's
+@dataclass
+class InferArgs:
+    """Which questions, where the answers go, how they are asked."""
 
-
-def flags(**given) -> dict:
-    """infer.py's flags with their defaults, updated with ``given`` (for entries built on this one,
-    such as infer_literature.py); an unknown name is refused."""
-    params = inspect.signature(main).parameters
-    unknown = sorted(set(given) - set(params))
-    if unknown:
-        raise UserError(f"unknown flag(s) --{', --'.join(unknown)} (infer.py's flags: {', '.join(params)})")
-    return {name: given.get(name, param.default) for name, param in params.items()}
-
-
-def load(
-    base_model,
-    lora_weights,
-    use_lora,
-    prompt_template,
-    system_prompt,
-    load_8bit,
-    load_4bit,
-    precision,
-    trust_remote_code,
-    default_template: str = DEFAULT_TEMPLATE,
-):
-    """(prompter, tokenizer, model, settings used): empty flags defaulted from the adapter's run_config.json."""
-    chosen = adapters.settings(
-        lora_weights if use_lora else "", base_model, prompt_template, system_prompt, default_template
+    instruct_dir: str = flag("", "questions file (JSON Lines or JSON array); '' = a few built-in questions")
+    output_file: str = flag("", "write the answers here as JSON Lines, with the settings used ('' = print only)")
+    batch_size: int = flag(
+        16,
+        "most questions generated together (5.6x one at a time on CPU); on a GPU fewer when their KV cache "
+        "would not fit, halved on out-of-memory",
     )
-    prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
-    tokenizer, model, base_model = loading.load_for_inference(
-        chosen["base_model"], chosen["lora_weights"], use_lora, load_8bit, load_4bit, precision, trust_remote_code
+    quiet: bool = flag(False, "do not print the answers (they are still written to --output_file)")
+    mode: str = flag(
+        "file",
+        "file: answer --instruct_dir; single | multi: chat from stdin, a turn per line (multi keeps the history)",
     )
-    used = {
-        "base_model": base_model,
-        "lora_weights": lora_weights if use_lora else "",
-        "prompt_template": prompter.template_name,
-        "system_prompt": prompter.system_prompt,
-        "load_8bit": load_8bit,
-        "load_4bit": load_4bit,
-    }
-    return prompter, tokenizer, model, used
+    max_history_turns: int = flag(5, "multi: earlier exchanges folded into the prompt, as HuaTuo did (0 = all)")
+    on_bad_record: str = flag("error", "error | skip: a bad question record stops the run, or is left out and counted")
 
 
-def chat(
-    prompter, tokenizer, model, gen_config, turns, keep_history: bool, max_history_turns: int, interactive: bool
-) -> list[dict]:
+GROUPS = (ModelArgs, AdapterArgs, PromptArgs, GenerationArgs, InferArgs)
+
+
+def chat(loaded, gen_config, turns, keep_history: bool, max_history_turns: int, interactive: bool) -> list[dict]:
     """HuaTuo's literature chat: each turn asked through the prompter, history folded as the template's data
     does; each answer printed on its line as it comes."""
 
     def answer(instruction: str) -> str:
-        prompt = prompter.prompts(tokenizer, [{"instruction": instruction}])[0]
-        return generation.generate_batch(model, tokenizer, [prompt], gen_config)[0]
+        prompt = loaded.prompter.prompts(loaded.tokenizer, [{"instruction": instruction}])[0]
+        return generation.generate_batch(loaded.model, loaded.tokenizer, [prompt], gen_config)[0]
 
     def show(text: str) -> None:
         print(f"助手: {text}" if interactive else text, flush=True)
 
-    return literature.chat(answer, turns, keep_history, max_history_turns, prompter.folds_dialogue, show)
+    folds = loaded.prompter.folds_dialogue
+    return literature.chat(answer, turns, keep_history, max_history_turns, folds, show)
 
 
 def print_answers(records: list[dict], answers: list[str]) -> None:
@@ -128,84 +101,35 @@ def write_results(output_file: str, records: list[dict], answers: list[str], use
     logger.info("wrote %d answers to %s", len(answers), path)
 
 
-def main(
-    load_8bit: bool = False,  # base weights in int8
-    base_model: str = "",  # HF model folder or hub id; "" = the adapter's (run_config.json), else the embedded tiny LLaMA
-    instruct_dir: str = "",  # questions file (JSON Lines or JSON array); "" = a few built-in questions
-    use_lora: bool = True,  # apply the adapter in --lora_weights
-    lora_weights: str = "./lora-llama-med",  # adapter folder or hub id written by finetune.py (or an old peft one)
-    prompt_template: str = "",  # templates/NAME.json, a path to one, or chat; "" = the adapter's, else med_template
-    system_prompt: str = "",  # chat template only: system message for records without one ("" = the adapter's / template default)
-    output_file: str = "",  # write JSON Lines answers here ("" = print only)
-    batch_size: int = 16,  # most questions generated together (5.6x one-at-a-time on CPU); on a GPU fewer when their KV cache would not fit, halved on out-of-memory
-    max_new_tokens: int = generation.MAX_NEW_TOKENS,  # answer length limit, in tokens
-    num_beams: int = generation.NUM_BEAMS,  # beam width; 1 = greedy
-    temperature: float = generation.TEMPERATURE,  # only with do_sample
-    top_p: float = generation.TOP_P,  # only with do_sample
-    top_k: int = generation.TOP_K,  # only with do_sample
-    do_sample: bool = generation.DO_SAMPLE,  # sample instead of greedy/beam search
-    load_4bit: bool = False,  # base weights in NF4
-    precision: str = "auto",  # auto | bf16 | fp16 | fp32
-    trust_remote_code: bool = False,  # run model code shipped with the checkpoint
-    quiet: bool = False,  # do not print the answers (still written to output_file)
-    mode: str = "file",  # file: answer --instruct_dir; single | multi: chat from stdin (multi keeps the history)
-    max_history_turns: int = 5,  # multi: earlier exchanges folded into the prompt as HuaTuo did (0 = all)
-    on_bad_record: str = "error",  # error | skip: a bad question record stops the run, or is left out and counted
-):
+def main(**flags):
+    model, adapter, prompt, gen, run = parse(GROUPS, flags)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if batch_size < 1:
-        raise UserError(f"batch_size must be at least 1, got {batch_size}")
-    if mode not in ("file", "single", "multi"):
-        raise UserError(f"mode must be file, single or multi, got {mode!r}")
-    if instruct_dir:
-        records = load_records(instruct_dir, require_output=False, on_bad_record=on_bad_record).records
+    if run.batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {run.batch_size}")
+    if run.mode not in MODES:
+        raise UserError(f"mode must be file, single or multi, got {run.mode!r}")
+    if run.instruct_dir:
+        records = load_records(run.instruct_dir, require_output=False, on_bad_record=run.on_bad_record).records
     else:
         records = [{"instruction": q} for q in BUILTIN_QUESTIONS]
 
-    prompter, tokenizer, model, used = load(
-        base_model,
-        lora_weights,
-        use_lora,
-        prompt_template,
-        system_prompt,
-        load_8bit,
-        load_4bit,
-        precision,
-        trust_remote_code,
-    )
-    settings = dict(
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        num_beams=num_beams,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-    )
-    gen_config = generation.make_generation_config(model, tokenizer, **settings)
-    if mode != "file":  # the answers are printed as they come
+    loaded = load_for_inference(model, adapter, prompt)
+    gen_config = generation.make_generation_config(loaded.model, loaded.tokenizer, **asdict(gen))
+    if run.mode != "file":  # the answers are printed as they come
         interactive = sys.stdin.isatty()
-        records = chat(
-            prompter,
-            tokenizer,
-            model,
-            gen_config,
-            literature.read_turns(sys.stdin, interactive),
-            mode == "multi",
-            max_history_turns,
-            interactive,
-        )
+        turns = literature.read_turns(sys.stdin, interactive)
+        records = chat(loaded, gen_config, turns, run.mode == "multi", run.max_history_turns, interactive)
         answers = [r.pop("model_output") for r in records]
     else:
-        answers = generation.generate_answers(
-            model, tokenizer, prompter.prompts(tokenizer, records), gen_config, batch_size
-        )
-        if not quiet:
+        prompts = loaded.prompter.prompts(loaded.tokenizer, records)
+        answers = generation.generate_answers(loaded.model, loaded.tokenizer, prompts, gen_config, run.batch_size)
+        if not run.quiet:
             print_answers(records, answers)
-    if output_file:
-        write_results(output_file, records, answers, {**used, **settings})
+    if run.output_file:
+        write_results(run.output_file, records, answers, {**loaded.settings, **asdict(gen)})
 
 
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

@@ -19,8 +19,10 @@ in the summary, listed in judgments.jsonl); no answer is dropped. Writes ``judgm
 import json
 import logging
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from utils.args import flag, help_text, parse
 from utils.cli import UserError
 from utils.data.records import DataError, load_records, read_results
 from utils.eval import judge
@@ -81,96 +83,118 @@ def write_report(out: Path, summary: dict, judge_model: str) -> None:
     (out / "judge_report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def main(
-    predictions_file: str = "",  # infer.py results to judge (fields instruction, model_output)
-    questions_file: str = "",  # open questions (e.g. HuaTuo's question.json); alone: convert for infer.py and stop
-    output_dir: str = "./judge",  # questions.jsonl | judgments.jsonl, judge_metrics.json, judge_report.md, judge.png
-    question_field: str = "question",  # field holding the question in --questions_file
-    group_field: str = "ICD-10",  # records are also averaged per value of this field ("" = no groups)
-    judge_base_url: str = "https://api.openai.com/v1",  # any OpenAI-compatible endpoint
-    judge_model: str = "gpt-4o",  # judge model name at that endpoint
-    judge_api_key_env: str = "OPENAI_API_KEY",  # environment variable holding the key (never a flag: keeps it out of logs)
-    judge_temperature: float = 0.0,  # judge sampling temperature
-    judge_max_tokens: int = 300,  # longest judge reply, in tokens
-    max_attempts: int = 3,  # judge calls per answer before it is recorded as unscored (unusable replies)
-    timeout: float = 60.0,  # seconds per judge HTTP request
-    max_retries: int = 5,  # transport retries per call (429, 5xx, timeouts), with backoff
-    workers: int = 4,  # answers judged concurrently
-):
-    flags = dict(locals())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not predictions_file and not questions_file:
-        raise UserError("pass --questions_file (to prepare infer.py input) or --predictions_file (answers to judge)")
+@dataclass
+class JudgeArgs:
+    """What to judge, with which judge, and where the results go."""
 
-    # ------------------------------------------------------------------------------------------
-    # questions only: write them as infer.py input (instruction = the question, other fields kept)
-    if not predictions_file:
-        rows = read_questions(questions_file, question_field)
-        path = out / "questions.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        print(f"wrote {len(rows)} questions to {path}; answer them with:")
-        print(f"  python infer.py --instruct_dir {path} --output_file {out / 'answers.jsonl'} --lora_weights ...")
-        return None
+    predictions_file: str = flag("", "infer.py results to judge (fields instruction, model_output)")
+    questions_file: str = flag(
+        "", "open questions (e.g. HuaTuo's question.json); alone: converted for infer.py, then stop"
+    )
+    output_dir: str = flag(
+        "./judge", "questions.jsonl | judgments.jsonl, judge_metrics.json, judge_report.md, judge.png"
+    )
+    question_field: str = flag("question", "the field holding the question in --questions_file")
+    group_field: str = flag("ICD-10", "records are also averaged per value of this field ('' = no groups)")
+    judge_base_url: str = flag("https://api.openai.com/v1", "any OpenAI-compatible endpoint")
+    judge_model: str = flag("gpt-4o", "the judge model's name at that endpoint")
+    judge_api_key_env: str = flag(
+        "OPENAI_API_KEY", "environment variable holding the key (never a flag: keeps it out of logs)"
+    )
+    judge_temperature: float = flag(0.0, "judge sampling temperature")
+    judge_max_tokens: int = flag(300, "longest judge reply, in tokens")
+    max_attempts: int = flag(3, "judge calls per answer before it is recorded as unscored (unusable replies)")
+    timeout: float = flag(60.0, "seconds per judge HTTP request")
+    max_retries: int = flag(5, "transport retries per call (429, 5xx, timeouts), with backoff")
+    workers: int = flag(4, "answers judged concurrently")
 
-    # ------------------------------------------------------------------------------------------
-    # answers to judge (every question of --questions_file must have one, when given)
-    records = read_results(predictions_file).records  # the one reader of infer.py results: file:line:field errors
-    if questions_file:
+
+GROUPS = (JudgeArgs,)
+
+
+def write_questions(run: JudgeArgs, out: Path) -> None:
+    """Questions only: written as infer.py input (instruction = the question, other fields kept)."""
+    rows = read_questions(run.questions_file, run.question_field)
+    path = out / "questions.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    print(f"wrote {len(rows)} questions to {path}; answer them with:")
+    print(f"  python infer.py --instruct_dir {path} --output_file {out / 'answers.jsonl'} --lora_weights ...")
+
+
+def read_answers(run: JudgeArgs) -> list[dict]:
+    """infer.py's results (the one reader: file:line:field errors); every question of
+    --questions_file, when given, must have an answer."""
+    records = read_results(run.predictions_file).records
+    if run.questions_file:
         answered = {r["instruction"] for r in records}
-        missing = [
-            r["instruction"] for r in read_questions(questions_file, question_field) if r["instruction"] not in answered
-        ]
+        asked = read_questions(run.questions_file, run.question_field)
+        missing = [r["instruction"] for r in asked if r["instruction"] not in answered]
         if missing:
             raise DataError(
-                f"{predictions_file}: {len(missing)} question(s) of {questions_file} have no answer, e.g. {missing[0][:60]!r}"
+                f"{run.predictions_file}: {len(missing)} question(s) of {run.questions_file} have no answer, "
+                f"e.g. {missing[0][:60]!r}"
             )
+    return records
 
+
+def judge_answers(run: JudgeArgs, records: list[dict]) -> list[dict]:
+    """One judgment per record, scored or not, from the judge endpoint."""
     from utils.llm import make_client
 
-    api_key = os.environ.get(judge_api_key_env, "")
+    api_key = os.environ.get(run.judge_api_key_env, "")
     if not api_key:
-        logger.warning("$%s is not set: calling %s without a key", judge_api_key_env, judge_base_url)
-    client = make_client(judge_base_url, api_key=api_key or None, timeout=timeout, max_retries=max_retries)
-    logger.info("judging %d answers with %s at %s", len(records), judge_model, judge_base_url)
-    judgments = judge.judge_all(
+        logger.warning("$%s is not set: calling %s without a key", run.judge_api_key_env, run.judge_base_url)
+    client = make_client(run.judge_base_url, api_key=api_key or None, timeout=run.timeout, max_retries=run.max_retries)
+    logger.info("judging %d answers with %s at %s", len(records), run.judge_model, run.judge_base_url)
+    return judge.judge_all(
         client,
-        judge_model,
+        run.judge_model,
         [(r["instruction"], r["model_output"]) for r in records],
-        max_attempts,
-        workers,
-        temperature=judge_temperature,
-        max_tokens=judge_max_tokens,
+        run.max_attempts,
+        run.workers,
+        temperature=run.judge_temperature,
+        max_tokens=run.judge_max_tokens,
     )
 
-    # ------------------------------------------------------------------------------------------
-    # save every judgment (scored or not), the summary and the report
+
+def save(run: JudgeArgs, out: Path, records: list[dict], judgments: list[dict]) -> dict:
+    """judgments.jsonl (every judgment, scored or not), judge_metrics.json and the report; the summary."""
     with (out / "judgments.jsonl").open("w", encoding="utf-8") as handle:
         for record, j in zip(records, judgments):
             row = {k: v for k, v in record.items() if k != "settings"}
             handle.write(json.dumps({**row, **j}, ensure_ascii=False) + "\n")
-    groups = (
-        [str(r.get(group_field, "")) for r in records]
-        if group_field and any(group_field in r for r in records)
-        else None
-    )
+    field = run.group_field
+    groups = [str(r.get(field, "")) for r in records] if field and any(field in r for r in records) else None
     summary = judge.summarize(judgments, groups)
+    path = run.predictions_file
     config = run_config(
-        flags,
-        inputs={"predictions_file": str(Path(predictions_file).resolve()), "sha256": file_sha256(predictions_file)},
+        asdict(run), inputs={"predictions_file": str(Path(path).resolve()), "sha256": file_sha256(path)}
     )
     write_json(out / "judge_metrics.json", {**summary, "config": config})
-    write_report(out, summary, judge_model)
+    write_report(out, summary, run.judge_model)
+    return summary
+
+
+def main(**flags):
+    (run,) = parse(GROUPS, flags)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    out = Path(run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not run.predictions_file and not run.questions_file:
+        raise UserError("pass --questions_file (to prepare infer.py input) or --predictions_file (answers to judge)")
+    if not run.predictions_file:
+        write_questions(run, out)
+        return
+    records = read_answers(run)
+    summary = save(run, out, records, judge_answers(run, records))
     if "mean" in summary:
         print("  ".join(f"{k} {v:.2f}" for k, v in summary["mean"].items()))
     print(
         f"{summary['scored']} scored, {summary['unscored']} unscored of {summary['answers']}; report: {out / 'judge_report.md'}"
     )
-    return None
 
 
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

@@ -14,14 +14,42 @@ Writes ``metrics.json``, ``report.md`` and ``metrics.png`` into ``--output_dir``
 """
 
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from utils.args import AdapterArgs, ModelArgs, PromptArgs, flag, help_text, parse
 from utils.cli import UserError
 from utils.data.records import load_records, read_results
 from utils.eval import metrics
 from utils.model.runinfo import file_sha256, run_config, write_json
 
 logger = logging.getLogger("score")
+
+
+@dataclass
+class ScoreArgs:
+    """What to score, and where the report goes."""
+
+    predictions_file: str = flag(
+        "", "infer.py --output_file results (JSON Lines: output = reference, model_output = answer)"
+    )
+    output_dir: str = flag("./eval", "where metrics.json, report.md and metrics.png go")
+    name: str = flag("", "label in the report ('' = the predictions file's name)")
+    data_path: str = flag(
+        "", "records whose reference answers get a loss and perplexity under the model ('' = no model is loaded)"
+    )
+    cutoff_len: int = flag(512, "with --data_path: longest example in tokens, as in finetune.py")
+    batch_size: int = flag(8, "with --data_path: examples per forward pass")
+
+
+@dataclass
+class ScoreAdapterArgs(AdapterArgs):
+    """With --data_path: the LoRA adapter applied on the base (the model flags above are also --data_path's)."""
+
+    lora_weights: str = flag("", "adapter folder or hub id ('' = the base alone)")
+
+
+GROUPS = (ModelArgs, ScoreAdapterArgs, PromptArgs, ScoreArgs)
 
 
 def score_predictions(records: list[dict]) -> dict:
@@ -43,13 +71,8 @@ def score_predictions(records: list[dict]) -> dict:
     return result
 
 
-def write_report(output_dir: Path, name: str, result: dict) -> None:
-    """report.md (tables) and metrics.png (scores by tokenization, answer lengths)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def report_lines(name: str, result: dict) -> list[str]:
+    """report.md's text: the score table, lengths, fact coverage, reference loss."""
     lines = [f"# Evaluation: {name}", ""]
     if "records" in result:
         lines += [f"{result['records']} answers, {result['with_reference']} with a reference.", ""]
@@ -79,35 +102,47 @@ def write_report(output_dir: Path, name: str, result: dict) -> None:
             f"Reference-answer loss {rl['loss']:.4f}, perplexity {rl['perplexity']:.2f} ({rl['tokens']} answer tokens, {rl['examples']} records).",
             "",
         ]
+    return lines
 
-    panels = [
-        p
-        for p in ("scores", "lengths")
-        if (p == "scores" and "char" in result) or (p == "lengths" and "answer_length_chars" in result)
-    ]
+
+def plot_scores(ax, result: dict) -> None:
+    """BLEU-4 (scaled to 0-1) and ROUGE bars, one colour per tokenization."""
+    names = ["BLEU-4/100", "ROUGE-1", "ROUGE-2", "ROUGE-L"]
+    width = 0.38
+    for i, tok in enumerate(metrics.TOKENIZATIONS):
+        m = result[tok]
+        values = [m["bleu4"] / 100, m["rouge1"], m["rouge2"], m["rougeL"]]
+        ax.bar([x + (i - 0.5) * width for x in range(len(names))], values, width, label=tok)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0, 1)
+    ax.set_title("scores against the references")
+    ax.legend(title="tokens")
+
+
+def plot_lengths(ax, result: dict) -> None:
+    """Mean answer length, beside the mean reference length when there are references."""
+    labels, means = ["answer"], [result["answer_length_chars"]["mean"]]
+    if "reference_length_chars" in result:
+        labels.append("reference")
+        means.append(result["reference_length_chars"]["mean"])
+    ax.bar(labels, means, color=["tab:blue", "tab:gray"][: len(labels)])
+    ax.set_ylabel("mean length (characters)")
+    ax.set_title("length")
+
+
+def write_report(output_dir: Path, name: str, result: dict) -> None:
+    """report.md (tables) and metrics.png (scores by tokenization, answer lengths)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = report_lines(name, result)
+    panels = [plot for key, plot in (("char", plot_scores), ("answer_length_chars", plot_lengths)) if key in result]
     if panels:
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-        for ax, panel in zip(axes[0], panels):
-            if panel == "scores":
-                names = ["BLEU-4/100", "ROUGE-1", "ROUGE-2", "ROUGE-L"]
-                width = 0.38
-                for i, tok in enumerate(metrics.TOKENIZATIONS):
-                    m = result[tok]
-                    values = [m["bleu4"] / 100, m["rouge1"], m["rouge2"], m["rougeL"]]
-                    ax.bar([x + (i - 0.5) * width for x in range(len(names))], values, width, label=tok)
-                ax.set_xticks(range(len(names)), names)
-                ax.set_ylim(0, 1)
-                ax.set_title("scores against the references")
-                ax.legend(title="tokens")
-            else:
-                a = result["answer_length_chars"]
-                labels = ["answer"] + (["reference"] if "reference_length_chars" in result else [])
-                means = [a["mean"]] + (
-                    [result["reference_length_chars"]["mean"]] if "reference_length_chars" in result else []
-                )
-                ax.bar(labels, means, color=["tab:blue", "tab:gray"][: len(labels)])
-                ax.set_ylabel("mean length (characters)")
-                ax.set_title("length")
+        for ax, plot in zip(axes[0], panels):
+            plot(ax, result)
         fig.suptitle(name)
         fig.tight_layout()
         fig.savefig(output_dir / "metrics.png", dpi=100)
@@ -116,71 +151,23 @@ def write_report(output_dir: Path, name: str, result: dict) -> None:
     (output_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def main(
-    predictions_file: str = "",  # infer.py --output_file results (JSON Lines: output = reference, model_output = answer)
-    output_dir: str = "./eval",  # metrics.json, report.md, metrics.png
-    name: str = "",  # label in the report (default: the predictions file's name)
-    data_path: str = "",  # records whose reference answers get a loss/perplexity ("" = no model is loaded)
-    base_model: str = "",  # with data_path: HF model folder or hub id; "" = the embedded tiny LLaMA
-    lora_weights: str = "",  # with data_path: adapter folder ("" = the base alone)
-    prompt_template: str = "",  # with data_path: templates/NAME.json or chat; "" = the adapter's run_config.json, else med_template
-    cutoff_len: int = 512,  # with data_path: longest example in tokens, as in finetune.py
-    batch_size: int = 8,  # with data_path: examples per forward pass
-    load_8bit: bool = False,  # with data_path: base weights in int8
-    load_4bit: bool = False,  # with data_path: base weights in NF4
-    precision: str = "auto",  # with data_path: auto | bf16 | fp16 | fp32
-    trust_remote_code: bool = False,  # with data_path: run model code shipped with the checkpoint
-):
-    flags = dict(locals())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not predictions_file and not data_path:
-        raise UserError(
-            "nothing to evaluate: pass --predictions_file (infer.py results) and/or --data_path (reference loss)"
-        )
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result: dict = {}
-    inputs = {}
+def score_reference_loss(model, adapter, prompt, run: ScoreArgs) -> tuple[dict, dict]:
+    """(reference loss of --data_path's answers, its input record): the model loaded as infer.py loads it."""
+    from utils.eval.loss import reference_loss
+    from utils.model.inference import load_for_inference
 
-    if predictions_file:
-        records = read_results(predictions_file).records
-        result.update(score_predictions(records))
-        inputs["predictions_file"] = {
-            "path": str(Path(predictions_file).resolve()),
-            "sha256": file_sha256(predictions_file),
-        }
-        logger.info(
-            "%s: %d answers scored (%d with a reference)", predictions_file, len(records), result["with_reference"]
-        )
+    refs = load_records(run.data_path).records
+    loaded = load_for_inference(model, adapter, prompt)  # defaults from the adapter's run_config.json
+    loss = reference_loss(loaded.model, loaded.tokenizer, loaded.prompter, refs, run.cutoff_len, run.batch_size)
+    source = {
+        "path": str(Path(run.data_path).resolve()),
+        "sha256": file_sha256(run.data_path),
+        "base_model": loaded.settings["base_model"],
+    }
+    return loss, source
 
-    if data_path:
-        from utils.data.prompter import make_prompter
-        from utils.model import adapters, loading
 
-        refs = load_records(data_path).records
-        chosen = adapters.settings(
-            lora_weights, base_model, prompt_template
-        )  # defaults from the adapter's run_config.json
-        tokenizer, model, resolved = loading.load_for_inference(
-            chosen["base_model"],
-            chosen["lora_weights"],
-            bool(lora_weights),
-            load_8bit,
-            load_4bit,
-            precision,
-            trust_remote_code,
-        )
-        prompter = make_prompter(chosen["prompt_template"], chosen["system_prompt"])
-        result["reference_loss"] = metrics.reference_loss(model, tokenizer, prompter, refs, cutoff_len, batch_size)
-        inputs["data_path"] = {
-            "path": str(Path(data_path).resolve()),
-            "sha256": file_sha256(data_path),
-            "base_model": resolved,
-        }
-
-    label = name or (Path(predictions_file).stem if predictions_file else Path(lora_weights or "base").name)
-    write_json(out / "metrics.json", {**result, "config": run_config(flags, inputs=inputs)})
-    write_report(out, label, result)
+def print_summary(result: dict, out: Path) -> None:
     for key in ("char", "word"):
         if key in result:
             m = result[key]
@@ -194,10 +181,39 @@ def main(
             f"reference loss {result['reference_loss']['loss']:.4f}  perplexity {result['reference_loss']['perplexity']:.2f}"
         )
     print(f"report: {out / 'report.md'}")
-    return None
+
+
+def main(**flags):
+    groups = parse(GROUPS, flags)
+    model, adapter, prompt, run = groups
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not run.predictions_file and not run.data_path:
+        raise UserError(
+            "nothing to evaluate: pass --predictions_file (infer.py results) and/or --data_path (reference loss)"
+        )
+    out = Path(run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict = {}
+    inputs = {}
+    if run.predictions_file:
+        records = read_results(run.predictions_file).records
+        result.update(score_predictions(records))
+        path = run.predictions_file
+        inputs["predictions_file"] = {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
+        logger.info("%s: %d answers scored (%d with a reference)", path, len(records), result["with_reference"])
+    if run.data_path:
+        result["reference_loss"], inputs["data_path"] = score_reference_loss(model, adapter, prompt, run)
+
+    label = run.name or (
+        Path(run.predictions_file).stem if run.predictions_file else Path(adapter.lora_weights or "base").name
+    )
+    flat = {k: v for group in groups for k, v in asdict(group).items()}
+    write_json(out / "metrics.json", {**result, "config": run_config(flat, inputs=inputs)})
+    write_report(out, label, result)
+    print_summary(result, out)
 
 
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

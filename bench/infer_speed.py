@@ -1,6 +1,6 @@
 """Inference speed: infer.py's batched generation vs one question at a time, same model, same settings.
 
-Loads the model once exactly as infer.py does (``loading.load_for_inference``), then answers the
+Loads the model once exactly as infer.py does (``utils.model.inference.load_for_inference``), then answers the
 same questions through ``generation.generate_answers`` (infer.py's code path) with
 ``batch_size=1`` and with ``--batch_size``, and reports answers/s for both, the ratio, and whether
 the answers are identical (they must be with greedy decoding).
@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,34 +27,59 @@ logger = logging.getLogger("infer_speed")
 SHARED_DATA = REPO_ROOT.parent / "shared" / "huatuo" / "llama_data.json"
 
 
-def main(
-    base_model: str = "",  # HF model folder; "" = the embedded tiny LLaMA
-    lora_weights: str = "",  # adapter folder ("" = the base alone)
-    data_path: str = "",  # questions; "" = ../shared/huatuo/llama_data.json when present, else data/infer.json
-    num_questions: int = 64,  # questions answered by both
-    batch_size: int = 16,  # infer.py's default batch size
-    num_beams: int = 1,  # 1 = greedy, so batched and one-at-a-time answers must be identical
-    max_new_tokens: int = 64,  # answer length limit
-    out_dir: str = str(REPO_ROOT / "bench" / "out"),  # where infer_speed.json goes
-):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from utils.data.prompter import Prompter
-    from utils.data.records import load_records
-    from utils.model import generation, loading
+from utils.args import AdapterArgs, GenerationArgs, ModelArgs, PromptArgs, flag, help_text, parse  # noqa: E402
 
-    data_path = data_path or str(SHARED_DATA if SHARED_DATA.is_file() else REPO_ROOT / "data" / "infer.json")
+
+@dataclass
+class SpeedAdapterArgs(AdapterArgs):
+    """The LoRA adapter applied on the base."""
+
+    lora_weights: str = flag("", "adapter folder ('' = the base alone)")
+
+
+@dataclass
+class SpeedGenerationArgs(GenerationArgs):
+    """How answers are generated (greedy and short by default: both ways must give the same answers)."""
+
+    num_beams: int = flag(1, "beam width; 1 = greedy, so batched and one-at-a-time answers must be identical")
+    max_new_tokens: int = flag(64, "answer length limit, in tokens")
+
+
+@dataclass
+class SpeedArgs:
+    """The questions, the batch, where the result goes."""
+
+    data_path: str = flag("", "questions; '' = ../shared/huatuo/llama_data.json when present, else data/infer.json")
+    num_questions: int = flag(64, "questions answered by both")
+    batch_size: int = flag(16, "the batched run's batch size (infer.py's default)")
+    out_dir: str = flag(str(REPO_ROOT / "bench" / "out"), "where infer_speed.json goes")
+
+
+GROUPS = (ModelArgs, SpeedAdapterArgs, PromptArgs, SpeedGenerationArgs, SpeedArgs)
+
+
+def main(**flags):
+    model, adapter, prompt, gen, run = parse(GROUPS, flags)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from utils.data.records import load_records
+    from utils.model import generation
+    from utils.model.inference import load_for_inference
+
+    data_path = run.data_path or str(SHARED_DATA if SHARED_DATA.is_file() else REPO_ROOT / "data" / "infer.json")
     records = load_records(data_path, require_output=False).records
+    num_questions, batch_size = run.num_questions, run.batch_size
     questions = [records[i % len(records)] for i in range(num_questions)]  # a small file is cycled
-    prompter = Prompter()
-    prompts = [prompter.generate_prompt(r["instruction"], r.get("input")) for r in questions]
-    tokenizer, model, base_model = loading.load_for_inference(base_model, lora_weights, bool(lora_weights))
-    config = generation.make_generation_config(model, tokenizer, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    loaded = load_for_inference(model, adapter, prompt)
+    prompts = loaded.prompter.prompts(loaded.tokenizer, questions)
+    config = generation.make_generation_config(loaded.model, loaded.tokenizer, **asdict(gen))
+    tokenizer, base_model = loaded.tokenizer, loaded.settings["base_model"]
+    num_beams, max_new_tokens, lora_weights = gen.num_beams, gen.max_new_tokens, loaded.settings["lora_weights"]
 
     results, answers = {}, {}
     for name, size in (("one_at_a_time", 1), ("batched", batch_size)):
         logger.info("%s: %d questions, batch size %d", name, num_questions, size)
         start = time.perf_counter()
-        answers[name] = generation.generate_answers(model, tokenizer, prompts, config, size)
+        answers[name] = generation.generate_answers(loaded.model, tokenizer, prompts, config, size)
         seconds = time.perf_counter() - start
         results[name] = {"batch_size": size, "seconds": seconds, "answers_per_s": num_questions / seconds}
     identical = sum(a == b for a, b in zip(answers["one_at_a_time"], answers["batched"]))
@@ -69,7 +95,7 @@ def main(
         f"{'answers/s':16s}{results['one_at_a_time']['answers_per_s']:16.3f}{results['batched']['answers_per_s']:16.3f}{ratio:10.2f}"
     )
     print(f"identical answers: {identical}/{num_questions}")
-    out = Path(out_dir)
+    out = Path(run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = {
         "base_model": base_model,
@@ -90,4 +116,4 @@ def main(
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

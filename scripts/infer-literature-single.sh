@@ -3,15 +3,22 @@
 # HuaTuo's eight liver-cancer questions, each alone (infer_literature.py --single_or_multi single).
 #   LORA_WEIGHTS=./lora-llama-literature bash scripts/infer-literature-single.sh
 #   BASE_MODEL=/models/llama-7b-hf bash scripts/infer-literature-single.sh --load_8bit --num_beams 1
-# Override from the environment; extra flags go to infer_literature.py. MODE=multi is the multi-turn script.
+#   CONFIG=NAME bash scripts/infer-literature-single.sh     # a preset (configs/presets/NAME.yaml) sets its flags
+# Override from the environment (a variable left unset leaves its flag to the preset or to
+# infer_literature.py's default); extra flags go to infer_literature.py. MODE=multi is the multi-turn script.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-"$PYTHON" "$ROOT/infer_literature.py" \
-  --single_or_multi "${MODE:-single}" \
-  --base_model "${BASE_MODEL:-}" \
-  --lora_weights "${LORA_WEIGHTS:-./lora-llama-literature}" \
-  --use_lora "${USE_LORA:-True}" \
-  --prompt_template "${PROMPT_TEMPLATE:-}" \
-  --output_file "${OUTPUT_FILE:-}" \
-  "$@"
+flags=()
+add() {  # add FLAG VALUE: pass --FLAG VALUE when VALUE is non-empty (else the preset's or the script's default)
+  if [ -n "$2" ]; then flags+=("--$1" "$2"); fi
+}
+add config "${CONFIG:-}"
+add single_or_multi "${MODE:-single}"
+add base_model "${BASE_MODEL:-}"
+add lora_weights "${LORA_WEIGHTS:-}"
+add use_lora "${USE_LORA:-}"
+add prompt_template "${PROMPT_TEMPLATE:-}"
+add output_file "${OUTPUT_FILE:-}"
+
+"$PYTHON" "$ROOT/infer_literature.py" "${flags[@]}" "$@"

@@ -4,7 +4,8 @@
 # (one row per question, one column per model) as OUT_DIR/comparison.md and comparison.html.
 #   BASE_MODEL=/models/llama-7b-hf LORA_WEIGHTS=./lora-llama-med-e1 \
 #   OTHER_ADAPTERS="Alpaca=./alpaca-lora-7b" bash scripts/test.sh --load_8bit
-# Extra flags go to every infer.py run (e.g. --num_beams 1 --max_new_tokens 128).
+# Extra flags go to every infer.py run (e.g. --num_beams 1 --max_new_tokens 128); CONFIG=NAME gives each
+# run a preset (configs/presets/NAME.yaml: base model, generation...), the per-model flags below win.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -12,12 +13,15 @@ out="${OUT_DIR:-./comparison}"
 questions="${INFER_DATA:-$ROOT/data/infer.json}"
 mkdir -p "$out"
 results=()
+shared=()
+if [ -n "${CONFIG:-}" ]; then shared+=(--config "$CONFIG"); fi
+if [ -n "${BASE_MODEL:-}" ]; then shared+=(--base_model "$BASE_MODEL"); fi
 
 answer() {  # answer NAME TEMPLATE USE_LORA ADAPTER [flags...]
   local name="$1" template="$2" use_lora="$3" adapter="$4"
   shift 4
   echo "== $name" >&2
-  "$PYTHON" "$ROOT/infer.py" --base_model "${BASE_MODEL:-}" --instruct_dir "$questions" \
+  "$PYTHON" "$ROOT/infer.py" "${shared[@]}" --instruct_dir "$questions" \
     --prompt_template "$template" --use_lora "$use_lora" --lora_weights "$adapter" \
     --output_file "$out/$name.jsonl" --quiet "$@"
   results+=("$name=$out/$name.jsonl")

@@ -198,7 +198,7 @@ def test_no_evaluate_py_shadows_the_evaluate_package():
 def loaded_base(tiny_base):
     from utils.model import loading
 
-    tokenizer, model, _ = loading.load_for_inference(tiny_base, use_lora=False)
+    tokenizer, model, _ = loading.load_tokenizer_and_model(tiny_base, use_lora=False)
     return tokenizer, model
 
 

@@ -1,8 +1,10 @@
 """export_hf_checkpoint.py: the merged checkpoint computes exactly what base + adapter computed."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 import export_hf_checkpoint
 from utils.model import adapters
 
-REPO_ROOT = export_hf_checkpoint.Path(export_hf_checkpoint.__file__).resolve().parent
+REPO_ROOT = Path(export_hf_checkpoint.__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def test_weights_keep_the_base_dtype_unless_asked(random_adapter, tiny_base, tmp
     base = tmp_path / "bf16-base"  # the tiny base saved in bf16, as 7B bases are saved in fp16/bf16
     AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.bfloat16).save_pretrained(base)
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        (base / name).write_bytes((export_hf_checkpoint.Path(tiny_base) / name).read_bytes())
+        (base / name).write_bytes((Path(tiny_base) / name).read_bytes())
     assert json.loads((base / "config.json").read_text())["dtype"] == "bfloat16"
 
     default = export_hf_checkpoint.main(
@@ -123,7 +125,7 @@ def test_weights_keep_the_base_dtype_unless_asked(random_adapter, tiny_base, tmp
         torch.bfloat16
     }
     assert {p.dtype for p in AutoModelForCausalLM.from_pretrained(fp32, dtype="auto").parameters()} == {torch.float32}
-    size = lambda folder: sum(p.stat().st_size for p in export_hf_checkpoint.Path(folder).glob("*.safetensors"))  # noqa: E731
+    size = lambda folder: sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))  # noqa: E731
     assert size(default) < 0.55 * size(fp32)
 
 
@@ -147,7 +149,7 @@ def test_environment_and_run_config_defaults_flags_win(tiny_base, random_adapter
     adapter = adapter_trained_with(
         random_adapter, tmp_path / "lora-lit", base_model=tiny_base, prompt_template_name="literature_template"
     )
-    env = dict(export_hf_checkpoint.os.environ, BASE_MODEL=tiny_base, LORA_WEIGHTS=str(adapter))
+    env = dict(os.environ, BASE_MODEL=tiny_base, LORA_WEIGHTS=str(adapter))
     script = [sys.executable, "export_hf_checkpoint.py", "--output_dir"]
     result = subprocess.run(script + [str(tmp_path / "env")], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -155,9 +155,9 @@ def test_resolve_adapter_and_auth(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_stream_answer_streams_the_batch_answer(tiny_base, trained_adapter):
-    from utils.model.loading import load_for_inference
+    from utils.model.loading import load_tokenizer_and_model
 
-    tokenizer, model, _ = load_for_inference(tiny_base, str(trained_adapter))
+    tokenizer, model, _ = load_tokenizer_and_model(tiny_base, str(trained_adapter))
     prompt = Prompter().generate_prompt(QUESTION)
     config = generation.make_generation_config(model, tokenizer, **SETTINGS)
     pieces = list(generation.stream_answer(model, tokenizer, prompt, config))

@@ -198,7 +198,7 @@ def test_tiny_base_adapter_against_other_token_ids_is_refused(tiny_base, trained
         json.dumps(dict(info, fingerprint="f" * 64))
     )  # as after a rebuild with other ids
     with pytest.raises(ValueError, match=r"token ids differ.*python -m utils.model.tiny_base --out_dir DIR"):
-        loading.load_for_inference(str(rebuilt), str(trained_adapter))
+        loading.load_tokenizer_and_model(str(rebuilt), str(trained_adapter))
     run = run_script(
         ["infer.py", "--base_model", str(rebuilt), "--lora_weights", str(trained_adapter), "--max_new_tokens", "2"]
     )

@@ -18,7 +18,7 @@ QUESTIONS = [
 
 
 def test_batched_greedy_equals_one_at_a_time(tiny_base, trained_adapter):
-    tokenizer, model, _ = loading.load_for_inference(tiny_base, str(trained_adapter))
+    tokenizer, model, _ = loading.load_tokenizer_and_model(tiny_base, str(trained_adapter))
     config = generation.make_generation_config(model, tokenizer, num_beams=1, max_new_tokens=24)
     prompts = [Prompter().generate_prompt(q) for q in QUESTIONS]
     single = [

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT, write_jsonl
 
 import score
-from utils.eval import metrics
+from utils.eval import loss, metrics
 
 # Fixed Chinese pairs (reference, prediction); the corpus shares n-grams of every order up to 4 at
 # character and at word level, so BLEU needs no smoothing and nltk's unsmoothed value is the reference.
@@ -167,7 +167,7 @@ def test_reference_loss_is_token_weighted_and_matches_the_model(tiny_base, token
     from utils.data.prompter import Prompter, tokenize_records
     from utils.model import loading
 
-    _, model, _ = loading.load_for_inference(tiny_base, use_lora=False)
+    _, model, _ = loading.load_tokenizer_and_model(tiny_base, use_lora=False)
     prompter = Prompter()
     records = [
         {"instruction": "头痛怎么办？", "output": "多休息。"},
@@ -181,7 +181,7 @@ def test_reference_loss_is_token_weighted_and_matches_the_model(tiny_base, token
             n = sum(1 for l in e["labels"][1:] if l != -100)
             sums.append(float(out.loss) * n)
             counts.append(n)
-    got = metrics.reference_loss(model, tokenizer, prompter, records, cutoff_len=256, batch_size=2)
+    got = loss.reference_loss(model, tokenizer, prompter, records, cutoff_len=256, batch_size=2)
     assert got["tokens"] == sum(counts) and counts[0] != counts[1]
     assert got["loss"] == pytest.approx(sum(sums) / sum(counts), rel=1e-4)
     assert got["perplexity"] == pytest.approx(math.exp(got["loss"]))

@@ -264,27 +264,28 @@ def test_the_merged_checkpoint_is_exported_again_only_when_the_adapter_changed(a
 
     from safetensors.torch import load_file, save_file
 
-    import export_hf_checkpoint
+    from utils.model import export
+    from utils.serve import engines
 
     lora = tmp_path / "lora"
     shutil.copytree(adapter, lora)
     merged = tmp_path / "merged"
-    settings = export_hf_checkpoint.resolve_settings("", str(lora), "", "")
-    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    settings = export.resolve_settings("", str(lora), "", "")
+    engines.ensure_merged(settings, merged, trust_remote_code=False)
     first = (merged / "model.safetensors").stat().st_mtime_ns
-    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    engines.ensure_merged(settings, merged, trust_remote_code=False)
     assert (merged / "model.safetensors").stat().st_mtime_ns == first and "up to date" in caplog.text
 
     weights = load_file(lora / "adapter_model.safetensors")  # the adapter is trained further
     save_file({k: v * 2 if "lora_B" in k else v for k, v in weights.items()}, lora / "adapter_model.safetensors")
-    serve_api.ensure_merged(settings, merged, trust_remote_code=False)
+    engines.ensure_merged(settings, merged, trust_remote_code=False)
     assert (merged / "model.safetensors").stat().st_mtime_ns != first and "exporting again" in caplog.text
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="did not write"):
-        serve_api.ensure_merged(settings, foreign, trust_remote_code=False)
+        engines.ensure_merged(settings, foreign, trust_remote_code=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,9 +367,9 @@ def demo(adapter):
     """generate.py's page (not launched) on the same adapter: its /respond function is called directly."""
     import generate
     from utils.data.prompter import make_prompter
-    from utils.model.loading import load_for_inference
+    from utils.model.loading import load_tokenizer_and_model
 
-    tokenizer, model, _ = load_for_inference("", str(adapter))
+    tokenizer, model, _ = load_tokenizer_and_model("", str(adapter))
     settings = dict(temperature=0.1, top_p=0.75, top_k=40, num_beams=1, max_new_tokens=MAX_TOKENS, do_sample=False)
     page = generate.build_demo(tokenizer, model, make_prompter("med_template"), settings, "", [])
     respond = next(f for f in page.fns.values() if f.api_name == "respond").fn

@@ -1,4 +1,5 @@
-"""Automatic scores for generated answers against reference answers (no model needed).
+"""Automatic scores for generated answers against reference answers: text only, no model (the loss of
+the reference answers under a model is ``utils/eval/loss.py``).
 
 * BLEU-4 is sacrebleu's corpus BLEU (0-100) on text we tokenize ourselves and hand over with
   ``tokenize="none"``; ROUGE-1/2/L are rouge-score's F1 (0-1), averaged over records, with our
@@ -13,6 +14,7 @@ import logging
 import statistics
 
 from utils.cli import UserError
+from utils.eval.loss import reference_loss  # noqa: F401 - its old home, for callers not yet moved to loss.py
 
 logger = logging.getLogger(__name__)
 
@@ -100,57 +102,4 @@ def text_metrics(references: list[str], predictions: list[str]) -> dict:
             **rouge(references, predictions, tokenization),
         }
         for tokenization in TOKENIZATIONS
-    }
-
-
-def reference_loss(model, tokenizer, prompter, records: list[dict], cutoff_len: int = 512, batch_size: int = 8) -> dict:
-    """Loss and perplexity of the reference answers (``output``) under ``model``.
-
-    Examples are tokenized and masked exactly as in training (``prompter.tokenize``: the prompt is
-    masked, the answer and EOS count). The one reference-loss function: the score script, the
-    bench and the tests call it. The loss is the token-weighted mean over every
-    answer token of every record (a long answer weighs more than a short one), perplexity its exp.
-    """
-    import math
-
-    import torch
-    from tqdm.auto import tqdm
-
-    from utils.data.prompter import IGNORE_INDEX
-    from utils.model.generation import model_device
-
-    examples, dropped = prompter.tokenize(tokenizer, records, cutoff_len)
-    device = model_device(model)
-    pad = tokenizer.pad_token_id
-    total_loss, total_tokens = 0.0, 0
-    model.eval()
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(examples), batch_size), desc="reference loss", unit="batch"):
-            batch = examples[start : start + batch_size]
-            width = max(len(e["input_ids"]) for e in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, e in enumerate(batch):  # right padding: positions stay those of training
-                n = len(e["input_ids"])
-                ids[row, :n] = torch.tensor(e["input_ids"])
-                labels[row, :n] = torch.tensor(e["labels"])
-                mask[row, :n] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
-            shift_labels = labels[:, 1:].reshape(-1).to(device)
-            loss_sum = torch.nn.functional.cross_entropy(
-                shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum"
-            )
-            total_loss += float(loss_sum)
-            total_tokens += int((shift_labels != IGNORE_INDEX).sum())
-    if not total_tokens:
-        raise UserError("no answer tokens to score: every record's prompt fills cutoff_len")
-    loss = total_loss / total_tokens
-    return {
-        "loss": loss,
-        "perplexity": math.exp(loss),
-        "tokens": total_tokens,
-        "examples": len(examples),
-        "dropped": dropped,
     }

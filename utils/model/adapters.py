@@ -10,9 +10,10 @@
   against the in-memory LoRA); :func:`publish` moves a checked adapter into place, weights first and
   ``adapter_config.json`` last, each by ``os.replace``, so a kill leaves the old adapter, no adapter,
   or the new one.
-* **Self-description.** :func:`describe` reads back ``run_config.json``: :func:`settings` defaults the
-  base model, prompt template and system prompt of infer / generate / score / export from it and
-  warns when an explicit flag disagrees; :func:`load_adapter` refuses an adapter trained on the
+* **Self-description.** :func:`read_run_config` is the one reader of ``run_config.json`` (an adapter's,
+  a merged checkpoint's); :func:`describe` reads an adapter's back: :func:`settings` defaults the base
+  model, prompt template and system prompt of infer / generate / score / export from it and warns
+  when an explicit flag disagrees; :func:`load_adapter` refuses an adapter trained on the
   embedded tiny base when the tiny base now has other token ids.
 """
 
@@ -99,15 +100,26 @@ class AdapterInfo:
     tiny_base_fingerprint: str | None  # the tiny base's token-id identity at training time
 
 
-def describe(folder: str | Path) -> AdapterInfo:
-    """What ``run_config.json`` records (all None for an adapter without one, e.g. an old peft one)."""
+def read_run_config(folder: str | Path) -> dict:
+    """``folder``'s run_config.json (what finetune.py or export_hf_checkpoint.py recorded: flags,
+    resolved settings, ...), {} when it has none: the one reader of that file."""
     path = Path(folder) / RUN_CONFIG
     if not path.is_file():
-        return AdapterInfo(str(folder), None, None, None, None)
+        return {}
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def describe(folder: str | Path) -> AdapterInfo:
+    """What ``run_config.json`` records (all None for an adapter without one, e.g. an old peft one)."""
+    config = read_run_config(folder)
+    if not config:
+        return AdapterInfo(str(folder), None, None, None, None)
     flags, resolved = config.get("flags") or {}, config.get("resolved") or {}
     given = flags.get("base_model")
     base = "" if given == "" else resolved.get("base_model", given)  # "" = the embedded tiny base wherever it lives

@@ -1,7 +1,7 @@
 """Generation settings and batched generation, shared by infer.py, generate.py and score.py.
 
-The defaults are HuaTuo's (temperature 0.1, top p 0.75, top k 40, 4 beams, 256 new tokens,
-no sampling). Batches are left-padded and sorted by prompt length, so little compute goes to
+The defaults are HuaTuo's (temperature 0.1, top p 0.75, top k 40, 4 beams, 256 new tokens, no
+sampling), defined in utils/args.py. Batches are left-padded and sorted by prompt length, so little compute goes to
 padding, and answers come back in the caller's order. With greedy or beam decoding a batched
 answer is the same as the one-at-a-time answer (tested). ``stream_answer`` yields one answer as it
 grows, token by token (generate.py's demo; any script can share it).
@@ -12,17 +12,13 @@ import threading
 
 import torch
 
+from utils.args import DO_SAMPLE, MAX_NEW_TOKENS, NUM_BEAMS, TEMPERATURE, TOP_K, TOP_P
 from utils.cli import UserError
 
 logger = logging.getLogger(__name__)
 
-# The generation flags every script exposes, with HuaTuo's values.
-TEMPERATURE = 0.1  # sampling temperature (only used with do_sample)
-TOP_P = 0.75  # nucleus sampling mass (only used with do_sample)
-TOP_K = 40  # top-k sampling cut-off (only used with do_sample)
-NUM_BEAMS = 4  # beam width; 1 = greedy
-MAX_NEW_TOKENS = 256  # answer length limit, in tokens
-DO_SAMPLE = False  # sample instead of greedy/beam search
+# HuaTuo's generation settings (TEMPERATURE, ...) are defined once, in utils/args.py beside the flags
+# that expose them (GenerationArgs); make_generation_config defaults to them.
 
 LIMITS = {  # accepted ranges, so UIs and CLIs can clamp or refuse out-of-range settings
     "temperature": (0.0, 2.0),

@@ -439,7 +439,7 @@ def sync_special_tokens(model, tokenizer) -> None:
             gen.eos_token_id = tokenizer.eos_token_id
 
 
-def load_for_inference(
+def load_tokenizer_and_model(
     base_model: str = "",
     lora_weights: str = "",
     use_lora: bool = True,
@@ -448,8 +448,9 @@ def load_for_inference(
     precision: str = "auto",
     trust_remote_code: bool = False,
 ):
-    """Tokenizer + eval-mode model (+ adapter) on one device, as infer/generate/score use it (the
-    adapter's run_config.json defaults: ``adapters.settings``)."""
+    """(tokenizer, eval-mode model (+ adapter) on one device, the base model's local folder), for
+    explicit settings. Scripts call ``utils.model.inference.load_for_inference``, which first defaults
+    the settings from the adapter's run_config.json and builds the prompter."""
     base_model = resolve_base_model(base_model)
     tokenizer = load_tokenizer(base_model, trust_remote_code)
     device_map = device_map_for(1, 0)  # the current GPU (or the CPU), as training uses it
@@ -459,3 +460,8 @@ def load_for_inference(
     sync_special_tokens(model, tokenizer)
     model.eval()
     return tokenizer, model, base_model
+
+
+# The old name, for callers outside the inference room (tests/test_memory.py, tests/test_kb_training.py,
+# bench/train_speed.py) until they move to load_tokenizer_and_model.
+load_for_inference = load_tokenizer_and_model

@@ -120,3 +120,23 @@ def test_a_flag_defined_twice_is_refused():
 
     with pytest.raises(TypeError, match="'base_model' is in both ModelArgs and Again"):
         parse((ModelArgs, Again), {})
+
+
+def test_a_preset_serves_several_scripts(tmp_path, caplog):
+    """A training preset given to an inference script: its shared flags apply, the others are left out
+    with a log line; a key that is nobody's flag is still an error."""
+    preset = tmp_path / "run.yaml"
+    preset.write_text("base_model: ./base\nnum_beams: 2\n", encoding="utf-8")
+    caplog.set_level("INFO", logger="utils.args")
+    (model,) = parse((ModelArgs,), {"config": str(preset)})
+    assert model.base_model == "./base"
+    assert "not flags of this script, left out: num_beams" in caplog.text
+    preset.write_text("base_model: ./base\nnum_beam: 2\n", encoding="utf-8")
+    with pytest.raises(UserError, match="unknown flag --num_beam in --config"):
+        parse((ModelArgs,), {"config": str(preset)})
+
+
+def test_text_with_a_comma_survives_fire():
+    """Fire reads --system_prompt a,b as a tuple; a text flag gets its text back."""
+    (prompt,) = parse((PromptArgs,), {"system_prompt": ("你是医生", "请简洁回答")})
+    assert prompt.system_prompt == "你是医生,请简洁回答"

@@ -25,12 +25,15 @@ every group with its type, default and meaning.
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from pathlib import Path
 
 from utils.cli import UserError
 from utils.files import REPO_ROOT
+
+logger = logging.getLogger(__name__)
 
 PRESETS_DIR = REPO_ROOT / "configs" / "presets"
 # Other spellings of one flag, accepted on input: HuaTuo's finetune.py said --prompt_template_name where its
@@ -121,13 +124,24 @@ def fields_of(groups) -> dict[str, tuple[type, dataclasses.Field]]:
 
 def parse(groups, flags: dict) -> list:
     """One instance of each group from ``flags`` (a command line as Fire read it, or keyword arguments):
-    ``config`` (a preset, YAML) first, then the flags; every value checked against its field's type."""
+    ``config`` (a preset, YAML) first, then the flags; every value checked against its field's type.
+
+    A preset describes a run, so one file serves several scripts: its keys that are flags of the
+    shared groups here but not of this script (``num_epochs`` for infer.py) are left out with a log
+    line; any other unknown key is an error, as on the command line."""
     fields = fields_of(groups)
     flags = dict(flags)
     config = flags.pop("config", "")
     preset = load_preset(config) if config else {}
+    shared = {f.name for group in shared_groups() for f in dataclasses.fields(group)}
+    unused = sorted(set(preset) & shared - set(fields))
+    if unused:
+        logger.info("--config %s: not flags of this script, left out: %s", config, ", ".join(unused))
     values = {}
-    for source, given in ((f"in --config {config}", preset), ("on the command line", flags)):
+    for source, given in (
+        (f"in --config {config}", {k: v for k, v in preset.items() if k not in unused}),
+        ("on the command line", flags),
+    ):
         for name, value in given.items():
             name = name.replace("-", "_")
             name = ALIASES.get(name, name) if name not in fields else name
@@ -139,6 +153,11 @@ def parse(groups, flags: dict) -> list:
     return [
         group(**{f.name: values[f.name] for f in dataclasses.fields(group) if f.name in values}) for group in groups
     ]
+
+
+def shared_groups() -> list[type]:
+    """The groups defined in this module (shared by several scripts)."""
+    return [g for g in globals().values() if dataclasses.is_dataclass(g) and g.__module__ == __name__]
 
 
 def load_preset(path: str) -> dict:
@@ -168,6 +187,8 @@ def coerce(name: str, value, annotation):
             return as_type(value, member)
         except (TypeError, ValueError):
             continue
+    if str in members and isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+        return ",".join(str(v) for v in value)  # Fire reads a bare a,b as a tuple: the text had a comma
     kinds = " or ".join(getattr(m, "__name__", str(m)) for m in members)
     raise UserError(f"--{name}: expected {kinds}, got {value!r}")
 

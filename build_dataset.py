@@ -43,8 +43,10 @@ answer_checks), selection, paraphrase (openai backend), outputs.
 import logging
 import os
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from utils.args import flag, help_text, parse
 from utils.cli import UserError, run
 from utils.files import REPO_ROOT
 from utils.knowledge.build import BuildConfig, build
@@ -53,60 +55,54 @@ from utils.knowledge.paraphrase import LLMSettings
 from utils.knowledge.schema import DEFAULT_STYLES_PATH, display_path
 
 
-def main(
-    kb_path: str = "data/knowledge",  # our knowledge base: a .jsonl file, a directory, a glob, or a comma list
-    cmekg: bool = True,  # add the cMeKG diseases of the installed pycmekg package (ours win on a shared name)
-    output_path: str = "data/llama_data.json",  # train file; .valid/.test/.meta.json, the data card ... beside it
-    backend: str = "offline",  # offline (templates) | openai (any OpenAI-compatible chat endpoint)
-    max_records: int = 9000,  # records in all splits together (before LLM-side de-duplication)
-    seed: int = 42,  # sampling, phrasing and split seed
-    valid_frac: float = 0.1,  # fraction of entities (per kind) held out for validation
-    test_frac: float = 0.1,  # fraction of entities (per kind) held out for test
-    styles_path: str = "",  # question styles JSON; empty = data/knowledge/styles.json
-    base_url: str = "https://api.openai.com/v1",  # openai: API root (…/v1)
-    model: str = "gpt-4o-mini",  # openai: model name
-    num_workers: int = 8,  # openai: concurrent requests
-    max_retries: int = 5,  # openai: transport retries per call (in the client), and re-asks per unusable answer
-    timeout: float = 60.0,  # openai: seconds per HTTP request
-    temperature: float = 0.7,  # openai: sampling temperature
-    min_fact_coverage: float = 0.6,  # openai: reject answers stating fewer than this fraction of the facts
-    progress: bool = True,  # openai: tqdm progress bar on stderr
-    review: int = 0,  # also write <stem>.review.md/.html: this many random records beside their entries, to audit
-    review_seed: int = 7,  # which records the review sheet draws (another seed, another sample)
-):
-    flags = dict(locals())  # saved in .meta.json as given
+@dataclass
+class BuildArgs:
+    """What to build from, where to, and how much."""
+
+    kb_path: str = flag("data/knowledge", "our knowledge base: a .jsonl file, a directory, a glob, or a comma list")
+    cmekg: bool = flag(True, "add the cMeKG diseases of the installed pycmekg package (ours win on a shared name)")
+    output_path: str = flag("data/llama_data.json", "train file; .valid/.test/.meta.json, the data card ... beside it")
+    backend: str = flag("offline", "offline (templates) | openai (any OpenAI-compatible chat endpoint)")
+    max_records: int = flag(9000, "records in all splits together (before LLM-side de-duplication)")
+    seed: int = flag(42, "sampling, phrasing and split seed")
+    valid_frac: float = flag(0.1, "fraction of entities (per kind) held out for validation")
+    test_frac: float = flag(0.1, "fraction of entities (per kind) held out for test")
+    styles_path: str = flag("", "question styles JSON; empty = data/knowledge/styles.json")
+
+
+@dataclass
+class ReviewArgs:
+    """The review sheet: random records beside their knowledge entries, to audit by hand."""
+
+    review: int = flag(0, "also write <stem>.review.md/.html with this many random records (0 = none)")
+    review_seed: int = flag(7, "which records the review sheet draws (another seed, another sample)")
+
+
+GROUPS = (BuildArgs, LLMSettings, ReviewArgs)  # LLMSettings: the openai backend's flags
+
+
+def main(**flags):
+    args, llm, sheet = parse(GROUPS, flags)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if backend not in ("offline", "openai"):
-        raise UserError(f"--backend must be offline or openai, got {backend!r}")
-    if not (0 <= valid_frac < 1 and 0 <= test_frac < 1 and valid_frac + test_frac < 1):
+    if args.backend not in ("offline", "openai"):
+        raise UserError(f"--backend must be offline or openai, got {args.backend!r}")
+    if not (0 <= args.valid_frac < 1 and 0 <= args.test_frac < 1 and args.valid_frac + args.test_frac < 1):
         raise UserError(
-            f"--valid_frac and --test_frac must be in [0, 1) and sum below 1, got {valid_frac}, {test_frac}"
-        )
-    llm = None
-    if backend == "openai":
-        llm = LLMSettings(
-            base_url=base_url,
-            model=model,
-            num_workers=num_workers,
-            max_retries=max_retries,
-            timeout=timeout,
-            temperature=temperature,
-            min_fact_coverage=min_fact_coverage,
-            progress=progress,
+            f"--valid_frac and --test_frac must be in [0, 1) and sum below 1, got {args.valid_frac}, {args.test_frac}"
         )
     config = BuildConfig(
-        kb_path=repo_path(kb_path),
-        styles_path=repo_path(styles_path) if styles_path else DEFAULT_STYLES_PATH,
-        output_path=repo_path(output_path),
-        use_cmekg=cmekg,
-        max_records=max_records,
-        seed=seed,
-        valid_frac=valid_frac,
-        test_frac=test_frac,
-        llm=llm,
-        flags=flags,
-        review=review,
-        review_seed=review_seed,
+        kb_path=repo_path(args.kb_path),
+        styles_path=repo_path(args.styles_path) if args.styles_path else DEFAULT_STYLES_PATH,
+        output_path=repo_path(args.output_path),
+        use_cmekg=args.cmekg,
+        max_records=args.max_records,
+        seed=args.seed,
+        valid_frac=args.valid_frac,
+        test_frac=args.test_frac,
+        llm=llm if args.backend == "openai" else None,
+        flags={**asdict(args), **asdict(llm), **asdict(sheet)},  # saved in .meta.json, in this order
+        review=sheet.review,
+        review_seed=sheet.review_seed,
     )
     print_summary(build(config))
 
@@ -149,4 +145,4 @@ def print_summary(built: WrittenBuild) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

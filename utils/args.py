@@ -149,7 +149,7 @@ def parse(groups, flags: dict) -> list:
                 close = difflib.get_close_matches(name, list(fields), n=3)
                 hint = f"; did you mean --{', --'.join(close)}?" if close else ""
                 raise UserError(f"unknown flag --{name} {source}{hint} (see --help)")
-            values[name] = coerce(name, value, fields[name][1].type)
+            values[name] = coerce(name, value, typing.get_type_hints(fields[name][0])[name])
     return [
         group(**{f.name: values[f.name] for f in dataclasses.fields(group) if f.name in values}) for group in groups
     ]
@@ -235,8 +235,9 @@ def help_text(groups, doc: str = "") -> str:
     lines.append("flags (--name value or --name=value; --config FILE.yaml loads a preset, a flag given here wins):")
     for group in groups:
         lines += ["", f"{group.__name__}: {(group.__doc__ or '').strip().splitlines()[0]}"]
+        hints = typing.get_type_hints(group)  # a module with `from __future__ import annotations` has strings
         for field in dataclasses.fields(group):
-            kind = getattr(field.type, "__name__", str(field.type).replace("typing.", ""))
+            kind = getattr(hints[field.name], "__name__", str(hints[field.name]).replace("typing.", ""))
             lines.append(f"  --{field.name} ({kind}, default {field.default!r})")
             lines.append(f"      {field.metadata.get('help', '')}")
     lines += ["", "  --config (str): a preset, configs/presets/NAME.yaml or a path (flag: value per line)"]

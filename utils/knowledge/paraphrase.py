@@ -13,6 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from utils.args import flag
 from utils.cli import UserError
 from utils.knowledge.answer_checks import prevention_as_treatment, urges
 from utils.knowledge.schema import Entry, display_path
@@ -25,16 +26,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LLMSettings:
-    """How to reach the LLM and how hard to try (build_dataset.py's openai flags)."""
+    """How to reach the LLM and how hard to try (build_dataset.py's openai backend flags; the key: $OPENAI_API_KEY)."""
 
-    base_url: str = "https://api.openai.com/v1"  # API root (…/v1)
-    model: str = "gpt-4o-mini"  # model name
-    num_workers: int = 8  # concurrent requests
-    max_retries: int = 5  # transport retries per call (in the client), and re-asks per unusable answer
-    timeout: float = 60.0  # seconds per HTTP request
-    temperature: float = 0.7  # sampling temperature
-    min_fact_coverage: float = 0.6  # reject answers stating fewer than this fraction of the facts
-    progress: bool = True  # tqdm progress bar on stderr
+    base_url: str = flag("https://api.openai.com/v1", "openai backend: API root (…/v1)")
+    model: str = flag("gpt-4o-mini", "openai backend: model name")
+    num_workers: int = flag(8, "openai backend: concurrent requests")
+    max_retries: int = flag(
+        5, "openai backend: transport retries per call (in the client), and re-asks per unusable answer"
+    )
+    timeout: float = flag(60.0, "openai backend: seconds per HTTP request")
+    temperature: float = flag(0.7, "openai backend: sampling temperature")
+    min_fact_coverage: float = flag(0.6, "openai backend: reject answers stating fewer than this fraction of the facts")
+    progress: bool = flag(True, "openai backend: tqdm progress bar on stderr")
 
 
 class RecordsFailed(UserError):

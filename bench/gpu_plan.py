@@ -2,7 +2,7 @@
 
 For LLaMA-7B, Llama-3-8B and Qwen2.5-7B (config-only folders in bench/configs/) x 16-bit / 8-bit /
 4-bit x 24 / 40 / 80 GB it runs ``finetune.py --dry_run`` (the same code that plans a real run) on the
-seed's data (``../shared/huatuo/llama_data.json`` when present, else data/llama_data.json) and
+HuaTuo's data (``../shared/huatuo/llama_data.json`` when present, else data/llama_data.json) and
 prints: the micro-batch and checkpointing the plan picks, its peak, the smallest run (one example,
 checkpointing on: what peers' "hardware requirement" tables quote), and predicted tokens/s at a
 stated MFU. No GPU is used; bench/RESULTS.md has the commands that measure the same on one.
@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 CONFIGS = REPO_ROOT / "bench" / "configs"
-SEED_DATA = REPO_ROOT.parent / "shared" / "huatuo" / "llama_data.json"
+HUATUO_DATA = REPO_ROOT.parent / "shared" / "huatuo" / "llama_data.json"
 # dense bf16 tensor peak of a typical card of each size, TFLOP/s (vendor data sheets)
 CARDS = {24: ("RTX 4090", 165), 40: ("A100-40GB", 312), 80: ("H100-80GB SXM", 989)}
 QUANT_FLAGS = {"16bit": {}, "8bit": {"load_8bit": True}, "4bit": {"load_4bit": True}}
@@ -51,7 +51,7 @@ def main(
     models: str = "llama-7b,llama-3-8b,qwen2.5-7b", gpus: str = "24,40,80", mfu: float = 0.35, data_path: str = ""
 ):
     logging.disable(logging.WARNING)
-    data = data_path or str(SEED_DATA if SEED_DATA.is_file() else REPO_ROOT / "data" / "llama_data.json")
+    data = data_path or str(HUATUO_DATA if HUATUO_DATA.is_file() else REPO_ROOT / "data" / "llama_data.json")
     gpu_list = [int(g) for g in str(gpus).split(",")]
     print(
         f"data: {data}; MFU {mfu:.0%} of the card's dense bf16 peak (8-/4-bit matmuls run slower: an upper bound there)\n"

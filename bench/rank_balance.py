@@ -71,7 +71,7 @@ def main(
     rows = (
         ("sorted, dealt round-robin (before)", old),
         ("transformers' BatchRebalanceSampler (padded-cost grouping)", loads_by(BatchRebalanceSampler)),
-        ("token-balanced grouping (now)", loads_by(batching.token_balanced_sampler_class())),
+        ("token-balanced grouping (now)", loads_by(batching.TokenBalancedSampler)),
     )
     for name, fn in rows:
         s = spreads(fn)

@@ -98,7 +98,8 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
     from utils.data.prompter import Prompter, tokenize_records
     from utils.data.records import load_records
     from utils.model import loading
-    from utils.train.batching import seed_collator, trainer_class
+    from utils.train.batching import padded_collator
+    from utils.train.trainers import RetryingTrainer
 
     torch.manual_seed(42)
     base_model = loading.resolve_base_model(base_model)
@@ -121,7 +122,7 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
         ),
     )
     precision = loading.resolve_precision("auto")
-    collate = seed_collator(tokenizer)
+    collate = padded_collator(tokenizer)
     counts = []  # (tokens, positions) per collated batch; the loader collates one batch ahead, so only the first `steps` count
 
     def counting_collator(features):
@@ -148,7 +149,7 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
         data_seed=42,
     )
     # shuffled, unsorted, seeded like finetune.py's sampler: step k holds the same examples on both sides
-    trainer = trainer_class(balanced=False)(
+    trainer = RetryingTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=counting_collator
     )
     result = trainer.train()
@@ -282,66 +283,85 @@ def main(
     if child_of:
         return child(child_of, base_model, out_dir, num_epochs, max_steps)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    import numpy as np
-
-    from utils.data.records import load_records
     from utils.model.tiny_base import ensure_tiny_base
 
     if not base_model:
         base_model = ensure_tiny_base()  # built once here, not by both children at the same time
     data_path = data_path or default_data()
+    out, finetune_flags = Path(out_dir), as_flag_dict(finetune_flags)
+    write_inputs(out, data_path, num_examples, num_heldout, finetune_flags=finetune_flags)
+    results = {}
+    for which in ("recipe", "finetune"):
+        if not only or which == only:
+            results[which] = run_child(which, base_model, out, num_epochs, max_steps)
+    print(
+        f"\n{num_examples} examples x {num_epochs} epoch(s), max_steps {max_steps}, base {base_model}, "
+        f"finetune flags {json.dumps(finetune_flags)}"
+    )
+    print(table(results))
+    summary = {
+        "num_examples": num_examples,
+        "num_heldout": num_heldout,
+        "num_epochs": num_epochs,
+        "max_steps": max_steps,
+        "data_path": data_path,
+        "finetune_flags": finetune_flags,
+        "results": results,
+    }
+    if len(results) == 2:
+        summary.update(ratios(results))
+        chart(results, out / "train_speed.png")
+    (out / "train_speed.json").write_text(json.dumps(summary, indent=1))
+    logger.info("wrote %s", out / "train_speed.json")
+
+
+def as_flag_dict(finetune_flags: dict | str) -> dict:
+    """``--finetune_flags`` as a dict (fire hands over a dict when the text reads as a Python literal)."""
+    if isinstance(finetune_flags, dict):
+        return finetune_flags
+    try:
+        return json.loads(finetune_flags)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--finetune_flags is not a JSON object: {err}") from None
+
+
+def write_inputs(out: Path, data_path: str, num_examples: int, num_heldout: int, *, finetune_flags: dict) -> None:
+    """The children's inputs in ``out``: a seeded pick of training and held-out records, finetune's flags."""
+    import numpy as np
+
+    from utils.data.records import load_records
+
     records = load_records(data_path).records
     if num_examples + num_heldout > len(records):
         raise UserError(
-            f"{data_path}: {len(records)} records, fewer than --num_examples + --num_heldout = {num_examples + num_heldout}"
+            f"{data_path}: {len(records)} records, fewer than --num_examples + --num_heldout = "
+            f"{num_examples + num_heldout}"
         )
     order = np.random.default_rng(0).permutation(len(records))
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"train": out / "train_examples.json", "heldout": out / "heldout_examples.json"}
-    for name, picked in (
-        ("train", order[:num_examples]),
-        ("heldout", order[num_examples : num_examples + num_heldout]),
-    ):
-        files[name].write_text(
+    picks = {"train": order[:num_examples], "heldout": order[num_examples : num_examples + num_heldout]}
+    for name, picked in picks.items():
+        (out / f"{name}_examples.json").write_text(
             "".join(json.dumps(records[i], ensure_ascii=False) + "\n" for i in picked), encoding="utf-8"
         )
-    if isinstance(finetune_flags, str):  # fire hands over a dict when the text reads as a Python literal
-        try:
-            finetune_flags = json.loads(finetune_flags)
-        except json.JSONDecodeError as err:
-            raise UserError(f"--finetune_flags is not a JSON object: {err}") from None
     (out / "finetune_flags.json").write_text(json.dumps(finetune_flags))
 
-    results = {}
-    for which in ("recipe", "finetune"):
-        if only and which != only:
-            continue
-        logger.info("running (%s) in a child process ...", which)
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child_of",
-            which,
-            "--base_model",
-            base_model,
-            "--out_dir",
-            str(out),
-            "--num_epochs",
-            str(num_epochs),
-            "--max_steps",
-            str(max_steps),
-        ]
-        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-        result = json.loads((out / f"{which}.json").read_text())
-        result["useful_tokens_per_s"] = result["tokens"] / result["train_runtime"]
-        result["padding_fraction"] = 1 - result["tokens"] / result["positions"]
-        results[which] = result
 
-    print(
-        f"\n{num_examples} examples x {num_epochs} epoch(s), max_steps {max_steps}, base {base_model}, finetune flags {json.dumps(finetune_flags)}"
-    )
-    print(f"{'':24s}" + "".join(f"{n:>14s}" for n in results) + ("         ratio" if len(results) == 2 else ""))
+def run_child(which: str, base_model: str, out: Path, num_epochs: int, max_steps: int) -> dict:
+    """One side in a child process (clean peak memory); its result with the derived rates."""
+    logger.info("running (%s) in a child process ...", which)
+    cmd = [sys.executable, __file__, "--child_of", which, "--base_model", base_model, "--out_dir", str(out)]
+    cmd += ["--num_epochs", str(num_epochs), "--max_steps", str(max_steps)]
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    result = json.loads((out / f"{which}.json").read_text())
+    result["useful_tokens_per_s"] = result["tokens"] / result["train_runtime"]
+    result["padding_fraction"] = 1 - result["tokens"] / result["positions"]
+    return result
+
+
+def table(results: dict) -> str:
+    """The two sides side by side, with finetune/recipe ratios."""
+    lines = [f"{'':24s}" + "".join(f"{n:>14s}" for n in results) + ("         ratio" if len(results) == 2 else "")]
     for label, key in (
         ("useful tokens/s", "useful_tokens_per_s"),
         ("train runtime (s)", "train_runtime"),
@@ -355,25 +375,17 @@ def main(
         line = f"{label:24s}" + "".join(f"{v:14.4f}" if isinstance(v, float) else f"{v:14d}" for v in values)
         if len(values) == 2 and values[0]:
             line += f"{values[1] / values[0]:14.3f}"
-        print(line)
-    summary = {
-        "num_examples": num_examples,
-        "num_heldout": num_heldout,
-        "num_epochs": num_epochs,
-        "max_steps": max_steps,
-        "data_path": data_path,
-        "finetune_flags": finetune_flags,
-        "results": results,
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def ratios(results: dict) -> dict:
+    recipe, finetune = results["recipe"], results["finetune"]
+    return {
+        "useful_tokens_per_s_ratio": finetune["useful_tokens_per_s"] / recipe["useful_tokens_per_s"],
+        "heldout_loss_change": finetune["heldout_loss"] / recipe["heldout_loss"] - 1,
+        "peak_memory_ratio": finetune["peak_memory_mb"] / recipe["peak_memory_mb"],
     }
-    if len(results) == 2:
-        summary["useful_tokens_per_s_ratio"] = (
-            results["finetune"]["useful_tokens_per_s"] / results["recipe"]["useful_tokens_per_s"]
-        )
-        summary["heldout_loss_change"] = results["finetune"]["heldout_loss"] / results["recipe"]["heldout_loss"] - 1
-        summary["peak_memory_ratio"] = results["finetune"]["peak_memory_mb"] / results["recipe"]["peak_memory_mb"]
-        chart(results, out / "train_speed.png")
-    (out / "train_speed.json").write_text(json.dumps(summary, indent=1))
-    logger.info("wrote %s", out / "train_speed.json")
 
 
 if __name__ == "__main__":

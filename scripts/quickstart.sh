@@ -12,11 +12,10 @@ source scripts/common.sh
 
 "$PYTHON" -m utils.model.tiny_base
 
-# Settings for the tiny CPU model (the launchers' defaults are HuaTuo's, for 7B on a GPU).
+# Settings for the tiny CPU model: the tiny-cpu preset (configs/presets/tiny-cpu.yaml; the launchers'
+# defaults are HuaTuo's, for 7B on a GPU). NUM_EPOCHS=2 etc. still override single settings.
 export OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/lora-llama-med-quickstart}"
-NUM_EPOCHS="${NUM_EPOCHS:-1}" LEARNING_RATE="${LEARNING_RATE:-3e-3}" MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-64}" \
-BATCH_SIZE="${BATCH_SIZE:-64}" VAL_SET_SIZE="${VAL_SET_SIZE:-100}" \
-  bash scripts/finetune.sh --eval_steps 20 --save_steps 20 --logging_steps 10
+CONFIG="${CONFIG:-tiny-cpu}" bash scripts/finetune.sh
 
 answers="$OUTPUT_DIR/infer_answers.jsonl"
 LORA_WEIGHTS="$OUTPUT_DIR" OUTPUT_FILE="$answers" bash scripts/infer.sh --max_new_tokens 64 --batch_size 16

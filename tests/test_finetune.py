@@ -51,6 +51,8 @@ def test_finetune_smoke(tiny_base, train_file, tmp_path, quant):
     assert checkpointing.adapter_problem(out) is None
     config = json.loads((out / "run_config.json").read_text())
     assert config["flags"]["load_8bit"] == (quant == "8bit") and config["data"]["records"] == 160
+    # HuaTuo's flag names, all 43, as adapters.settings and older adapter folders read them
+    assert len(config["flags"]) == 43 and config["flags"]["prompt_template_name"] == "med_template"
     assert config["versions"]["transformers"] and config["resolved"]["pad_token_id"] == 0  # unk for LLaMA
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -143,24 +143,31 @@ def test_bitsandbytes_cast_warning_shows_once(tmp_path, caplog):
 
 
 def test_single_process_training_uses_one_gpu(tmp_path):
-    import finetune
+    from utils.args import DataArgs, TrainingArgs
+    from utils.train.arguments import training_arguments
+    from utils.train.planning import Layout, Placement
 
-    flags = {
-        "output_dir": str(tmp_path),
-        "num_epochs": 1,
-        "max_steps": 1,
-        "learning_rate": 1e-4,
-        "warmup_ratio": 0.1,
-        "logging_steps": 1,
-        "eval_steps": 1,
-        "save_steps": 1,
-        "save_total_limit": 1,
-        "group_by_length": False,
-        "wandb_run_name": "",
-        "seed": 1,
-    }
-    args = finetune.training_arguments(
-        flags, {"micro_batch_size": 4, "gradient_accumulation_steps": 2}, "fp32", True, False, False, 1
+    training = TrainingArgs(
+        output_dir=str(tmp_path),
+        num_epochs=1,
+        max_steps=1,
+        learning_rate=1e-4,
+        warmup_ratio=0.1,
+        logging_steps=1,
+        eval_steps=1,
+        save_steps=1,
+        save_total_limit=1,
+        wandb_run_name="",
+        seed=1,
+    )
+    args = training_arguments(
+        training,
+        DataArgs(group_by_length=False),
+        plan={"micro_batch_size": 4, "gradient_accumulation_steps": 2},
+        placement=Placement(1, 0, 0, "cpu", "fp32", "sdpa", None),
+        layout=Layout(packing=True, flatten=False, pack_len=256),
+        has_val=False,
+        use_wandb=False,
     )
     args.device  # noqa: B018 (what the Trainer does first)
     args._n_gpu = (

@@ -12,7 +12,7 @@ from utils.train.batching import (
     balanced_sampler,
     micro_batches,
     pack_rows,
-    seed_collator,
+    padded_collator,
     split_batch,
 )
 
@@ -47,7 +47,7 @@ def lora_grads(model):
 def padded_step(model, tokenizer, examples):
     """HuaTuo's way: one padded batch, mean loss over its answer tokens."""
     model.zero_grad()
-    batch = seed_collator(tokenizer)([dict(e) for e in examples])
+    batch = padded_collator(tokenizer)([dict(e) for e in examples])
     loss = model(**batch).loss
     loss.backward()
     return loss.item(), lora_grads(model)

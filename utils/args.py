@@ -108,6 +108,119 @@ class GenerationArgs:
 
 
 # ----------------------------------------------------------------------------------------------
+# the training groups (finetune.py)
+
+DEFAULT_DATA = str(REPO_ROOT / "data" / "llama_data.json")
+
+
+@dataclasses.dataclass
+class LoraArgs:
+    """The LoRA adapter trained on the frozen base."""
+
+    lora_r: int = flag(8, "rank of the update matrices")
+    lora_alpha: int = flag(16, "scaling numerator: the update is scaled by alpha / r")
+    lora_dropout: float = flag(0.05, "dropout on the LoRA branch's input")
+    lora_target_modules: list[str] | str = flag(
+        "auto",
+        "linear layers to adapt, e.g. q_proj,v_proj or [q_proj,v_proj]; auto = by architecture "
+        "(HuaTuo's q_proj,v_proj for LLaMA); all-linear = every linear layer but the output head",
+    )
+
+    def targets(self) -> list[str]:
+        """The targets as a list (``q_proj,v_proj`` on the command line is one string; ``auto`` -> ``["auto"]``)."""
+        if isinstance(self.lora_target_modules, str):
+            return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+        return list(self.lora_target_modules)
+
+
+@dataclasses.dataclass
+class DataArgs:
+    """The training records, and how they become batches."""
+
+    data_path: str = flag(DEFAULT_DATA, "JSON Lines or a JSON array of {instruction, input, output} records")
+    val_data_path: str = flag(
+        "", "validation records in their own file (e.g. data/llama_data.valid.json); '' = carve --val_set_size out"
+    )
+    val_set_size: int = flag(
+        500, "records of --data_path held out for validation loss (0 = none; ignored with --val_data_path)"
+    )
+    on_bad_record: str = flag(
+        "error", "error | skip: a bad record stops the run (naming file, line, field), or is left out and counted"
+    )
+    cutoff_len: int = flag(256, "longest example in tokens, EOS included; longer ones are cut")
+    train_on_inputs: bool = flag(False, "False: loss only on the answer (+EOS), the prompt's tokens masked")
+    packing: bool | str = flag(
+        "auto",
+        "padding-free packed micro-batches, loss on answer tokens only; auto = where packed examples stay apart "
+        "(False = HuaTuo's padded batches)",
+    )
+    pack_len: int = flag(
+        0, "packed row length in tokens (0 = cutoff_len rounded up to a multiple of 8; flash: one flattened row)"
+    )
+    group_by_length: bool = flag(False, "padded batches of similar lengths (less padding; packing supersedes it)")
+
+    def __post_init__(self):
+        if self.on_bad_record not in ("error", "skip"):
+            raise UserError(f"--on_bad_record {self.on_bad_record!r}: expected error or skip")
+        if isinstance(self.packing, str) and self.packing.lower() != "auto":
+            raise UserError(f"--packing {self.packing!r}: expected True, False or auto")
+
+
+@dataclasses.dataclass
+class TrainingArgs:
+    """Batches, schedule, memory plan, checkpoints and run tracking."""
+
+    output_dir: str = flag("./lora-llama-med", "adapter, checkpoints, run_config.json, metrics.json, samples.jsonl")
+    batch_size: int = flag(
+        128, "examples per optimizer step over all processes (the gradient never depends on the split)"
+    )
+    micro_batch_size: int | str = flag(
+        "auto", "examples per forward pass on one device; auto = the largest that fits the memory plan"
+    )
+    num_epochs: int = flag(10, "passes over the training data")
+    max_steps: int = flag(-1, "stop after this many optimizer steps (-1: --num_epochs decides)")
+    learning_rate: float = flag(3e-4, "peak learning rate (linear warm-up, then linear decay)")
+    warmup_ratio: float = flag(0.1, "fraction of the steps spent warming up")
+    seed: int = flag(42, "seeds the data order, the LoRA initialisation and dropout")
+    # memory plan
+    gradient_checkpointing: bool | str = flag(
+        "auto", "recompute activations in backward (~30% slower, far less memory); auto = when the plan needs it"
+    )
+    gpu_memory: str = flag(
+        "", "memory budget per GPU for the plan, e.g. 24GiB ('' = this GPU's free memory, or RAM on a CPU)"
+    )
+    attn_implementation: str = flag(
+        "auto",
+        "auto (sdpa where the architecture has it, else eager) | sdpa | eager | flash_attention_2 "
+        "(needs flash-attn; one flattened row per micro-batch)",
+    )
+    dry_run: bool = flag(False, "print the memory plan (a table, then one JSON line) and exit; needs only config.json")
+    # checkpoints and logs
+    logging_steps: int = flag(8, "log the training loss every N steps")
+    eval_steps: int = flag(32, "validation loss every N steps")
+    save_steps: int = flag(32, "checkpoint every N steps")
+    save_total_limit: int = flag(5, "keep at most N checkpoints")
+    resume_from_checkpoint: str | None = flag(
+        None,
+        "a checkpoint-N folder (exact resume), auto (the latest complete one in --output_dir), "
+        "or an adapter folder (its weights only)",
+    )
+    # review
+    wandb_project: str = flag("llama_med", "Weights & Biases project; '' turns wandb off; offline without credentials")
+    wandb_run_name: str = flag("", "run name shown in wandb")
+    wandb_watch: str = flag("", "'' | false | gradients | all: what wandb watches of the model")
+    wandb_log_model: str = flag("", "'' | false | true: upload checkpoints to wandb as artifacts")
+    sample_questions: int = flag(3, "answer the first N questions of data/infer.json at every evaluation (0 = off)")
+    sample_max_new_tokens: int = flag(32, "length of those sample answers, in tokens (greedy)")
+
+    def __post_init__(self):
+        if isinstance(self.micro_batch_size, str) and self.micro_batch_size.lower() != "auto":
+            raise UserError(f"--micro_batch_size {self.micro_batch_size!r}: expected a number or auto")
+        if isinstance(self.gradient_checkpointing, str) and self.gradient_checkpointing.lower() != "auto":
+            raise UserError(f"--gradient_checkpointing {self.gradient_checkpointing!r}: expected True, False or auto")
+
+
+# ----------------------------------------------------------------------------------------------
 # flags -> groups
 
 
@@ -138,8 +251,9 @@ def parse(groups, flags: dict) -> list:
     if unused:
         logger.info("--config %s: not flags of this script, left out: %s", config, ", ".join(unused))
     values = {}
+    in_preset = f"in {find_preset(config)}" if config else ""
     for source, given in (
-        (f"in --config {config}", {k: v for k, v in preset.items() if k not in unused}),
+        (in_preset, {k: v for k, v in preset.items() if k not in unused}),
         ("on the command line", flags),
     ):
         for name, value in given.items():
@@ -165,11 +279,7 @@ def load_preset(path: str) -> dict:
     configs/presets/huatuo-llama-7b.yaml)."""
     import yaml
 
-    candidates = [Path(path), PRESETS_DIR / path, PRESETS_DIR / f"{path}.yaml"]
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        shipped = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-        raise UserError(f"--config {path}: no such file (the shipped presets: {shipped})")
+    found = find_preset(path)
     try:
         preset = yaml.safe_load(found.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
@@ -177,6 +287,21 @@ def load_preset(path: str) -> dict:
     if not isinstance(preset, dict):
         raise UserError(f"{found}: a preset is a mapping of flag: value, got {type(preset).__name__}")
     return preset
+
+
+def find_preset(path: str) -> Path:
+    """The preset file ``--config path`` names: the path itself, else configs/presets/NAME[.yaml]."""
+    candidates = [Path(path), PRESETS_DIR / path, PRESETS_DIR / f"{path}.yaml"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        shipped = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise UserError(f"--config {path}: no such file (the shipped presets: {shipped})")
+    return found
+
+
+def as_flags(*groups) -> dict:
+    """The flags of group instances as one dict (what run_config.json records under "flags")."""
+    return {name: value for group in groups for name, value in dataclasses.asdict(group).items()}
 
 
 def coerce(name: str, value, annotation):

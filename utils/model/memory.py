@@ -458,6 +458,52 @@ def plan_json_line(plan: dict) -> str:
     )
 
 
+def plan_report(plan: dict) -> str:
+    """``finetune.py --dry_run``'s output: a table, then the plan as one JSON object on the last line."""
+    m, parts = plan["model"], plan["parts_gib"]
+    int8 = plan["int8_kept_bytes_per_token"]
+    rows = [
+        (
+            "architecture",
+            f"{m['model_type']}: {m['layers']} layers, hidden {m['hidden']}, MLP {m['intermediate']}, "
+            f"heads {m['heads']}/{m['kv_heads']} kv, vocab {m['vocab']}",
+        ),
+        (
+            "parameters",
+            f"{m['params'] / 1e9:.2f} B base; LoRA r={m['lora_r']} on {','.join(m['lora_targets'])}: "
+            f"{m['lora_params'] / 1e6:.1f} M",
+        ),
+        ("quantization / precision", f"{plan['quantization']} weights, {plan['precision']} compute"),
+        (
+            "micro-batch",
+            f"{plan['micro_batch_size']} examples, up to {plan['tokens_per_micro_batch']} tokens "
+            f"({plan['logit_tokens_per_micro_batch']} projected); accumulation {plan['gradient_accumulation_steps']}",
+        ),
+        ("gradient checkpointing", f"{'on' if plan['gradient_checkpointing'] else 'off'} ({plan['reason']})"),
+        (
+            "activations per token",
+            f"{plan['activation_bytes_per_token'] / 2**20:.2f} MiB"
+            + (f" ({int8 / 2**20:.2f} MiB int8 layer inputs kept by bitsandbytes)" if int8 else ""),
+        ),
+        *[
+            (f"  {name}", f"{parts[name]:.2f} GiB")
+            for name in ("weights", "lora_and_optimizer", "activations", "logits", "runtime")
+        ],
+        (
+            "token counts",
+            "estimated from the text (no tokenizer in the folder)"
+            if plan["tokens_estimated"]
+            else "from the tokenizer",
+        ),
+        (
+            "estimated peak per GPU",
+            f"{plan['peak_gib']:.2f} GiB of {plan['budget'] / GiB:.1f} GiB ({plan['budget_source']}): "
+            f"{'fits' if plan['fits'] else 'DOES NOT FIT'}",
+        ),
+    ]
+    return format_plan(rows) + "\n" + plan_json_line(plan)
+
+
 def estimate_tokens(text: str, vocab_size: int) -> int:
     """Tokens of ``text`` without a tokenizer: per CJK character 1.0 for large vocabularies (Llama-3,
     Qwen, Chinese-Alpaca) and 1.6 for 32k ones (LLaMA-1/2 spell most Chinese characters as 2-3 UTF-8

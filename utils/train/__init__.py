@@ -1,4 +1,4 @@
-"""Training: batching (packing, padded batches, rank balance) and the Trainer built on it, callbacks,
-checkpoints and resume, experiment tracking.
+"""Training: batching (packing, padded batches, rank balance), the Trainers built on it, training
+arguments, the run's layout and memory plan, examples, callbacks, checkpoints and resume, experiment tracking.
 
 Imports the base modules, ``utils.data`` and ``utils.model``."""

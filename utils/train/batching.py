@@ -1,4 +1,4 @@
-"""Padding-free batches for training: balanced step sampling, a packing collator, out-of-memory retry.
+"""Batches for training: balanced step sampling, a packing collator, HuaTuo's padded collator, batch splitting.
 
 What is learned does not change, only how the work is laid out:
 
@@ -24,25 +24,20 @@ What is learned does not change, only how the work is laid out:
   of the next) and handed over as ``shift_labels``; with ``label_logits_only`` the model projects
   only the positions that have a target onto the vocabulary (``logits_to_keep`` as integer positions
   per row, no host sync), which skips the language-model head and the softmax on prompt tokens.
-* On CUDA out-of-memory in a training step, :func:`trainer_class`'s trainer restores the step's
-  gradients, splits the micro-batch into halves (twice the accumulation, the same examples and
-  the same token-weighted gradient) and redoes it; later micro-batches stay split.
+* :func:`split_batch` cuts a micro-batch into smaller ones holding the same examples: what the
+  Trainers of ``utils/train/trainers.py`` do after a CUDA out-of-memory.
 
-``seed_collator`` is HuaTuo's collator (``DataCollatorForSeq2Seq``, padded to the longest,
+:func:`padded_collator` is HuaTuo's collator (``DataCollatorForSeq2Seq``, padded to the longest,
 ``pad_to_multiple_of=8``), behind ``finetune.py --packing False``.
 """
 
-import functools
-import logging
 import math
 from dataclasses import dataclass, field
 
 import torch
+from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from utils.data.prompter import IGNORE_INDEX
-
-logger = logging.getLogger(__name__)
-
 
 # ----------------------------------------------------------------------------------------------
 # sampler
@@ -69,8 +64,8 @@ def balanced_sampler(
     lengths: list[int], batch_size: int, world_size: int, accumulation: int, rank: int = 0, seed: int = 42
 ):
     """This rank's micro-batches: each step's ``batch_size`` examples cut into ``world_size x accumulation``
-    groups of near-equal tokens (see :func:`token_balanced_sampler_class`)."""
-    return token_balanced_sampler_class()(
+    groups of near-equal tokens (see :class:`TokenBalancedSampler`)."""
+    return TokenBalancedSampler(
         lengths=list(lengths),
         effective_batch_size=batch_size,
         dp_size=world_size,
@@ -81,8 +76,7 @@ def balanced_sampler(
     )
 
 
-@functools.cache
-def token_balanced_sampler_class():
+class TokenBalancedSampler(BatchRebalanceSampler):
     """transformers' ``BatchRebalanceSampler`` (rank-aware, one seeded shuffle cut into steps, the
     Trainer hands it to the DataLoader as its batch sampler and keeps accelerate from re-sharding it)
     with a grouping made for packed batches. Its own cost model prices a group as padded to its
@@ -90,28 +84,22 @@ def token_balanced_sampler_class():
     HuaTuo data with 4 ranks it left the busiest rank 1.26x (mean) to 1.81x (worst step) the idlest.
     Packed, a group costs its tokens, so the step's examples are dealt longest-first to the group with
     the fewest tokens so far (longest processing time first), which evens tokens to within one example."""
-    from transformers.trainer_pt_utils import BatchRebalanceSampler
 
-    class TokenBalancedSampler(BatchRebalanceSampler):
-        def _assign(self, indices, lengths):
-            groups: list[list[int]] = [[] for _ in range(self.dp_size * self.grad_accum)]
-            tokens = [0] * len(groups)
-            for index, length in sorted(zip(indices, lengths), key=lambda pair: -pair[1]):
-                g = min(range(len(groups)), key=lambda k: (tokens[k], len(groups[k])))
-                groups[g].append(index)
-                tokens[g] += length
-            return [
-                [groups[slot * self.dp_size + rank] for slot in range(self.grad_accum)] for rank in range(self.dp_size)
-            ]
-
-    return TokenBalancedSampler
+    def _assign(self, indices, lengths):
+        groups: list[list[int]] = [[] for _ in range(self.dp_size * self.grad_accum)]
+        tokens = [0] * len(groups)
+        for index, length in sorted(zip(indices, lengths), key=lambda pair: -pair[1]):
+            g = min(range(len(groups)), key=lambda k: (tokens[k], len(groups[k])))
+            groups[g].append(index)
+            tokens[g] += length
+        return [[groups[slot * self.dp_size + rank] for slot in range(self.grad_accum)] for rank in range(self.dp_size)]
 
 
 # ----------------------------------------------------------------------------------------------
 # collators
 
 
-def seed_collator(tokenizer):
+def padded_collator(tokenizer):
     """HuaTuo's collator: every micro-batch padded to its longest example (multiple of 8)."""
     from transformers import DataCollatorForSeq2Seq
 
@@ -324,89 +312,3 @@ def epoch_figures(
         "largest_micro_batch_positions": largest,
         "largest_micro_batch_logit_tokens": largest_logits,
     }
-
-
-# ----------------------------------------------------------------------------------------------
-# the trainer
-
-
-def trainer_class(balanced: bool = True):
-    """``transformers.Trainer`` whose training order is the balanced sampler (packing) or HuaTuo's
-    shuffle, and which survives a CUDA out-of-memory in a training step (single process)."""
-    import transformers
-
-    class PackedTrainer(transformers.Trainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.oom_splits = 1  # every micro-batch is cut into this many; doubled at each out-of-memory
-            self.oom_events: list[dict] = []
-
-        def _get_train_sampler(self, train_dataset=None):
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            seed = self.args.data_seed or self.args.seed
-            if not balanced:
-                return SeededShuffle(len(dataset), seed)
-            return balanced_sampler(
-                [len(ids) for ids in dataset["input_ids"]],
-                self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
-                self.args.world_size,
-                self.args.gradient_accumulation_steps,
-                self.args.process_index,
-                seed,
-            )
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            while True:
-                if self.args.world_size > 1 or num_items_in_batch is None:
-                    return self._steps(model, inputs, num_items_in_batch)  # no retry: ranks must agree on the split
-                saved = [None if p.grad is None else p.grad.clone() for p in trainable]
-                try:
-                    return self._steps(model, inputs, num_items_in_batch)
-                except torch.OutOfMemoryError:
-                    pass  # leave the except block first, so the failed step's tensors can be freed
-                for param, grad in zip(trainable, saved):
-                    param.grad = grad
-                del saved
-                self._after_oom(inputs)
-
-        def _steps(self, model, inputs, num_items_in_batch):
-            pieces = split_batch(inputs, self.oom_splits, self.data_collator)
-            return sum(super(PackedTrainer, self).training_step(model, piece, num_items_in_batch) for piece in pieces)
-
-        def _after_oom(self, inputs) -> None:
-            import gc
-
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            examples = (
-                len(examples_of(inputs, self.data_collator.pad_token_id))
-                if isinstance(self.data_collator, PackingCollator)
-                else len(inputs["input_ids"])
-            )
-            if examples < 2 * self.oom_splits:
-                raise torch.OutOfMemoryError(
-                    f"out of memory with micro-batches of {max(1, examples // self.oom_splits)} example(s): the model does not fit; "
-                    "try --load_4bit, --gradient_checkpointing True or a smaller --cutoff_len"
-                )
-            self.oom_splits *= 2
-            nominal = max(1, self.args.per_device_train_batch_size // self.oom_splits)
-            event = {
-                "step": self.state.global_step + 1,
-                "splits": self.oom_splits,
-                "examples_per_piece": math.ceil(examples / self.oom_splits),
-            }
-            self.oom_events.append(event)
-            logger.warning(
-                "out of memory at step %d: micro-batches are now cut in %d (this one: %d examples in pieces of %d, %dx the "
-                "accumulation); the step is redone with the same examples and the same gradient. Next time pass --micro_batch_size %d",
-                event["step"],
-                self.oom_splits,
-                examples,
-                event["examples_per_piece"],
-                self.oom_splits,
-                nominal,
-            )
-
-    return PackedTrainer

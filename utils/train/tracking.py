@@ -5,6 +5,8 @@ import netrc
 import os
 from pathlib import Path
 
+from utils.args import TrainingArgs
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,12 +19,15 @@ def wandb_credentials_present() -> bool:
         return False
 
 
-def setup_wandb(project: str, run_name: str, watch: str, log_model: str, output_dir: str) -> bool:
-    """Configure wandb through its environment variables; return whether to report to it.
+def setup_wandb(training: TrainingArgs) -> bool:
+    """Configure wandb through its environment variables from the ``--wandb_*`` flags; return whether
+    to report to it.
 
-    ``project=""`` (and no WANDB_PROJECT) turns wandb off. Without credentials the run is logged
+    ``--wandb_project ""`` (and no WANDB_PROJECT) turns wandb off. Without credentials the run is logged
     offline under ``output_dir/wandb`` (``wandb sync`` uploads it later) instead of asking for a key.
     """
+    project, watch, log_model = training.wandb_project, training.wandb_watch, training.wandb_log_model
+    run_name, output_dir = training.wandb_run_name, training.output_dir
     project = project or os.environ.get("WANDB_PROJECT", "")
     if not project or os.environ.get("WANDB_MODE") == "disabled":
         return False

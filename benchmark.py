@@ -250,7 +250,8 @@ def main(**flags):
 
     from lm_eval.tasks import TaskManager
 
-    from utils.model.runinfo import run_config, write_json
+    from utils.files import write_json
+    from utils.model.runinfo import run_config
 
     task_manager = TaskManager(include_path=str(CONFIG_DIR), include_defaults=bool(plan.hub_tasks))
     table: dict[str, dict] = {}

@@ -15,7 +15,8 @@ from utils.args import flag, help_text, parse
 from utils.cli import UserError
 from utils.data.records import DataError, question_of, read_results
 from utils.eval.tables import to_html, to_markdown
-from utils.model.runinfo import run_config, write_json
+from utils.files import write_json
+from utils.model.runinfo import run_config
 
 logger = logging.getLogger("compare")
 

@@ -56,8 +56,9 @@ from utils.args import (
 )
 from utils.data.prompter import DEFAULT_TEMPLATE, make_prompter
 from utils.data.records import load_records, split_validation
+from utils.files import file_sha256, write_json
 from utils.model import adapters, loading, memory
-from utils.model.runinfo import file_sha256, run_config, write_json
+from utils.model.runinfo import run_config
 from utils.train import checkpointing, planning
 from utils.train.arguments import training_arguments
 from utils.train.batching import padded_collator

@@ -26,7 +26,8 @@ from utils.args import flag, help_text, parse
 from utils.cli import UserError
 from utils.data.records import DataError, load_records, read_results
 from utils.eval import judge
-from utils.model.runinfo import file_sha256, run_config, write_json
+from utils.files import file_sha256, write_json
+from utils.model.runinfo import run_config
 
 logger = logging.getLogger("judge")
 

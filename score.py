@@ -21,7 +21,8 @@ from utils.args import AdapterArgs, ModelArgs, PromptArgs, flag, help_text, pars
 from utils.cli import UserError
 from utils.data.records import load_records, read_results
 from utils.eval import metrics
-from utils.model.runinfo import file_sha256, run_config, write_json
+from utils.files import file_sha256, write_json
+from utils.model.runinfo import run_config
 
 logger = logging.getLogger("score")
 

@@ -12,12 +12,14 @@ import json
 import logging
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from utils.cli import UserError  # noqa: E402 (after the path is set)
+from utils.args import flag, help_text, parse  # noqa: E402 (after the path is set)
+from utils.cli import UserError  # noqa: E402
 
 logger = logging.getLogger("make_random_llama")
 
@@ -46,13 +48,23 @@ PRESETS = {
 }
 
 
-def main(
-    out_dir: str = "",  # folder to write (config.json, weights, tokenizer)
-    preset: str = "7b",  # 7b | tiny
-    config_json: str = "",  # a config.json to use instead of a preset (e.g. a real checkpoint's)
-    dtype: str = "bf16",  # bf16 | fp16 | fp32: the saved weights' type
-    seed: int = 0,  # weight initialisation seed
-):
+@dataclass
+class RandomLlamaArgs:
+    """The folder to write and the architecture to give it."""
+
+    out_dir: str = flag("", "folder to write (config.json, weights, tokenizer)")
+    preset: str = flag("7b", "7b | tiny")
+    config_json: str = flag("", "a config.json to use instead of a preset (e.g. a real checkpoint's)")
+    dtype: str = flag("bf16", "bf16 | fp16 | fp32: the saved weights' type")
+    seed: int = flag(0, "weight initialisation seed")
+
+
+GROUPS = (RandomLlamaArgs,)
+
+
+def main(**flags):
+    (args,) = parse(GROUPS, flags)
+    out_dir, preset, config_json, dtype, seed = args.out_dir, args.preset, args.config_json, args.dtype, args.seed
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -91,4 +103,4 @@ def main(
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

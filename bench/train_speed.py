@@ -25,12 +25,14 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from utils.cli import UserError  # noqa: E402 (after the path is set)
+from utils.args import flag, help_text, parse  # noqa: E402 (after the path is set)
+from utils.cli import UserError  # noqa: E402
 
 logger = logging.getLogger("train_speed")
 
@@ -76,12 +78,12 @@ def heldout_loss(base_model: str, adapter_dir: str, heldout_file: str, precision
     """Mean cross-entropy per answer token of the held-out records (prompt masked), eval mode."""
     from utils.data.prompter import Prompter
     from utils.data.records import load_records
-    from utils.eval import metrics
+    from utils.eval.loss import reference_loss
     from utils.model import loading
 
-    tokenizer, model, _ = loading.load_for_inference(base_model, adapter_dir, True, precision=precision)
+    tokenizer, model, _ = loading.load_tokenizer_and_model(base_model, adapter_dir, True, precision=precision)
     records = load_records(heldout_file).records
-    return metrics.reference_loss(model, tokenizer, Prompter(), records, RECIPE["cutoff_len"], batch_size=16)["loss"]
+    return reference_loss(model, tokenizer, Prompter(), records, RECIPE["cutoff_len"], batch_size=16)["loss"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,21 +269,44 @@ def chart(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(
-    base_model: str = "",  # HF model folder; "" = the embedded tiny LLaMA
-    data_path: str = "",  # "" = ../shared/huatuo/llama_data.json when present, else data/llama_data.json
-    num_examples: int = 2000,  # training examples (the same for both)
-    num_heldout: int = 200,  # held-out records both adapters are scored on
-    num_epochs: int = 1,  # epochs for both
-    max_steps: int = -1,  # optimizer steps for both (-1: num_epochs decides)
-    finetune_flags: dict
-    | str = "{}",  # extra finetune.py flags for (b), e.g. '{"packing": false}' (one change at a time)
-    out_dir: str = str(REPO_ROOT / "bench" / "out"),  # where the JSON, chart, adapters go
-    only: str = "",  # "recipe" | "finetune": run one side (development)
-    child_of: str = "",  # internal: run one side in this process
-):
-    if child_of:
-        return child(child_of, base_model, out_dir, num_epochs, max_steps)
+@dataclass
+class SpeedArgs:
+    """HuaTuo's recipe against finetune.py's defaults, on the same examples."""
+
+    base_model: str = flag("", "HF model folder; '' = the embedded tiny LLaMA")
+    data_path: str = flag("", "'' = ../shared/huatuo/llama_data.json when present, else data/llama_data.json")
+    num_examples: int = flag(2000, "training examples (the same for both)")
+    num_heldout: int = flag(200, "held-out records both adapters are scored on")
+    num_epochs: int = flag(1, "epochs for both")
+    max_steps: int = flag(-1, "optimizer steps for both (-1: num_epochs decides)")
+    finetune_flags: dict | str = flag(
+        "{}", "extra finetune.py flags for (b), e.g. '{\"packing\": false}' (one change at a time)"
+    )
+    out_dir: str = flag(str(REPO_ROOT / "bench" / "out"), "where the JSON, chart, adapters go")
+    only: str = flag("", "recipe | finetune: run one side (development)")
+    child_of: str = flag("", "internal: run one side in this process")
+
+
+GROUPS = (SpeedArgs,)
+
+
+def main(**flags):
+    (args,) = parse(GROUPS, flags)
+    base_model, data_path, num_examples, num_heldout = (
+        args.base_model,
+        args.data_path,
+        args.num_examples,
+        args.num_heldout,
+    )
+    num_epochs, max_steps, finetune_flags, out_dir, only = (
+        args.num_epochs,
+        args.max_steps,
+        args.finetune_flags,
+        args.out_dir,
+        args.only,
+    )
+    if args.child_of:
+        return child(args.child_of, base_model, out_dir, num_epochs, max_steps)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from utils.model.tiny_base import ensure_tiny_base
 
@@ -391,4 +416,4 @@ def ratios(results: dict) -> dict:
 if __name__ == "__main__":
     from utils.cli import run
 
-    run(main)
+    run(main, help_text(GROUPS, __doc__))

@@ -7,7 +7,7 @@ from conftest import REPO_ROOT, tiny_train_args, write_jsonl
 
 import finetune
 from utils.data.prompter import Prompter
-from utils.eval import metrics
+from utils.eval import loss
 from utils.model import loading
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,8 @@ def test_tuning_on_generated_train_split_lowers_test_split_loss(tiny_base, tmp_p
         )
     )
     prompter = Prompter()
-    base_tokenizer, base, _ = loading.load_for_inference(tiny_base, use_lora=False)
-    before = metrics.reference_loss(base, base_tokenizer, prompter, test_records)["loss"]
-    tokenizer, tuned, _ = loading.load_for_inference(tiny_base, str(tmp_path / "lora"))
-    after = metrics.reference_loss(tuned, tokenizer, prompter, test_records)["loss"]
+    base_tokenizer, base, _ = loading.load_tokenizer_and_model(tiny_base, use_lora=False)
+    before = loss.reference_loss(base, base_tokenizer, prompter, test_records)["loss"]
+    tokenizer, tuned, _ = loading.load_tokenizer_and_model(tiny_base, str(tmp_path / "lora"))
+    after = loss.reference_loss(tuned, tokenizer, prompter, test_records)["loss"]
     assert after < before - 0.1, (before, after)

@@ -342,7 +342,7 @@ def test_training_out_of_memory_is_retried_with_the_same_gradient(tiny_base, tra
 def test_generation_halves_the_batch_on_out_of_memory(tiny_base, monkeypatch):
     from utils.model import generation
 
-    tokenizer, model, _ = loading.load_for_inference(tiny_base, use_lora=False)
+    tokenizer, model, _ = loading.load_tokenizer_and_model(tiny_base, use_lora=False)
     config = generation.make_generation_config(model, tokenizer, num_beams=1, max_new_tokens=8)
     prompts = [f"问题{i}：头痛怎么办？" * (1 + i % 3) for i in range(10)]
     expected = generation.generate_answers(model, tokenizer, prompts, config, batch_size=1, progress=False)

@@ -343,6 +343,10 @@ def as_type(value, kind):
         if isinstance(value, (list, tuple)):
             return [as_type(v, typing.get_args(kind)[0]) for v in value]
         raise ValueError(value)
+    if kind is dict:
+        if isinstance(value, dict):
+            return value
+        raise ValueError(value)
     if kind is type(None):
         if value is None:
             return None

@@ -1,11 +1,8 @@
 """Entry point wrapper: user errors (bad data, bad flags, missing files) end as one clear line;
 everything else (a bug, a failing GPU, a library error) keeps its traceback.
-
-Flag spellings HuaTuo's scripts differ on are accepted in either form (``FLAG_ALIASES``):
-finetune.py's ``--prompt_template_name`` and infer/generate's ``--prompt_template`` name the same thing.
+Flags themselves (types, spellings, presets, ``--help``) are utils/args.py's.
 """
 
-import inspect
 import logging
 import os
 import sys
@@ -19,23 +16,6 @@ class UserError(ValueError):
 
 
 USER_ERRORS = (UserError, FileNotFoundError)
-FLAG_ALIASES = {"prompt_template_name": "prompt_template", "prompt_template": "prompt_template_name"}
-
-
-def with_aliases(fn, argv: list[str]) -> list[str]:
-    """``argv`` with each aliased flag that ``fn`` lacks renamed to the spelling it has (and ``--help``
-    kept for Fire's help even where ``fn`` takes ``**flags``)."""
-    params = inspect.signature(fn).parameters
-    if any(arg in ("--help", "-h") for arg in argv):
-        return ["--", "--help"]
-    out = []
-    for arg in argv:
-        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        key = name.replace("-", "_")
-        if key in FLAG_ALIASES and key not in params and FLAG_ALIASES[key] in params:
-            arg = f"--{FLAG_ALIASES[key]}{eq}{value}"
-        out.append(arg)
-    return out
 
 
 def run(fn, help: str = "") -> None:
@@ -50,7 +30,7 @@ def run(fn, help: str = "") -> None:
         print(help)
         return
     try:
-        fire.Fire(fn, command=with_aliases(fn, argv))
+        fire.Fire(fn, command=argv)
     except USER_ERRORS as err:
         if os.environ.get("HUATUO_DEBUG"):
             raise

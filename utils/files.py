@@ -1,7 +1,8 @@
 """Files written so that a reader or a crash never sees half of one: the one home of "write to a
-temporary sibling, then rename", for single files and for whole folders."""
+temporary sibling, then rename", for single files and for whole folders; and of file hashing."""
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -60,3 +61,17 @@ def staged_folder(out_dir: str | os.PathLike):
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: str | os.PathLike, obj) -> str:
+    """:func:`write_atomic` of ``obj`` as indented JSON (non-ASCII kept as is)."""
+    return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")

@@ -14,7 +14,6 @@ import logging
 import statistics
 
 from utils.cli import UserError
-from utils.eval.loss import reference_loss  # noqa: F401 - its old home, for callers not yet moved to loss.py
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ lengths plot and the data card. Each file is written atomically; the openai chec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -12,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.files import REPO_ROOT, write_atomic
+from utils.files import REPO_ROOT, file_sha256, write_atomic
 from utils.knowledge import audit, clinical
 from utils.knowledge.cmekg import write_report
 from utils.knowledge.datacard import data_card, plot_lengths, statistics_of
@@ -62,10 +61,6 @@ def write_jsonl_atomic(path: str, records: list[dict]) -> str:
     return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # ============================================================================ stages
 
 
@@ -97,8 +92,8 @@ def inputs_meta(kb: KnowledgeBase, flags: dict, output_path: str) -> dict:
             "output_path": repo_relative(output_path),
             "styles_path": styles_shown,
         },
-        "kb_files": [{"path": repo_relative(p), "sha256": _sha256(p)} for p in kb.files],
-        "styles_file": {"path": styles_shown, "sha256": _sha256(kb.styles_path)},
+        "kb_files": [{"path": repo_relative(p), "sha256": file_sha256(p)} for p in kb.files],
+        "styles_file": {"path": styles_shown, "sha256": file_sha256(kb.styles_path)},
         "cmekg": kb.cmekg_source or None,
     }
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from utils.cli import UserError
 from utils.data.chat import stop_token_ids
 from utils.data.chat_template import chat_template_for
-from utils.files import staged_folder
+from utils.files import file_sha256, staged_folder, write_json
 from utils.model import adapters, loading
-from utils.model.runinfo import file_sha256, run_config, write_json
+from utils.model.runinfo import run_config
 
 logger = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ def claim_device(world_size: int, local_rank: int) -> str:
     memory plan, the model load) on GPU 0, ~0.5-0.9 GB each that rank 0's plan does not count; the
     Trainer only calls ``set_device`` when its arguments are first used (transformers
     training_args.py ``_setup_devices``). A single process trains on one GPU, ``cuda:0`` (the first
-    visible one), however many are visible (finetune.OneGpuArguments keeps the Trainer to it)."""
+    visible one), however many are visible (utils.train.arguments.OneGpuArguments keeps the Trainer to it)."""
     if not torch.cuda.is_available():
         return "cpu"
     if world_size > 1:
@@ -460,8 +460,3 @@ def load_tokenizer_and_model(
     sync_special_tokens(model, tokenizer)
     model.eval()
     return tokenizer, model, base_model
-
-
-# The old name, for callers outside the inference room (tests/test_memory.py, tests/test_kb_training.py,
-# bench/train_speed.py) until they move to load_tokenizer_and_model.
-load_for_inference = load_tokenizer_and_model

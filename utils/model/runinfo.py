@@ -1,16 +1,12 @@
 """Self-describing outputs: the resolved configuration, library versions and data hashes as JSON,
-written atomically (``utils/files.py``); the one home of file hashing."""
+hashed and written by utils/files.py."""
 
-import hashlib
-import json
-import os
 import platform
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from utils.files import write_atomic
 from utils.model.tiny_base import fingerprint_of
 
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "wandb", "tokenizers")
@@ -24,20 +20,6 @@ def library_versions() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(path: str | os.PathLike, obj) -> str:
-    """:func:`write_atomic` of ``obj`` as indented JSON (non-ASCII kept as is)."""
-    return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def run_config(flags: dict, **extra) -> dict:

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from utils.cli import UserError
+from utils.files import file_sha256
 from utils.model import adapters, export, loading
-from utils.model.runinfo import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 
 from utils.cli import UserError
-from utils.files import fsync_dir
+from utils.files import fsync_dir, write_json
 from utils.model.adapters import PARTIAL_DIR, adapter_problem, publish
-from utils.model.runinfo import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -18,6 +18,10 @@ NOT_SLOW = {
     ("test_gpu_path.py", "test_finetune_builds_training_arguments_before_loading_the_model"): (
         "finetune.train stops by KeyboardInterrupt before the model loads"
     ),
+    (
+        "test_presets.py",
+        "test_every_preset_dry_runs",
+    ): "a dry run reads config.json and plans: no model is loaded (< 1 s)",
 }
 
 

@@ -76,6 +76,7 @@ def test_a_command_line_flag_wins_over_the_preset():
     assert prompt.prompt_template == "x"  # HuaTuo's spelling on the command line wins too
 
 
+@pytest.mark.slow
 def test_an_unknown_key_in_a_preset_is_one_line_naming_the_file(tmp_path):
     preset = tmp_path / "mine.yaml"
     preset.write_text("lora_r: 8\nlora_rank: 16\n")
@@ -157,11 +158,13 @@ def script_argv(tmp_path, **env) -> list[str]:
     return done.stdout.splitlines()[1:]  # after finetune.py's path
 
 
+@pytest.mark.slow
 def test_finetune_sh_with_config_passes_only_the_variables_set(tmp_path):
     argv = script_argv(tmp_path, CONFIG="tiny-cpu", BATCH_SIZE="32", WANDB_PROJECT="")
     assert argv == ["--config", "tiny-cpu", "--batch_size", "32", "--wandb_project", "", "--logging_steps", "1"]
 
 
+@pytest.mark.slow
 def test_finetune_sh_without_config_keeps_its_twelve_variables(tmp_path):
     argv = script_argv(tmp_path, EXP_TAG="e7", LEARNING_RATE="1e-4")
     flags = dict(zip(argv[0:-2:2], argv[1:-2:2]))
@@ -181,6 +184,7 @@ def test_finetune_sh_without_config_keeps_its_twelve_variables(tmp_path):
     assert argv[-2:] == ["--logging_steps", "1"]
 
 
+@pytest.mark.slow
 def test_finetune_sh_dry_runs_the_tiny_preset(tiny_base, tmp_path):
     done = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "finetune.sh"), "--dry_run"],

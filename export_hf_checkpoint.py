@@ -29,18 +29,15 @@ never happens inside them. A base checkpoint that is itself saved quantized is d
 import logging
 from dataclasses import dataclass
 
-from utils.args import AdapterArgs, ModelArgs, PromptArgs, flag, help_text, parse
+from utils.args import AdapterArgs, PromptArgs, flag, help_text, parse
 from utils.cli import UserError
-from utils.model.export import DEFAULT_LORA, export_checkpoint
+from utils.model.export import DEFAULT_LORA, MergeModelArgs, export_checkpoint
 
 
 @dataclass
-class ExportModelArgs(ModelArgs):
+class ExportModelArgs(MergeModelArgs):
     """The base model the adapter is merged into (16/32 bit: --load_8bit / --load_4bit are refused)."""
 
-    base_model: str = flag(
-        "", "HF model folder or hub id; '' = $BASE_MODEL, else the adapter's run_config.json, else the tiny LLaMA"
-    )
     precision: str = flag(
         "auto", "the merged weights' dtype: auto (the base's own, from its config.json) | fp32 | bf16 | fp16"
     )

@@ -42,12 +42,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
-class ServeModelArgs(ModelArgs):
+class ServeModelArgs(export.MergeModelArgs):
     """The base model (16/32 bit: --load_8bit / --load_4bit are refused; vLLM's own quantization goes in --engine_args)."""
 
-    base_model: str = flag(
-        "", "HF model folder or hub id; '' = $BASE_MODEL, else the adapter's run_config.json, else the tiny LLaMA"
-    )
     precision: str = flag(
         "auto", "transformers engine: auto | bf16 | fp16 | fp32, as in infer.py (auto: fp32 on CPU, bf16/fp16 on GPU)"
     )

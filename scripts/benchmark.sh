@@ -9,11 +9,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-flags=()
-add() {  # add FLAG VALUE: pass --FLAG VALUE when VALUE is non-empty (else the preset's or the script's default)
-  if [ -n "$2" ]; then flags+=("--$1" "$2"); fi
-}
-add config "${CONFIG:-}"
 adapters="${LORA_WEIGHTS-}"
 if [ -z "${LORA_WEIGHTS+set}" ] && [ -z "${CONFIG:-}" ]; then  # unset: the adapter scripts/quickstart.sh trains, if any
   quickstart="$ROOT/lora-llama-med-quickstart"

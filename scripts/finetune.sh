@@ -10,9 +10,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-flags=()
-if [ -n "${CONFIG:-}" ]; then flags+=(--config "$CONFIG"); fi
-
 # pass FLAG VARIABLE DEFAULT: the variable when set and not empty, else (without CONFIG) the default
 pass() {
   if [ -n "${!2:-}" ]; then

@@ -9,11 +9,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-flags=()
-add() {  # add FLAG VALUE: pass --FLAG VALUE when VALUE is non-empty (else the preset's or the script's default)
-  if [ -n "$2" ]; then flags+=("--$1" "$2"); fi
-}
-add config "${CONFIG:-}"
 add single_or_multi "${MODE:-single}"
 add base_model "${BASE_MODEL:-}"
 add lora_weights "${LORA_WEIGHTS:-}"

@@ -7,11 +7,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-flags=()
-add() {  # add FLAG VALUE: pass --FLAG VALUE when VALUE is non-empty (else the preset's or the script's default)
-  if [ -n "$2" ]; then flags+=("--$1" "$2"); fi
-}
-add config "${CONFIG:-}"
 add base_model "${BASE_MODEL:-}"
 lora_default=./lora-llama-med-e1  # HuaTuo's script's folder; with a preset, the preset's
 if [ -n "${CONFIG:-}" ]; then lora_default=""; fi

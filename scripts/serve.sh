@@ -13,11 +13,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-flags=()
-add() {  # add FLAG VALUE: pass --FLAG VALUE when VALUE is non-empty (else the preset's or the script's default)
-  if [ -n "$2" ]; then flags+=("--$1" "$2"); fi
-}
-add config "${CONFIG:-}"
 if [ -z "${CONFIG:-}" ]; then  # no preset: the quickstart's adapter unless LORA_WEIGHTS names one
   LORA_WEIGHTS="${LORA_WEIGHTS:-$ROOT/lora-llama-med-quickstart}"
   if [ ! -d "$LORA_WEIGHTS" ]; then

@@ -1036,43 +1036,40 @@ def load_all(kb_spec=None, use_cmekg: bool = True) -> tuple[list[Entry], ImportR
 
 def report_markdown(report: ImportReport) -> str:
     d = report.as_dict()
-    lines = [
-        "# cMeKG import report",
-        "",
-        f"Source: `{PACKAGE}` {d['source'].get('version', '?')}, `{d['source'].get('pickle', '')}` "
-        f"(sha256 `{d['source'].get('sha256', '')}`), read through a restricted unpickler (no globals).",
-        "",
-        f"{d['entities']} entities; **{d['diseases_imported']} imported as diseases**.",
-        "",
-        "## Entities not imported",
-        "",
-        "| why | entities |",
-        "| --- | ---: |",
+    rule_rows = [
+        (f"`{rule}`", n, RULES[rule], "、".join(d["examples"].get(rule, [])[:3]).replace("|", "/"))
+        for rule, n in d["rules"].items()
     ]
-    lines += [f"| {why} | {n} |" for why, n in d["entities_skipped"].items()]
-    lines += ["", "## Entity counts (alias groups, departments)", "", "| what | entities |", "| --- | ---: |"]
-    lines += [f"| {what} | {n} |" for what, n in d["counts"].items()]
-    lines += [
-        "",
-        "## Values changed or dropped, per rule",
-        "",
-        "| rule | values | meaning | examples |",
-        "| --- | ---: | --- | --- |",
+    per_field = [(k, v["raw"], v["kept"]) for k, v in d["per_field"].items()]
+    return (
+        "\n".join(
+            [
+                "# cMeKG import report",
+                "",
+                f"Source: `{PACKAGE}` {d['source'].get('version', '?')}, `{d['source'].get('pickle', '')}` "
+                f"(sha256 `{d['source'].get('sha256', '')}`), read through a restricted unpickler (no globals).",
+                "",
+                f"{d['entities']} entities; **{d['diseases_imported']} imported as diseases**.",
+                *section("Entities not imported", ("why", "entities"), d["entities_skipped"].items()),
+                *section("Entity counts (alias groups, departments)", ("what", "entities"), d["counts"].items()),
+                *section("Values changed or dropped, per rule", ("rule", "values", "meaning", "examples"), rule_rows),
+                *section(
+                    "Values per field (raw cMeKG values -> kept after cleaning)", ("field", "raw", "kept"), per_field
+                ),
+                *section("Imported diseases per department", ("department", "diseases"), d["per_department"].items()),
+            ]
+        )
+        + "\n"
+    )
+
+
+def section(title: str, header: tuple[str, ...], rows) -> list[str]:
+    """A report section: a title, then a Markdown table whose count columns are right-aligned."""
+    align = ["---"] + [
+        "---:" if name in ("entities", "values", "raw", "kept", "diseases") else "---" for name in header[1:]
     ]
-    for rule, n in d["rules"].items():
-        ex = "、".join(d["examples"].get(rule, [])[:3]).replace("|", "/")
-        lines.append(f"| `{rule}` | {n} | {RULES[rule]} | {ex} |")
-    lines += [
-        "",
-        "## Values per field (raw cMeKG values -> kept after cleaning)",
-        "",
-        "| field | raw | kept |",
-        "| --- | ---: | ---: |",
-    ]
-    lines += [f"| {k} | {v['raw']} | {v['kept']} |" for k, v in d["per_field"].items()]
-    lines += ["", "## Imported diseases per department", "", "| department | diseases |", "| --- | ---: |"]
-    lines += [f"| {k} | {v} |" for k, v in d["per_department"].items()]
-    return "\n".join(lines) + "\n"
+    lines = ["", f"## {title}", "", "| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
 def write_report(report: ImportReport, stem: str) -> None:

@@ -243,6 +243,17 @@ SURGICAL_DEPARTMENTS = tuple(
     """.split()
 )
 
+# skin, eyes, ENT and teeth have a department of their own, medical or surgical
+ORGANS_OF_THEIR_OWN_DEPARTMENT = {
+    "皮肤": "皮肤科",
+    "眼": "眼科",
+    "耳": "耳鼻咽喉科",
+    "鼻": "耳鼻咽喉科",
+    "咽": "耳鼻咽喉科",
+    "喉": "耳鼻咽喉科",
+    "口腔": "口腔科",
+    "牙": "口腔科",
+}
 # organ (a word of 发病部位) -> the department of a generic 内科 / 外科 entity. An entity is refined only
 # when all its mapped sites agree on one department.
 MEDICAL_BY_ORGAN = {
@@ -273,14 +284,7 @@ MEDICAL_BY_ORGAN = {
     "肾上腺": "内分泌科",
     "内分泌": "内分泌科",
     "关节": "风湿免疫科",
-    "皮肤": "皮肤科",
-    "眼": "眼科",
-    "耳": "耳鼻咽喉科",
-    "鼻": "耳鼻咽喉科",
-    "咽": "耳鼻咽喉科",
-    "喉": "耳鼻咽喉科",
-    "口腔": "口腔科",
-    "牙": "口腔科",
+    **ORGANS_OF_THEIR_OWN_DEPARTMENT,
 }
 SURGICAL_BY_ORGAN = {
     "骨": "骨科",
@@ -330,14 +334,7 @@ SURGICAL_BY_ORGAN = {
     "动脉": "血管外科",
     "静脉": "血管外科",
     "甲状腺": "甲状腺外科",
-    "皮肤": "皮肤科",
-    "眼": "眼科",
-    "耳": "耳鼻咽喉科",
-    "鼻": "耳鼻咽喉科",
-    "咽": "耳鼻咽喉科",
-    "喉": "耳鼻咽喉科",
-    "口腔": "口腔科",
-    "牙": "口腔科",
+    **ORGANS_OF_THEIR_OWN_DEPARTMENT,
 }
 
 

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.args import ModelArgs, flag
 from utils.cli import UserError
 from utils.data.chat import stop_token_ids
 from utils.data.chat_template import chat_template_for
@@ -25,6 +26,17 @@ from utils.model.runinfo import run_config
 logger = logging.getLogger(__name__)
 
 DEFAULT_LORA = "./lora-llama-med"
+
+
+@dataclass
+class MergeModelArgs(ModelArgs):
+    """The base an adapter is merged into: HuaTuo's export read it from $BASE_MODEL, and so do export and serve."""
+
+    base_model: str = flag(
+        "", "HF model folder or hub id; '' = $BASE_MODEL, else the adapter's run_config.json, else the tiny LLaMA"
+    )
+
+
 CHAT_TEMPLATE_FILE = "chat_template.jinja"  # what transformers saves and vLLM's --chat-template reads
 DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # config.json dtype -> --precision
 PRECISION_DTYPES = {short: name for name, short in DTYPE_NAMES.items()}  # --precision -> dtype name

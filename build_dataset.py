@@ -22,7 +22,8 @@ drug_contraindication. Records are drawn per style family by STYLE_WEIGHTS (util
 so single facts do not dominate.
 
 Split rule: entities (中心词) are split per kind (diseases, drugs) into test / valid / train by
-sorting them on sha256("<seed>:<中心词>") (utils.knowledge.schema.split_entities, shared with the exam), so the split does not depend on
+sorting them on sha256("<seed>:<中心词>") (utils.knowledge.schema.split_entities, shared with the exam), so the split
+does not depend on
 --max_records. A record goes to the split of its entity; comparison pairs are only drawn between
 two entities of the same split, so no entity ever appears in two splits.
 

@@ -52,7 +52,8 @@ def load_table(pairs: list[tuple[str, str]], with_reference: bool) -> tuple[list
             bad = next((i for i, (a, b) in enumerate(zip(these, questions)) if a != b), min(len(these), len(questions)))
             where = f"{path}:{loaded.lines[bad]}" if bad < len(these) else f"{path}"
             raise DataError(
-                f"{where}: field 'instruction': question {bad + 1} differs from {first} ({len(these)} vs {len(questions)} questions)"
+                f"{where}: field 'instruction': question {bad + 1} differs from {first} ({len(these)} vs "
+                f"{len(questions)} questions)"
             )
         columns.append([r["model_output"] for r in loaded.records])
     if len({b for b in bases.values() if b is not None}) > 1:  # HuaTuo's table compares adapters of one base

@@ -92,7 +92,8 @@ def print_answers(records: list[dict], answers: list[str]) -> None:
 
 
 def write_results(output_file: str, records: list[dict], answers: list[str], used: dict) -> None:
-    """JSON Lines: each record's fields, ``model_output`` and the settings used (read by utils.data.records.read_results)."""
+    """JSON Lines: each record's fields, ``model_output`` and the settings used (read by
+    utils.data.records.read_results)."""
     path = Path(output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:

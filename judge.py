@@ -191,7 +191,8 @@ def main(**flags):
     if "mean" in summary:
         print("  ".join(f"{k} {v:.2f}" for k, v in summary["mean"].items()))
     print(
-        f"{summary['scored']} scored, {summary['unscored']} unscored of {summary['answers']}; report: {out / 'judge_report.md'}"
+        f"{summary['scored']} scored, {summary['unscored']} unscored of {summary['answers']}; report: "
+        f"{out / 'judge_report.md'}"
     )
 
 

@@ -86,7 +86,8 @@ def report_lines(name: str, result: dict) -> list[str]:
     if "answer_length_chars" in result:
         a = result["answer_length_chars"]
         lines.append(
-            f"Answer length (characters): mean {a['mean']:.1f}, median {a['median']:.0f}, min {a['min']}, max {a['max']}, empty {a['empty']}."
+            f"Answer length (characters): mean {a['mean']:.1f}, median {a['median']:.0f}, min {a['min']}, max "
+            f"{a['max']}, empty {a['empty']}."
         )
         if "reference_length_chars" in result:
             lines.append(f"Reference length: mean {result['reference_length_chars']['mean']:.1f}.")
@@ -94,13 +95,15 @@ def report_lines(name: str, result: dict) -> list[str]:
     if "fact_coverage" in result:
         fc = result["fact_coverage"]
         lines += [
-            f"Fact coverage: {fc['mean']:.1%} of the source facts' values appear verbatim in the answers ({fc['records']} records).",
+            f"Fact coverage: {fc['mean']:.1%} of the source facts' values appear verbatim in the answers "
+            f"({fc['records']} records).",
             "",
         ]
     if "reference_loss" in result:
         rl = result["reference_loss"]
         lines += [
-            f"Reference-answer loss {rl['loss']:.4f}, perplexity {rl['perplexity']:.2f} ({rl['tokens']} answer tokens, {rl['examples']} records).",
+            f"Reference-answer loss {rl['loss']:.4f}, perplexity {rl['perplexity']:.2f} ({rl['tokens']} answer "
+            f"tokens, {rl['examples']} records).",
             "",
         ]
     return lines
@@ -173,13 +176,15 @@ def print_summary(result: dict, out: Path) -> None:
         if key in result:
             m = result[key]
             print(
-                f"{key:>4}: BLEU-4 {m['bleu4']:6.2f}  ROUGE-1 {m['rouge1']:.4f}  ROUGE-2 {m['rouge2']:.4f}  ROUGE-L {m['rougeL']:.4f}"
+                f"{key:>4}: BLEU-4 {m['bleu4']:6.2f}  ROUGE-1 {m['rouge1']:.4f}  ROUGE-2 {m['rouge2']:.4f}  ROUGE-L "
+                f"{m['rougeL']:.4f}"
             )
     if "fact_coverage" in result:
         print(f"fact coverage: {result['fact_coverage']['mean']:.4f}")
     if "reference_loss" in result:
         print(
-            f"reference loss {result['reference_loss']['loss']:.4f}  perplexity {result['reference_loss']['perplexity']:.2f}"
+            f"reference loss {result['reference_loss']['loss']:.4f}  perplexity "
+            f"{result['reference_loss']['perplexity']:.2f}"
         )
     print(f"report: {out / 'report.md'}")
 

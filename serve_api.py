@@ -43,7 +43,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @dataclass
 class ServeModelArgs(export.MergeModelArgs):
-    """The base model (16/32 bit: --load_8bit / --load_4bit are refused; vLLM's own quantization goes in --engine_args)."""
+    """The base model (16/32 bit: --load_8bit / --load_4bit are refused; vLLM's own quantization
+    goes in --engine_args)."""
 
     precision: str = flag(
         "auto", "transformers engine: auto | bf16 | fp16 | fp32, as in infer.py (auto: fp32 on CPU, bf16/fp16 on GPU)"
@@ -137,7 +138,8 @@ def serve_transformers(settings: dict, model: ModelArgs, run: ServeArgs, url: st
     if run.dry_run:
         print(
             f"base URL: {url}\nmodel:    {merged.name}\nexport:   {lora} -> {merged} (when missing or stale)\n"
-            f"command:  (cd {shlex.quote(str(merged.parent))} && {shlex.join(cmd)})  behind the front on {run.host}:{run.port}"
+            f"command:  (cd {shlex.quote(str(merged.parent))} && {shlex.join(cmd)})  behind the front on "
+            f"{run.host}:{run.port}"
         )
         return
     engines.check_can_listen(run.host, run.port)

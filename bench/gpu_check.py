@@ -125,31 +125,37 @@ def markdown(results: dict) -> str:
     lines = [
         f"device: {results['device']}",
         "",
-        "| weights | checkpointing | micro-batch (tokens) | planned GiB (no runtime) | measured max allocated GiB | ratio | int8 kept B/token |",
+        "| weights | checkpointing | micro-batch (tokens) | planned GiB (no runtime) | measured max allocated GiB | "
+        "ratio | int8 kept B/token |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["memory"]:
         if "error" in r:
             lines.append(
-                f"| {r['quantization']} | {'on' if r['gradient_checkpointing'] else 'off'} | error: {r['error'][:80]} | | | | |"
+                f"| {r['quantization']} | {'on' if r['gradient_checkpointing'] else 'off'} | error: {r['error'][:80]} "
+                f"| | | | |"
             )
             continue
         lines.append(
-            f"| {r['quantization']} | {'on' if r['gradient_checkpointing'] else 'off'} | {r['micro_batch_size']} ({r['tokens_per_micro_batch']}) | "
-            f"{r['planned_gib']} | {r['measured_gib']} | {r['measured_over_planned']} | {r['int8_kept_bytes_per_token']:,} |"
+            f"| {r['quantization']} | {'on' if r['gradient_checkpointing'] else 'off'} | {r['micro_batch_size']} "
+            f"({r['tokens_per_micro_batch']}) | "
+            f"{r['planned_gib']} | {r['measured_gib']} | {r['measured_over_planned']} | "
+            f"{r['int8_kept_bytes_per_token']:,} |"
         )
     for name in ("train_packed", "train_padded"):
         if name in results:
             t = results[name]
             lines.append(
-                f"\n{name}: useful tokens/s recipe {t['recipe']['useful_tokens_per_s']} -> finetune {t['finetune']['useful_tokens_per_s']} "
+                f"\n{name}: useful tokens/s recipe {t['recipe']['useful_tokens_per_s']} -> finetune "
+                f"{t['finetune']['useful_tokens_per_s']} "
                 f"(MFU {t['finetune']['mfu']})"
             )
     if "inference" in results:
         i = results["inference"]
         lines.append(
             f"\ninference: answers/s one at a time {i['results']['one_at_a_time']['answers_per_s']:.2f}, batched "
-            f"{i['results']['batched']['answers_per_s']:.2f} ({i['answers_per_s_ratio']:.2f}x), identical {i['identical_answers']}/{i['num_questions']}"
+            f"{i['results']['batched']['answers_per_s']:.2f} ({i['answers_per_s_ratio']:.2f}x), identical "
+            f"{i['identical_answers']}/{i['num_questions']}"
         )
     lines += [f"\nerror: {e}" for e in results["errors"]]
     return "\n".join(lines) + "\n"

@@ -54,10 +54,12 @@ def main(
     data = data_path or str(HUATUO_DATA if HUATUO_DATA.is_file() else REPO_ROOT / "data" / "llama_data.json")
     gpu_list = [int(g) for g in str(gpus).split(",")]
     print(
-        f"data: {data}; MFU {mfu:.0%} of the card's dense bf16 peak (8-/4-bit matmuls run slower: an upper bound there)\n"
+        f"data: {data}; MFU {mfu:.0%} of the card's dense bf16 peak (8-/4-bit matmuls run slower: an upper bound "
+        f"there)\n"
     )
     print(
-        "| model | weights | GPU | micro-batch (tokens) | checkpointing | est. peak GiB | fits | smallest run GiB | tokens/s at MFU |"
+        "| model | weights | GPU | micro-batch (tokens) | checkpointing | est. peak GiB | fits | smallest run GiB | "
+        "tokens/s at MFU |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for model in str(models).split(","):
@@ -76,8 +78,10 @@ def main(
                 card, tflops = CARDS.get(gib, (f"{gib} GB card", float("nan")))
                 speed = tokens_per_second(params, plan["gradient_checkpointing"], tflops, mfu)
                 print(
-                    f"| {model} | {quant} | {gib} GB ({card}) | {plan['micro_batch_size']} ({plan['tokens_per_micro_batch']}) | "
-                    f"{'on' if plan['gradient_checkpointing'] else 'off'} | {plan['peak_gib']:.1f} | {'yes' if plan['fits'] else 'NO'} | "
+                    f"| {model} | {quant} | {gib} GB ({card}) | {plan['micro_batch_size']} "
+                    f"({plan['tokens_per_micro_batch']}) | "
+                    f"{'on' if plan['gradient_checkpointing'] else 'off'} | {plan['peak_gib']:.1f} | "
+                    f"{'yes' if plan['fits'] else 'NO'} | "
                     f"{smallest['peak_gib']:.1f}"
                     + (f" (LLaMA-Factory: ~{PUBLISHED_7B[quant]} GB)" if model == "llama-7b" else "")
                     + f" | {speed:,.0f} |"

@@ -86,7 +86,8 @@ def main(**flags):
     ratio = results["batched"]["answers_per_s"] / results["one_at_a_time"]["answers_per_s"]
 
     print(
-        f"\n{num_questions} questions from {data_path}, base {base_model}, beams {num_beams}, max_new_tokens {max_new_tokens}"
+        f"\n{num_questions} questions from {data_path}, base {base_model}, beams {num_beams}, max_new_tokens "
+        f"{max_new_tokens}"
     )
     print(f"{'':16s}{'one at a time':>16s}{'batched':>16s}{'ratio':>10s}")
     print(f"{'batch size':16s}{1:16d}{batch_size:16d}")

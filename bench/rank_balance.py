@@ -66,7 +66,8 @@ def main(
         ]
 
     print(
-        f"{data}: {len(lengths)} examples, {steps} full steps of {batch_size}; {world_size} ranks x micro-batch {micro_batch_size} x {per_rank} accumulation"
+        f"{data}: {len(lengths)} examples, {steps} full steps of {batch_size}; {world_size} ranks x micro-batch "
+        f"{micro_batch_size} x {per_rank} accumulation"
     )
     rows = (
         ("sorted, dealt round-robin (before)", old),
@@ -77,7 +78,8 @@ def main(
         s = spreads(fn)
         first = fn(0)
         print(
-            f"{name}: max/min rank tokens per step mean {statistics.mean(s):.3f}, worst {max(s):.3f}; step 1 per rank: {first}"
+            f"{name}: max/min rank tokens per step mean {statistics.mean(s):.3f}, worst {max(s):.3f}; step 1 per "
+            f"rank: {first}"
         )
 
 

@@ -125,7 +125,8 @@ def run_recipe(base_model: str, train_file: str, out_dir: Path, num_epochs: int,
     )
     precision = loading.resolve_precision("auto")
     collate = padded_collator(tokenizer)
-    counts = []  # (tokens, positions) per collated batch; the loader collates one batch ahead, so only the first `steps` count
+    # (tokens, positions) per collated batch; the loader collates one batch ahead, so only the first `steps` count
+    counts = []
 
     def counting_collator(features):
         batch = collate(features)

@@ -21,7 +21,8 @@ def lines(*rows: str) -> bytes:
 
 # name -> (file bytes, expectation)
 #   ("ok", n)                           accepted: n records
-#   ("bad", line, fragment, kept)       error at `line` whose message holds `fragment`; skip mode keeps `kept`, skips the rest
+# ("bad", line, fragment, kept)       error at `line` whose message holds `fragment`; skip mode keeps `kept`, skips the
+# rest
 #   ("fatal", line, fragment)           an error in both modes (the file's structure is broken)
 CASES = {
     "bom": (b"\xef\xbb\xbf" + lines(GOOD, GOOD2), ("ok", 2)),

@@ -99,7 +99,8 @@ def test_exam_files_in_published_layouts_read_alike(tmp_path):
     expected = {"question": "高血压首选哪种检查？", "options": ["心电图", "血压测量", "胃镜", "脑电图"], "answer": "B"}
     cmexam = tmp_path / "cmexam.csv"
     cmexam.write_text(
-        'Question,Options,Answer,Explanation\n"高血压首选哪种检查？","A 心电图\nB 血压测量\nC 胃镜\nD 脑电图",B,测血压\n',
+        'Question,Options,Answer,Explanation\n"高血压首选哪种检查？","A 心电图\nB 血压测量\nC 胃镜\nD '
+        '脑电图",B,测血压\n',
         encoding="utf-8",
     )
     cmb = tmp_path / "cmb.json"

@@ -755,7 +755,8 @@ def test_no_patient_question_for_a_disease_that_needs_a_history(default_build):
 
 
 def test_a_patient_shows_no_finding_of_the_other_sex_and_is_asked_only_what_the_entry_answers():
-    """The final review: a 40-year-old woman with 阴囊红肿 (淋菌性尿道炎), "要做哪些检查？" with no test in the entry."""
+    """The final review: a 40-year-old woman with 阴囊红肿 (淋菌性尿道炎), "要做哪些检查？" with no test in the
+    entry."""
     assert findings.OTHER_SEX["女"].search("阴囊红肿") and findings.OTHER_SEX["男"].search("子宫颈红肿")
     assert not findings.OTHER_SEX["女"].search("尿道流脓")
     bare = Entry(kind="disease", name="甲病", fields={"所属科室": ["内科"], "相关症状": ["咳嗽"]}, path="", line=0)

@@ -416,7 +416,8 @@ def test_added_red_flags_intracranial_haematoma_malignant_hypertension_embolism_
 
 
 def test_an_exclusion_on_any_name_holds_for_every_name():
-    """一氧化碳中毒迟发型脑病 (a delayed sequela, weeks later) carries the alias 急性CO中毒后续症: no poisoning emergency."""
+    """一氧化碳中毒迟发型脑病 (a delayed sequela, weeks later) carries the alias 急性CO中毒后续症: no poisoning
+    emergency."""
     entry = Entry(
         kind="disease",
         name="一氧化碳中毒迟发型脑病",

@@ -374,7 +374,8 @@ def test_ectopic_pregnancy_lists_its_typical_symptoms_first():
 
 def test_emergency_department_only_for_an_emergency():
     """cMeKG lists 急诊科 for 宿醉 and 尘肺: a routine answer would then say "到急诊科就诊". 急诊科 stays only where the
-    red-flag rules (utils/knowledge/clinical.py) call the disease an emergency; a disease left with no department is not imported."""
+    red-flag rules (utils/knowledge/clinical.py) call the disease an emergency; a disease left with no department is
+    not imported."""
     notes = []
     note = lambda rule, value: notes.append((rule, value))
     hangover = {"所属科室": ["急诊科", "消化内科"]}

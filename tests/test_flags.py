@@ -104,7 +104,8 @@ def test_a_shared_flag_comes_from_its_shared_group(name, module):
                 continue
             shared_group, shared_field = SHARED_FIELDS[field.name]
             assert issubclass(group, shared_group), (
-                f"{name}: --{field.name} is declared again in {group.__name__}; use (or subclass) {shared_group.__name__}"
+                f"{name}: --{field.name} is declared again in {group.__name__}; use (or subclass) "
+                f"{shared_group.__name__}"
             )
             assert field.type == shared_field.type, f"{name} --{field.name}: {field.type}, shared {shared_field.type}"
             expected, _why = DIFFERENT.get((name, field.name), (shared_field.default, ""))

@@ -364,7 +364,8 @@ def test_browser_asks_a_question_and_sees_the_streamed_answer(server, client, ch
                 new MutationObserver(() => {
                     const bots = document.querySelectorAll('#chat .message.bot');
                     const text = bots.length ? bots[bots.length - 1].innerText.trim() : '';
-                    if (text && text !== window.seenAnswers[window.seenAnswers.length - 1]) window.seenAnswers.push(text);
+                    const last = window.seenAnswers[window.seenAnswers.length - 1];
+                    if (text && text !== last) window.seenAnswers.push(text);
                 }).observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true});
             }""")
             page.locator("#instruction textarea").fill(QUESTION)

@@ -92,7 +92,8 @@ def test_imports_go_only_through_the_doors_of_the_map():
                 wrong.append(f"{module} imports the script {dep}")
             elif room_of(dep) not in allowed[room] | {room}:
                 wrong.append(
-                    f"{module} ({room}) imports {dep} ({room_of(dep)}); the map lets {room} import {sorted(allowed[room])}"
+                    f"{module} ({room}) imports {dep} ({room_of(dep)}); the map lets {room} import "
+                    f"{sorted(allowed[room])}"
                 )
     assert not wrong, "\n".join(wrong)
 

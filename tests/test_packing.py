@@ -54,7 +54,8 @@ def padded_step(model, tokenizer, examples):
 
 
 def packed_step(model, tokenizer, examples, micro, pack_len, label_logits_only):
-    """The same examples regrouped by the balanced sampler into packed micro-batches, token-weighted as HF Trainer does."""
+    """The same examples regrouped by the balanced sampler into packed micro-batches,
+    token-weighted as HF Trainer does."""
     model.zero_grad()
     lengths = [len(e["input_ids"]) for e in examples]
     groups = list(

@@ -226,7 +226,8 @@ def test_unknown_voice_is_an_error():
 # ----------------------------------------------------------------------------- styles.json sections
 
 OWNED = ("single_fact", "overview", "comparison", "drug_usage", "drug_side_effects", "drug_contraindication")
-# placeholders utils/knowledge/tasks.py fills, per section and list (single_fact_tasks, overview_tasks, comparison_question, drug_tasks)
+# placeholders utils/knowledge/tasks.py fills, per section and list (single_fact_tasks, overview_tasks,
+# comparison_question, drug_tasks)
 COMPARISON_SLOTS = {"a", "b", "label", "dept"}
 FILLED = {
     ("single_fact", "questions"): {"name"},

@@ -27,7 +27,8 @@ API_KEY = "test-key"
 
 
 def turns_of(folded: str) -> list[dict]:
-    """HuaTuo's " <user>: q1 <bot>: a1 <user>: q2" as chat messages (written here, independently of the code under test)."""
+    """HuaTuo's " <user>: q1 <bot>: a1 <user>: q2" as chat messages (written here, independently of
+    the code under test)."""
     parts = re.split(r"\s*<(user|bot)>:\s*", folded)[1:]
     return [
         {"role": "user" if role == "user" else "assistant", "content": text}

@@ -3,13 +3,15 @@
 Each builder writes a Hugging Face model folder (config, random weights, generation config,
 tokenizer) that loads with ``AutoTokenizer`` / ``AutoModelForCausalLM`` like the real model:
 
-| name | architecture | special tokens as in the real model | chat template |
-| --- | --- | --- | --- |
-| ``llama3`` | ``LlamaForCausalLM`` | ``<|begin_of_text|>`` (bos, added), ``<|end_of_text|>`` (eos), ``<|eot_id|>``, headers; no pad, no unk | Llama-3-Instruct's |
-| ``qwen2`` | ``Qwen2ForCausalLM`` | ``<|endoftext|>`` (eos), ``<|im_start|>``, ``<|im_end|>``; no bos, no pad | Qwen2.5-Instruct's (default system prompt) |
-| ``gemma`` | ``GemmaForCausalLM`` | ``<bos>`` (added), ``<eos>``, ``<pad>``, ``<start_of_turn>``, ``<end_of_turn>`` | Gemma-it's (no system role) |
-| ``bloom`` | ``BloomForCausalLM`` | ``<unk>``, ``<s>``, ``</s>``, ``<pad>`` (ids 0-3), no bos added | none (HuaTuo's ``bloom_deploy`` template) |
-| ``gpt_neox`` | ``GPTNeoXForCausalLM`` | ``<|endoftext|>`` (bos = eos = unk), no pad | none |
+- ``llama3``: ``LlamaForCausalLM``; ``<|begin_of_text|>`` (bos, added), ``<|end_of_text|>`` (eos),
+  ``<|eot_id|>``, headers; no pad, no unk; Llama-3-Instruct's chat template.
+- ``qwen2``: ``Qwen2ForCausalLM``; ``<|endoftext|>`` (eos), ``<|im_start|>``, ``<|im_end|>``; no bos, no pad;
+  Qwen2.5-Instruct's chat template (default system prompt).
+- ``gemma``: ``GemmaForCausalLM``; ``<bos>`` (added), ``<eos>``, ``<pad>``, ``<start_of_turn>``,
+  ``<end_of_turn>``; Gemma-it's chat template (no system role).
+- ``bloom``: ``BloomForCausalLM``; ``<unk>``, ``<s>``, ``</s>``, ``<pad>`` (ids 0-3), no bos added; no chat
+  template (HuaTuo's ``bloom_deploy`` template).
+- ``gpt_neox``: ``GPTNeoXForCausalLM``; ``<|endoftext|>`` (bos = eos = unk), no pad; no chat template.
 
 The chat variants are built as the *base* checkpoints people fine-tune are: the generation config's
 eos is the tokenizer's eos (``<|endoftext|>``, ``<|end_of_text|>``, ``<eos>``), not the end-of-turn
@@ -36,16 +38,21 @@ LLAMA3_CHAT_TEMPLATE = (  # Meta-Llama-3-8B-Instruct's template, verbatim
 )
 QWEN2_CHAT_TEMPLATE = (  # Qwen2.5-Instruct's template without the tool-calling branches
     "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
-    "{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}"
-    '{%- endif %}{%- for message in messages %}{%- if (message.role == "user") or (message.role == "system" and not loop.first)'
-    " or (message.role == \"assistant\") %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}"
+    "{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\n' }}"
+    '{%- endif %}{%- for message in messages %}{%- if (message.role == "user") or (message.role == "system" and not '
+    "loop.first)"
+    " or (message.role == \"assistant\") %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' "
+    "+ '\n' }}"
     "{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
 GEMMA_CHAT_TEMPLATE = (  # gemma-7b-it's template, verbatim
-    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% "
+    "endif %}"
     "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
-    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% "
+    "endif %}"
     "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
 )

@@ -8,11 +8,11 @@ script has is declared in a group beside that script's ``main``. A script names 
     GROUPS = (ModelArgs, GenerationArgs, InferArgs)
 
     def main(**flags):
-        model, generation, run = parse(GROUPS, flags)
+        model, generation, infer = parse(GROUPS, flags)
         ...
 
     if __name__ == "__main__":
-        run(main, GROUPS, __doc__)
+        run(main, help_text(GROUPS, __doc__))
 
 Fire stays the command-line parser (HuaTuo's scripts were Fire-driven; every spelling a user typed
 for them, ``--flag value``, ``--flag=value``, ``--load_8bit`` alone, ``--packing False``,
@@ -363,7 +363,7 @@ def help_text(groups, doc: str = "") -> str:
     lines = [doc.strip(), ""] if doc else []
     lines.append("flags (--name value or --name=value; --config FILE.yaml loads a preset, a flag given here wins):")
     for group in groups:
-        lines += ["", f"{group.__name__}: {(group.__doc__ or '').strip().splitlines()[0]}"]
+        lines += ["", f"{group.__name__}: {first_paragraph(group.__doc__)}"]
         hints = typing.get_type_hints(group)  # a module with `from __future__ import annotations` has strings
         for field in dataclasses.fields(group):
             kind = getattr(hints[field.name], "__name__", str(hints[field.name]).replace("typing.", ""))
@@ -371,3 +371,8 @@ def help_text(groups, doc: str = "") -> str:
             lines.append(f"      {field.metadata.get('help', '')}")
     lines += ["", "  --config (str): a preset, configs/presets/NAME.yaml or a path (flag: value per line)"]
     return "\n".join(lines)
+
+
+def first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph on one line."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())

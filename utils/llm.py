@@ -1,6 +1,7 @@
 """OpenAI-compatible chat endpoints through the maintained `openai` client, and one "ask, parse, retry" loop.
 
-    client = make_client("https://api.openai.com/v1", api_key=os.environ.get("OPENAI_API_KEY"), timeout=60, max_retries=5)
+    client = make_client("https://api.openai.com/v1", api_key=os.environ.get("OPENAI_API_KEY"), timeout=60,
+    max_retries=5)
     reply = ask_json(client, "gpt-4o-mini", messages, parse=my_parser, max_attempts=3, retry_prompt="...{reason}...")
 
 Transport problems (HTTP 429 and 5xx with Retry-After honoured, timeouts, dropped connections) are

@@ -1,4 +1,5 @@
-"""``python -m utils.tiny_base`` runs ``python -m utils.model.tiny_base`` (the command's name before utils/ had rooms)."""
+"""``python -m utils.tiny_base`` runs ``python -m utils.model.tiny_base`` (the command's name before utils/ had
+rooms)."""
 
 import runpy
 

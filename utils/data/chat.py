@@ -85,7 +85,7 @@ class ChatFormat:
     def of(cls, tokenizer) -> "ChatFormat":
         if not getattr(tokenizer, "chat_template", None):
             raise UserError(
-                f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no chat template: --prompt_template chat needs a "
+                f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no chat template: --prompt_template chat " f"needs a "
                 "chat model's tokenizer; use a text template instead (med_template, or bloom_deploy for Bloom/Huozi)"
             )
         probe = tokenizer("a")["input_ids"]

@@ -107,13 +107,13 @@ def chat_template_for(tokenizer, template_name: str, system_prompt: str = "") ->
     if template_name == CHAT_TEMPLATE_NAME:
         base = getattr(tokenizer, "chat_template", None)
         if not base:
-            raise UserError(f"the adapter was trained with the base's chat template, but {tokenizer.name_or_path} has none")
+            raise UserError(f"the adapter was trained with the base's chat template, but {tokenizer.name_or_path} has " f"none")
         if not system_prompt:
             check_chat_template(tokenizer, base, template_name)
             return base
         candidates = [prefix % dict(system=_literal(system_prompt)) + base for prefix in (SYSTEM_DEFAULT, SYSTEM_IN_FIRST_TURN)]
     elif system_prompt:
-        raise UserError(f"a system prompt needs the chat template; the text template {template_name} has no place for one")
+        raise UserError(f"a system prompt needs the chat template; the text template {template_name} has no place for " f"one")
     else:  # how bos joins the text differs between tokenizers: the check picks the form that encodes as training did
         bos_forms = ["bos_token", "bos_token ~ ' '", ""] if tokenizer.bos_token else [""]
         candidates = [text_chat_template(template_name, bos) for bos in bos_forms]
@@ -152,7 +152,7 @@ def check_chat_template(tokenizer, template: str, template_name: str, system_pro
                 raise UserError(f"the chat template refuses a {len(past) + 1}-turn question: {err}") from None
             if list(got) != list(expected):
                 raise UserError(
-                    f"{len(past) + 1}-turn question {question!r}: the template gives {tokenizer.convert_ids_to_tokens(list(got))[:8]}..., "
+                    f"{len(past) + 1}-turn question {question!r}: the template gives " f"{tokenizer.convert_ids_to_tokens(list(got))[:8]}..., "
                     f"training gives {tokenizer.convert_ids_to_tokens(list(expected))[:8]}..."
                 )
     logger.info("chat template checked: it encodes %s prompts as training did", template_name)

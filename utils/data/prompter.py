@@ -42,7 +42,7 @@ def template_path(name: str) -> Path:
         return candidate
     path = TEMPLATES_DIR / f"{name}.json"
     if not path.is_file():
-        raise UserError(f"unknown prompt template {name!r}: no file {path} (available: {', '.join(available_templates())}, chat)")
+        raise UserError(f"unknown prompt template {name!r}: no file {path} (available: " f"{', '.join(available_templates())}, chat)")
     return path
 
 

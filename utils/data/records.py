@@ -59,7 +59,7 @@ class _Decoder(json.JSONDecoder):
                 self.problems.append(f"field '{key}': duplicate key (it appears twice in the record; keep one)")
             bad = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, _NonFinite)]
             if bad:
-                self.problems.append(f"field '{key}': {bad[0]} is not a valid JSON number (use null, a number or a string)")
+                self.problems.append(f"field '{key}': {bad[0]} is not a valid JSON number (use null, a number or a " f"string)")
             obj[key] = value
         return obj
 
@@ -300,6 +300,6 @@ def split_validation(records: list, val_set_size: int, source: str = "the data")
     import numpy as np
 
     if not 0 <= val_set_size < len(records):
-        raise UserError(f"val_set_size ({val_set_size}) must be at least 0 and smaller than the {len(records)} records of {source}")
+        raise UserError(f"val_set_size ({val_set_size}) must be at least 0 and smaller than the {len(records)} " f"records of {source}")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(records))
     return [records[i] for i in order[val_set_size:]], [records[i] for i in order[:val_set_size]]

@@ -38,7 +38,8 @@ class BuildConfig:
 
 
 def build(config: BuildConfig) -> WrittenBuild:
-    """Build and write the dataset (and the review sheet when asked); raises KnowledgeError on bad input, RecordsFailed when LLM retries ran out."""
+    """Build and write the dataset (and the review sheet when asked); raises KnowledgeError on bad
+    input, RecordsFailed when LLM retries ran out."""
     t0 = time.perf_counter()
     kb = load_knowledge_base(config.kb_path, config.styles_path, config.use_cmekg)
     split_of = split_entities(kb.entries, config.seed, config.valid_frac, config.test_frac)

@@ -252,7 +252,8 @@ GroupPart = tuple[frozenset[str] | None, tuple[float, float] | None, str]  # sex
 
 
 def parse_group(value: str) -> list[GroupPart]:
-    """What one 多发人群 value says, part by part ("儿童和老年妇女" is two parts); parts that say nothing are skipped."""
+    """What one 多发人群 value says, part by part ("儿童和老年妇女" is two parts); parts that say nothing are
+    skipped."""
     parts = []
     for part in GROUP_SPLIT.split(value):
         if "男女" in part or "各年龄" in part or "普遍" in part:
@@ -467,11 +468,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "neonatal_distress",
         "新生儿危重表现",
-        disease=r"新生儿.{0,6}(窒息|呼吸窘迫|败血症|坏死性小肠结肠炎|化脓性脑膜炎|惊厥|休克|呼吸暂停|胃穿孔|肺出血|颅内出血"
+        disease=r"新生儿.{0,6}(窒息|呼吸窘迫|败血症|坏死性小肠结肠炎|化脓性脑膜炎|惊厥|休克|呼吸暂停|胃穿孔|肺出血|颅"
+        r"内出血"
         r"|胆红素脑病|破伤风|硬肿|寒冷损伤|持续性肺动脉高压|呕血)|胎粪吸入|羊水.{0,3}吸入",
         findings=(
             (
-                r"呼吸困难|呼吸急促|气促|呻吟|青紫|发绀|紫绀|拒奶|不吃奶|吸吮无力|呼吸暂停|惊厥|抽搐|嗜睡|反应差|反应低下"
+                r"呼吸困难|呼吸急促|气促|呻吟|青紫|发绀|紫绀|拒奶|不吃奶|吸吮无力|呼吸暂停|惊厥|抽搐|嗜睡|反应差|反应"
+                r"低下"
                 r"|体温不升|发热|高热|呕血|便血|面色发灰",
             ),
             (r"呕吐|吐奶", r"腹胀|腹部.{0,2}膨胀|脱水"),
@@ -496,14 +499,16 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "cardiac_arrest",
         "心跳呼吸骤停、致命性心律失常、急性心衰",
-        disease=r"心脏骤停|心搏骤停|心跳骤停|呼吸骤停|猝死|阿[-—–]?斯综合征|心室颤动|室颤|尖端扭转|急性心力衰竭|急性左心衰"
+        disease=r"心脏骤停|心搏骤停|心跳骤停|呼吸骤停|猝死|阿[-—–]?斯综合征|心室颤动|室颤|尖端扭转|急性心力衰竭|急性左"
+        r"心衰"
         r"|急性肺水肿|心脏压塞|心包填塞",
         findings=((r"心脏骤停|心跳骤停|心搏骤停|呼吸心跳停止|呼吸骤停|呼吸停止",), (r"粉红色泡沫[样状]?痰|端坐呼吸",)),
     ),  # acute pulmonary oedema
     Rule(
         "acute_chest_pain",
         "急性胸痛（心肌梗死、主动脉夹层、肺栓塞）",
-        disease=r"心肌梗死|心肌梗塞|心梗|急性冠脉综合征|急性冠状动脉综合征|不稳定型心绞痛|主动脉夹层|夹层动脉瘤|肺栓塞|肺动脉栓塞"
+        disease=r"心肌梗死|心肌梗塞|心梗|急性冠脉综合征|急性冠状动脉综合征|不稳定型心绞痛|主动脉夹层|夹层动脉瘤|肺栓塞"
+        r"|肺动脉栓塞"
         r"|肺梗死",
         disease_not=r"梗死后|陈旧|室壁瘤",
         findings=(
@@ -533,7 +538,8 @@ RULES: tuple[Rule, ...] = (
         disease=r"昏迷|癫痫持续状态|惊厥持续状态",
         findings=(
             (
-                r"昏迷|意识障碍|意识不清|意识丧失|意识模糊|神志不清|神志模糊|神志障碍|不省人事|人事不省|癫痫持续状态|惊厥持续"
+                r"昏迷|意识障碍|意识不清|意识丧失|意识模糊|神志不清|神志模糊|神志障碍|不省人事|人事不省|癫痫持续状态"
+                r"|惊厥持续"
                 r"|持续抽搐|抽搐不止",
             ),
         ),
@@ -581,7 +587,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "acute_abdomen",
         "急腹症（肠套叠、嵌顿疝、肠扭转、肠梗阻、穿孔、急性阑尾炎、急性胰腺炎）",
-        disease=r"肠套叠|嵌顿疝|疝.{0,4}嵌顿|嵌顿性.{0,6}疝|嵌顿包茎|包皮嵌顿|绞窄|肠扭转|结肠扭转|盲肠扭转|胃扭转|大网膜扭转"
+        disease=r"肠套叠|嵌顿疝|疝.{0,4}嵌顿|嵌顿性.{0,6}疝|嵌顿包茎|包皮嵌顿|绞窄|肠扭转|结肠扭转|盲肠扭转|胃扭转|大"
+        r"网膜扭转"
         r"|肠梗阻|急腹症|阑尾炎|急性.{0,4}胰腺炎|梗阻性化脓性胆管炎|急性化脓性胆管炎|肠系膜.{0,6}(栓塞|梗死|血栓|缺血)"
         r"|急性出血.{0,3}坏死性.{0,2}肠炎|(胃|十二指肠|溃疡|肠|食管|消化道).{0,3}穿孔",
         disease_not=r"慢性|假性|麻痹性|痉挛性|神经性|动力性",
@@ -594,7 +601,9 @@ RULES: tuple[Rule, ...] = (
         "急性中毒",
         disease=r"中毒|肉毒",  # 伤口肉毒症: botulism paralyses the breathing muscles
         # 碱中毒 is alkalosis only as a whole name: 麻黄碱中毒 and 氨茶碱中毒 are poisonings by alkaloids
-        disease_not=r"中毒性|酸中毒|^(代谢性|呼吸性)?碱中毒|慢性|地方性|迟发|酒中毒|酒精中毒性|维生素|吸烟|氧中毒|水中毒"
+        disease_not=r"中毒性|酸中毒|^(代谢性|呼吸性)"
+        r"?碱中毒|慢性|地方性|迟发|酒中毒|酒精中毒性|维生素|吸烟|氧中毒"
+        r"|水中毒"
         r"|(?<!神经型)食物中毒|铅|汞|锰|镉|铍|铋|铜|锑|(?<!羰基)镍|铝|钡|铊|砷|苯中毒|重金属|二硫化碳",
     ),
     Rule(
@@ -608,7 +617,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "trauma_environment",
         "严重创伤、烧伤、电击、淹溺、中暑（热射病）、低体温",
-        disease=r"大面积烧伤|重度烧伤|特重度烧伤|烧伤休克|吸入性损伤|喉烧伤|咽喉部烧伤|化学烧伤|化学性烧伤|酸烧伤|碱烧伤|酸碱灼伤"
+        disease=r"大面积烧伤|重度烧伤|特重度烧伤|烧伤休克|吸入性损伤|喉烧伤|咽喉部烧伤|化学烧伤|化学性烧伤|酸烧伤|碱烧"
+        r"伤|酸碱灼伤"
         r"|眼烧伤|电击伤|电损伤|电烧伤|电弧烧伤|电接触烧伤|触电|淹溺|溺水|多发伤|复合伤|火器伤|火器性|热射病|重症中暑"
         r"|冻僵|低温症|毒蛇咬伤",
         disease_not=r"所致",
@@ -622,7 +632,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "sepsis",
         "脓毒症、暴发性感染",
-        disease=r"败血症|脓毒症|脓毒血症|感染性休克|多器官功能|多系统器官功能|暴发性肝衰竭|急性肝衰竭|气性坏疽|坏死性筋膜炎"
+        disease=r"败血症|脓毒症|脓毒血症|感染性休克|多器官功能|多系统器官功能|暴发性肝衰竭|急性肝衰竭|气性坏疽|坏死性"
+        r"筋膜炎"
         r"|福尼尔坏疽|破伤风|脑型疟疾|重症疟疾|凶险型疟疾",
         disease_not=r"亚败血症|败血症肾损害|巴斯德菌",
     ),
@@ -657,7 +668,8 @@ LEFT_OUT: tuple[tuple[str, str], ...] = (
     ("黑便/柏油样便, 咯血 without 大量, 鼻出血, 阴道出血 in pregnancy (先兆流产, 前置胎盘)", "the amount decides"),
     ("晕厥, 一过性意识丧失", "needs a physician's risk assessment"),
     (
-        "bacterial food poisoning (胃肠型, 细菌性, 葡萄球菌性, 沙门菌 …), chronic metal/solvent poisoning (铅, 汞, 锰, 砷, "
+        "bacterial food poisoning (胃肠型, 细菌性, 葡萄球菌性, 沙门菌 …), chronic metal/solvent poisoning (铅, 汞, "
+        "锰, 砷, "
         "苯 …), 水中毒, 维生素中毒",
         "mostly self-limited or chronic; botulism (神经型食物中毒) and acute poisonings fire",
     ),
@@ -829,8 +841,8 @@ def measure(entries: list[Entry], sample: int = 20, seed: int = 0) -> dict:
 
 
 def main(command: str = "rules") -> None:
-    """`python -m utils.knowledge.clinical rules`: the rules table. The counts of `measure` over the built knowledge base:
-    `python -m utils.knowledge.audit --clinical` (this module imports nothing that imports it)."""
+    """`python -m utils.knowledge.clinical rules`: the rules table. The counts of `measure` over the
+    built knowledge base: `python -m utils.knowledge.audit --clinical` (this module imports nothing that imports it)."""
     if command != "rules":
         raise SystemExit(f"unknown command {command!r}; usage: python -m utils.knowledge.clinical rules")
     print(rules_table())

@@ -5,7 +5,8 @@ It is read here only through :class:`RestrictedUnpickler`, which refuses every g
 can hold nothing but plain containers and strings; the package itself is never imported (its
 ``__init__`` would ``pickle.load`` the file unrestricted).
 
-    python -m utils.knowledge.cmekg report [stem]   # import, then write <stem>.md/.json (default data/llama_data.cmekg_import)
+    # import, then write <stem>.md/.json (default data/llama_data.cmekg_import)
+    python -m utils.knowledge.cmekg report [stem]
 
 Import = map cMeKG predicates onto our disease fields (PREDICATES), then clean every value
 (clean_values; each rule is named in RULES and counted in the report), then keep the entities that
@@ -155,7 +156,9 @@ ESTABLISHED_BONUS = 0.5
 SPECIFIC_FIELDS = (
     "相关症状",
     "发病部位",
-)  # ordered by specificity; the others by how established a value is  # a term carried by >= 2 entities, or one of our own, is not a one-off spelling
+    # ordered by specificity; the others by how established a value is  # a term carried by >= 2 entities, or one of our
+    # own, is not a one-off spelling
+)
 
 # department whitelist (ours use the same names) and the synonyms cMeKG spells them with
 DEPARTMENTS = tuple(
@@ -228,7 +231,8 @@ RULES = {
     "split_conjunction": "two items joined by 及/以及/与/和 were split (流泪及眼痛 -> 流泪, 眼痛)",
     "trailing_deng": "a trailing 等/及 was stripped",
     "sentence_punct": "holds sentence punctuation (a clause, not a phrase)",
-    "bad_start": "starts with 或/及/以/可/常 (in symptoms, causes, tests, ... also 有/为/因/与/在): a sentence fragment",
+    "bad_start": "starts with 或/及/以/可/常 (in symptoms, causes, tests, ... also 有/为/因/与/在): a sentence "
+    "fragment",
     "code": "an approval number or other code, or (in a symptom list) a measurement with digits",
     "too_long": f"longer than {MAX_CHARS} characters",
     "too_short": "a single character (except a one-character organ in 发病部位: 肺, 肝, 肾 ...)",
@@ -236,7 +240,8 @@ RULES = {
     "clause": "words of running text (患者, 如, 由于, 甚至, 出现, ...) in a symptom, cause, test or treatment",
     "own_name": "the entity's own name (or an alias)",
     "gives_away_diagnosis": "names the disease or a variant of its name (儿童肠套叠 as a symptom of 小儿肠套叠)",
-    # the positive symptom lexicon (utils/knowledge/lexicon.py): a symptom needs a head or a known term, and no disqualifier
+    # the positive symptom lexicon (utils/knowledge/lexicon.py): a symptom needs a head or a known term, and no
+    # disqualifier
     "symptom_no_head": "in a symptom list but neither a known symptom term nor a symptom head (皮下组织, 神经, 骨)",
     "symptom_disease": "in a symptom list but a disease (气胸, 感冒, 心肌梗死, 肠梗阻, 腹膜炎, a disease of the graph)",
     "symptom_lab_value": "in a symptom list but a lab value (糖尿, 蛋白尿, AST水平小幅升高)",
@@ -247,7 +252,8 @@ RULES = {
     "merged_synonym": "a synonym spelling mapped onto one term (发烧 -> 发热, 恶心呕吐 -> 恶心 + 呕吐)",
     "merged_twin": "one character away from a more typical value of the same symptom list (咳黏液脓痰 / 咳黏脓痰): "
     "one item spelled twice",
-    "merged_substring": "contained in a more specific value of the same list (咳嗽 in 持续性咳嗽): the specific one kept",
+    "merged_substring": "contained in a more specific value of the same list (咳嗽 in 持续性咳嗽): the specific one "
+    "kept",
     "near_duplicate": "same normalised key as an earlier value (心悸/心悸等, β 受体阻滞剂/β—受体阻滞剂)",
     "cause_unknown": "a 病因 saying the cause is unknown (病因尚不清楚, 原因未明)",
     "cause_is_symptom": "a 病因 that is a known symptom term, not a cause",
@@ -259,9 +265,11 @@ RULES = {
     "drug_checked": "a cMeKG drug kept: one of our drugs, whose 适应症 names this disease or one of its names",
     "department_synonym": "a department spelled differently, mapped onto the whitelist",
     "department_unknown": "a department not on the whitelist (门诊, 男性, 功能检查科, ...)",
-    "department_emergency_routine": "急诊科 dropped from a disease the red-flag rules (utils/knowledge/clinical.py) do not call "
+    "department_emergency_routine": "急诊科 dropped from a disease the red-flag rules (utils/knowledge/clinical.py) "
+    "do not call "
     "an emergency (cMeKG lists 急诊科 for 宿醉 and 尘肺; a routine answer never says 急诊)",
-    "department_paediatric": "a paediatric entity routed to 儿科/新生儿科/小儿外科 (adult 内科/外科 departments dropped)",
+    "department_paediatric": "a paediatric entity routed to 儿科/新生儿科/小儿外科 (adult 内科/外科 departments "
+    "dropped)",
     "department_from_organ": "a generic 内科/外科 refined from the entity's organ (肺 -> 呼吸内科, 骨 -> 骨科)",
     "prevention_moved": "a vaccine or prophylaxis listed as treatment, moved to 预防",
     "typicality_order": "a field whose values were reordered by typicality (cMeKG lists are in code-point order)",

@@ -158,7 +158,8 @@ KNOWN_LIMITS = (
     "the disease) confirms them, so most cMeKG diseases have no treatment and their vignettes ask for diagnosis "
     "and tests only. Confirming the rest needs a physician.",
     "Red-flag rules cover the emergencies in the rules table; the calls left to a physician are listed in "
-    "utils/knowledge/clinical.py (LEFT_OUT): 胸痛 alone, stroke signs without a sudden onset, a single seizure, bleeding "
+    "utils/knowledge/clinical.py (LEFT_OUT): 胸痛 alone, stroke signs without a sudden onset, a single seizure, "
+    "bleeding "
     "whose amount is not given, obstetric severity. A disease outside the rules gets routine wording.",
     "Patients' sex and age follow the disease's name, department, 多发人群 and organ; where nothing narrows them, "
     "adults of both sexes are drawn, which can still be atypical (a 21-year-old with a vaginal wall prolapse).",

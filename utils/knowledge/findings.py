@@ -16,7 +16,8 @@ SPECIFIC_MAX_DISEASES = 30  # a specific finding is listed by at most this many 
 GENERIC_MIN_DISEASES = 100  # ... and is more than a generic complaint (one listed by more diseases than this) ...
 # ... with qualifiers that say nothing of where or what: 剧痛 is pain, 神疲乏力 fatigue, 肢体疼痛 pain, 发热畏寒 fever
 QUALIFIERS = re.compile(
-    r"剧烈|剧|轻度|轻微|稍感|稍|略|明显|严重|腹部|胸部|头部|背部|持续性|持续|反复|间歇性|间歇|阵发性|阵发|全身|周身|肢体|四肢|局部|神疲"
+    r"剧烈|剧|轻度|轻微|稍感|稍|略|明显|严重|腹部|胸部|头部|背部|持续性|持续|反复|间歇性|间歇|阵发性|阵发|全身|周身|肢"
+    r"体|四肢|局部|神疲"
     r"|身体|患处|慢性|急性|突发|突然"
 )
 GENERIC_COMPLAINTS = ("僵硬", "不适", "疼", "痛", "酸", "胀", "麻", "冷", "热", "软", "累")

@@ -1,6 +1,7 @@
 """The review sheet of a build: n seeded random records, each beside its knowledge entry, to judge by hand.
 
-    python -m utils.knowledge.review                                   # 100 records of data/llama_data*.json -> data/review.md/.html
+    python -m utils.knowledge.review                                   # 100 records of data/llama_data*.json ->
+    data/review.md/.html
     python -m utils.knowledge.review data/llama_data.json --n 50 --seed 3 --out /tmp/review
 
 Each record shows its question and answer, then every field of each entity it uses, with the values

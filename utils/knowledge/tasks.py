@@ -222,7 +222,8 @@ def overview_tasks(p: Planner, e: Entry) -> list[dict]:
 
 
 def treatment_checked(e: Entry) -> bool:
-    """The entry has a treatment we can defend: ours, or cMeKG's checked against the curated list (utils/knowledge/cmekg.py)."""
+    """The entry has a treatment we can defend: ours, or cMeKG's checked against the curated list
+    (utils/knowledge/cmekg.py)."""
     return bool(e.get("药物治疗") or e.get("辅助治疗"))
 
 
@@ -331,7 +332,8 @@ def _triage(style: dict, e: Entry, person, slots: dict, differential: str, emerg
 
 
 def comparison_tasks(p: Planner, diseases: list[Entry]) -> list[dict]:
-    """ "X和Y的病因是否一致？" for related pairs only: same split and department, a shared body site or specific finding."""
+    """ "X和Y的病因是否一致？" for related pairs only: same split and department, a shared body site or
+    specific finding."""
     style = p.styles["comparison"]
     pool = defaultdict(list)  # (split, department) -> diseases
     for e in diseases:
@@ -380,7 +382,8 @@ def verdict(av: list[str], bv: list[str]) -> str | None:
 
 
 def comparison_question(style: dict, a: Entry, b: Entry, key: str, rng: random.Random):
-    """The question on ``key`` of the pair and its answer (text, facts) by the verdict; None when no verdict is honest."""
+    """The question on ``key`` of the pair and its answer (text, facts) by the verdict; None when
+    no verdict is honest."""
     kind = verdict(a.get(key), b.get(key))
     if kind is None:  # counted by the caller
         return None

@@ -54,7 +54,8 @@ def resolve(lora_weights: str) -> str:
         "LoRA adapter",
         ADAPTER_CONFIG,
         hub.ADAPTER_FILES,
-        hint="an adapter folder holds adapter_config.json and adapter_model.safetensors (or .bin), as finetune.py writes it",
+        hint="an adapter folder holds adapter_config.json and adapter_model.safetensors (or .bin), as finetune.py "
+        "writes it",
     )
 
 
@@ -186,9 +187,12 @@ def check_base(folder: str | Path, base_path: str) -> None:
     current = tiny_base.fingerprint_of(base_path) if Path(base_path).is_dir() else None
     if trained and current and trained != current:
         raise UserError(
-            f"{folder} was trained on the embedded tiny base with tokenizer fingerprint {trained[:12]}, but {base_path} "
-            f"has {current[:12]}: its token ids differ and the adapter would answer nonsense. Rebuild the base it was trained "
-            "on from the checkout that trained it (python -m utils.model.tiny_base --out_dir DIR, then pass --base_model DIR), "
+            f"{folder} was trained on the embedded tiny base with tokenizer fingerprint {trained[:12]}, but "
+            f"{base_path} "
+            f"has {current[:12]}: its token ids differ and the adapter would answer nonsense. Rebuild the base it was "
+            f"trained "
+            "on from the checkout that trained it (python -m utils.model.tiny_base --out_dir DIR, then pass "
+            "--base_model DIR), "
             "or retrain the adapter on the current tiny base (python finetune.py ...)"
         )
 

@@ -156,7 +156,8 @@ def save(out: Path, merged, base: Base, description: dict, max_shard_size: str) 
 def check_request(output_dir: str, precision: str, overwrite: bool) -> None:
     if precision != "auto" and precision not in loading.DTYPES:
         raise UserError(
-            f"precision must be auto or one of {', '.join(loading.DTYPES)} (the merged weights' dtype), got {precision!r}"
+            f"precision must be auto or one of {', '.join(loading.DTYPES)} (the merged weights' dtype), got "
+            f"{precision!r}"
         )
     if (Path(output_dir) / "config.json").exists() and not overwrite:
         raise UserError(f"{output_dir} already holds a model (config.json); pass --overwrite to replace it")

@@ -41,7 +41,9 @@ def resolve_folder(
     if path.exists() or not looks_like_hub_id(name):
         if not path.exists():
             raise FileNotFoundError(
-                f"{what} {name!r} not found (tried {path.resolve()}); pass a local folder or a hub id (owner/name){hint}"
+                f"{what} {name!r} not found (tried {path.resolve()}); pass a local folder or a hub id "
+                f"(owner/name)"
+                f"{hint}"
             )
         if not (path / required).is_file():
             raise FileNotFoundError(f"{what} folder {path} has no {required}{hint}")

@@ -101,7 +101,8 @@ def claim_device(world_size: int, local_rank: int) -> str:
     visible = torch.cuda.device_count()
     if visible > 1:
         logger.info(
-            "single process: training on cuda:0 only, the first of %d visible GPUs (torchrun --nproc_per_node %d uses them all)",
+            "single process: training on cuda:0 only, the first of %d visible GPUs (torchrun --nproc_per_node %d uses "
+            "them all)",
             visible,
             visible,
         )
@@ -133,7 +134,8 @@ def resolve_attention(attn_implementation: str, check_installed: bool = True) ->
 
         if not is_flash_attn_2_available():
             raise UserError(
-                "--attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU (pip install flash-attn); or use sdpa"
+                "--attn_implementation flash_attention_2 needs the flash-attn package and a CUDA GPU (pip install "
+                "flash-attn); or use sdpa"
             )
     return attn_implementation
 
@@ -161,7 +163,8 @@ def resolve_base_model(base_model: str) -> str:
             "config.json",
             hub.MODEL_FILES,
             hub.MODEL_BIN_FILES,
-            hint="a Hugging Face model folder holds config.json, weights and tokenizer; or leave --base_model empty for the embedded tiny LLaMA",
+            hint="a Hugging Face model folder holds config.json, weights and tokenizer; or leave --base_model empty "
+            "for the embedded tiny LLaMA",
         )
     else:
         path = tiny_base.ensure_tiny_base()
@@ -220,7 +223,8 @@ def check_quantization(load_8bit: bool, load_4bit: bool, sharded: str | None = N
         raise UserError("choose one of --load_8bit and --load_4bit")
     if load_8bit and sharded:
         raise UserError(
-            f"--load_8bit cannot be sharded ({sharded.split(' (')[0]}): use --load_4bit, or DDP (configs/accelerate/ddp.yaml)"
+            f"--load_8bit cannot be sharded ({sharded.split(' (')[0]}): use --load_4bit, or DDP "
+            f"(configs/accelerate/ddp.yaml)"
         )
 
 
@@ -325,13 +329,18 @@ def packing_problem(model_class, attn_implementation: str, pack_len: int) -> str
     model without position ids (Bloom's ALiBi) builds a plain causal mask over the whole row."""
     if model_class is None or not model_class.__module__.startswith("transformers.models."):
         name = getattr(model_class, "__name__", "the checkpoint's own model code")
-        return f"{name} is not one of transformers' own model classes, so nothing guarantees that packed examples cannot attend to each other"
+        return (
+            f"{name} is not one of transformers' own model classes, so nothing guarantees that packed examples "
+            f"cannot attend to each other"
+        )
     if "position_ids" not in inspect.signature(model_class.forward).parameters:
         return f"{model_class.__name__} takes no position ids, so packed examples would attend to each other"
     if attn_implementation.startswith("flash") and pack_len > 0:
         return (
-            f"--pack_len {pack_len} with {attn_implementation}: several packed rows without a mask would run plain causal "
-            "flash attention over each row, across example boundaries; flash packs one flattened row per micro-batch (--pack_len 0)"
+            f"--pack_len {pack_len} with {attn_implementation}: several packed rows without a mask would run plain "
+            f"causal "
+            "flash attention over each row, across example boundaries; flash packs one flattened row per micro-batch "
+            "(--pack_len 0)"
         )
     return None
 

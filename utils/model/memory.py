@@ -391,7 +391,8 @@ def plan_micro_batch(
         parts = training_peak(shape, setup, positions, logit_tokens, gc)
         ok, reason = (
             False,
-            f"does not fit: {parts['peak'] / GiB:.1f} GiB needed, {FIT_FRACTION:.0%} of {budget / GiB:.1f} GiB available",
+            f"does not fit: {parts['peak'] / GiB:.1f} GiB needed, {FIT_FRACTION:.0%} of {budget / GiB:.1f} GiB "
+            f"available",
         )
     return Plan(
         micro_batch_size=m,
@@ -419,7 +420,10 @@ def _reason(micro_batch_size, gradient_checkpointing, gc, best) -> str:
     if gradient_checkpointing != "auto":
         return f"micro-batch {chosen}; gradient checkpointing {'on' if gc else 'off'} as given"
     if gc and False in best:
-        return f"micro-batch {chosen}; checkpointing on: without it only {best[False][0]} examples ({best[False][1]} tokens) fit"
+        return (
+            f"micro-batch {chosen}; checkpointing on: without it only {best[False][0]} examples ({best[False][1]} "
+            f"tokens) fit"
+        )
     if gc:
         return f"micro-batch {chosen}; checkpointing on: nothing fits without it"
     return f"micro-batch {chosen}; no checkpointing needed"

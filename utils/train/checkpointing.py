@@ -138,7 +138,8 @@ def resolve_resume(resume_from_checkpoint, output_dir: str) -> tuple[str | None,
     folder = Path(str(value))
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"resume_from_checkpoint {folder}: no such folder (pass a checkpoint-N folder, an adapter folder, or 'auto')"
+            f"resume_from_checkpoint {folder}: no such folder (pass a checkpoint-N folder, an adapter folder, or "
+            f"'auto')"
         )
     if (folder / "trainer_state.json").exists() or (folder / MARKER).exists() or CHECKPOINT_RE.match(folder.name):
         problem = checkpoint_problem(folder)

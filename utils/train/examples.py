@@ -63,7 +63,8 @@ def estimate_examples(prompter, records, config, base_model: str, cutoff_len: in
     prompts = None  # a chat template is the tokenizer's
     if prompter.template_name == CHAT_TEMPLATE_NAME:
         logger.info(
-            "no tokenizer beside %s: chat prompts estimated as their messages' text plus %d tokens of role markers each",
+            "no tokenizer beside %s: chat prompts estimated as their messages' text plus %d tokens of role markers "
+            "each",
             base_model,
             CHAT_TURN_TOKENS,
         )

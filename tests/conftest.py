@@ -42,6 +42,11 @@ def tiny_train_args(**overrides) -> dict:
     return {**TINY_TRAIN, **overrides}
 
 
+def tiny_train_cli(**overrides) -> list[str]:
+    """TINY_TRAIN with ``overrides`` as finetune.py's command line (``--name value`` pairs)."""
+    return [arg for name, value in tiny_train_args(**overrides).items() for arg in (f"--{name}", str(value))]
+
+
 @pytest.fixture(scope="session")
 def tiny_base() -> str:
     """The embedded tiny LLaMA, built (or reused when current) exactly as the scripts do."""

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, tiny_train_cli
 
 from utils.train import checkpointing
 
@@ -14,37 +14,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def flags(tiny_base, train_file, out):
-    return [
-        "--base_model",
-        tiny_base,
-        "--data_path",
-        str(train_file),
-        "--output_dir",
-        str(out),
-        "--val_set_size",
-        "16",
-        "--micro_batch_size",
-        "4",
-        "--batch_size",
-        "8",
-        "--cutoff_len",
-        "64",
-        "--max_steps",
-        "4",
-        "--save_steps",
-        "4",
-        "--eval_steps",
-        "100",
-        "--logging_steps",
-        "1",
-        "--wandb_project=",
-        "--learning_rate",
-        "3e-3",
-        "--lora_dropout",
-        "0",
-        "--precision",
-        "fp32",
-    ]  # (no dropout: the two runs then do the same arithmetic, up to the gradient all-reduce; fp32: on a
+    return tiny_train_cli(
+        base_model=tiny_base,
+        data_path=train_file,
+        output_dir=out,
+        micro_batch_size=4,
+        batch_size=8,
+        cutoff_len=64,
+        max_steps=4,
+        save_steps=4,
+        eval_steps=100,
+        learning_rate=3e-3,
+        lora_dropout=0,
+        precision="fp32",
+    )  # (no dropout: the two runs then do the same arithmetic, up to the gradient all-reduce; fp32: on a
     # CPU with AMX auto is bf16, whose rounding differs between one process's accumulated micro-batches and two
     # processes' all-reduce, and Adam turns that noise into lr-sized steps: 2.6e-3 apart in bf16, 4e-7 in fp32)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_train_args
+from conftest import tiny_train_args, tiny_train_cli
 
 from utils.train import checkpointing
 
@@ -22,33 +22,18 @@ HELPERS = Path(__file__).resolve().parent
 
 def train_cli(tiny_base, train_file, out, *extra, signame="none", step=0):
     """finetune.py in a subprocess (through tests/killable_train.py); returns the CompletedProcess."""
-    flags = [
-        "--base_model",
-        tiny_base,
-        "--data_path",
-        str(train_file),
-        "--output_dir",
-        str(out),
-        "--val_set_size",
-        "16",
-        "--micro_batch_size",
-        "4",
-        "--batch_size",
-        "8",
-        "--cutoff_len",
-        "64",
-        "--max_steps",
-        "6",
-        "--save_steps",
-        "2",
-        "--eval_steps",
-        "100",
-        "--logging_steps",
-        "1",
-        "--wandb_project=",
-        "--learning_rate",
-        "3e-3",
-    ]
+    flags = tiny_train_cli(
+        base_model=tiny_base,
+        data_path=train_file,
+        output_dir=out,
+        micro_batch_size=4,
+        batch_size=8,
+        cutoff_len=64,
+        max_steps=6,
+        save_steps=2,
+        eval_steps=100,
+        learning_rate=3e-3,
+    )
     cmd = [sys.executable, str(HELPERS / "killable_train.py"), signame, str(step), *flags, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
 

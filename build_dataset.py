@@ -44,10 +44,10 @@ answer_checks), selection, paraphrase (openai backend), outputs.
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from utils.args import flag, help_text, parse
+from utils.args import as_flags, flag, help_text, parse
 from utils.cli import UserError, run
 from utils.files import REPO_ROOT
 from utils.knowledge.build import BuildConfig, build
@@ -101,7 +101,7 @@ def main(**flags):
         valid_frac=args.valid_frac,
         test_frac=args.test_frac,
         llm=llm if args.backend == "openai" else None,
-        flags={**asdict(args), **asdict(llm), **asdict(sheet)},  # saved in .meta.json, in this order
+        flags=as_flags(args, llm, sheet),  # saved in .meta.json, in this order
         review=sheet.review,
         review_seed=sheet.review_seed,
     )

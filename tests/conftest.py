@@ -42,6 +42,11 @@ def tiny_train_args(**overrides) -> dict:
     return {**TINY_TRAIN, **overrides}
 
 
+# the subprocess runs (torchrun, kill and resume): smaller micro-batches so a few steps hold several,
+# a faster learning rate so the adapters move measurably, no evaluation before the end
+CLI_RUN = dict(micro_batch_size=4, batch_size=8, cutoff_len=64, eval_steps=100, learning_rate=3e-3)
+
+
 def tiny_train_cli(**overrides) -> list[str]:
     """TINY_TRAIN with ``overrides`` as finetune.py's command line (``--name value`` pairs)."""
     return [arg for name, value in tiny_train_args(**overrides).items() for arg in (f"--{name}", str(value))]

@@ -6,11 +6,27 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port, tiny_train_cli
+from conftest import CLI_RUN, free_port, tiny_train_cli
 
 from utils.train import checkpointing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def torchrun_two() -> list[str]:
+    """``torchrun --nproc_per_node 2 finetune.py`` on loopback, on a free port."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "finetune.py",
+    ]
 
 
 def flags(tiny_base, train_file, out):
@@ -18,13 +34,9 @@ def flags(tiny_base, train_file, out):
         base_model=tiny_base,
         data_path=train_file,
         output_dir=out,
-        micro_batch_size=4,
-        batch_size=8,
-        cutoff_len=64,
+        **CLI_RUN,
         max_steps=4,
         save_steps=4,
-        eval_steps=100,
-        learning_rate=3e-3,
         lora_dropout=0,
         precision="fp32",
     )  # (no dropout: the two runs then do the same arithmetic, up to the gradient all-reduce; fp32: on a
@@ -47,16 +59,7 @@ def test_torchrun_two_processes_matches_one(tiny_base, train_file, tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            "finetune.py",
+            *torchrun_two(),
             *flags(tiny_base, train_file, ddp),
         ],
         **run,
@@ -106,16 +109,7 @@ def test_torchrun_with_default_batch_flags_trains_one_adapter(tiny_base, train_f
     out = tmp_path / "ddp"
     two = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            "finetune.py",
+            *torchrun_two(),
             "--base_model",
             tiny_base,
             "--data_path",

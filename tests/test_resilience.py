@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_train_args, tiny_train_cli
+from conftest import CLI_RUN, tiny_train_args, tiny_train_cli
 
 from utils.train import checkpointing
 
@@ -26,13 +26,9 @@ def train_cli(tiny_base, train_file, out, *extra, signame="none", step=0):
         base_model=tiny_base,
         data_path=train_file,
         output_dir=out,
-        micro_batch_size=4,
-        batch_size=8,
-        cutoff_len=64,
+        **CLI_RUN,
         max_steps=6,
         save_steps=2,
-        eval_steps=100,
-        learning_rate=3e-3,
     )
     cmd = [sys.executable, str(HELPERS / "killable_train.py"), signame, str(step), *flags, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
